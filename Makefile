@@ -1,0 +1,35 @@
+# The two commands a new user types: `make demo` and `make test`.
+# Both create .venv/ on first use from the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pcm_installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test test-fast bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements/pinned.txt requirements/tests.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# pip's config on some machines prints one 'is ignored' line per
+	@# package; keep real warnings and errors.
+	$(PY) -m pip install -q -r requirements/pinned.txt -r requirements/tests.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(PY) tools/install_torchvision_shim.py
+	$(PY) -c "import torch, mmengine, mmpretrain.models, open_clip, diffusers, pcm_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -q -m "not slow"
+
+clean-venv:
+	rm -rf $(VENV)

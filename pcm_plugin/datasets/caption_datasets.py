@@ -1,0 +1,110 @@
+"""Datasets of precomputed CLIP features with captions.
+
+Both read the project's JSON annotation files (mmengine ``BaseDataset``
+layout, see ``docs/architecture.md``) and point the pipeline at a feature
+store through ``data_prefix=dict(feature_dir=...)``, the way image datasets
+point ``LoadImageFromFile`` at ``img_path``.
+"""
+import os.path as osp
+import random
+from typing import List, Optional
+
+from mmengine.dataset import BaseDataset
+
+from pcm_plugin.registry import DATASETS
+from .transforms import open_feature_store
+
+
+class _FeatureCaptionDataset(BaseDataset):
+    """Shared loading: annotation entries joined with a feature store."""
+
+    def __init__(self, *, ann_file: str, feature_dir: str, **kwargs):
+        if not osp.isfile(ann_file):
+            raise FileNotFoundError(
+                f'annotation file {ann_file} not found: create it with '
+                'tools/data/convert_karpathy.py (or fix `ann_file`)')
+        self.feature_dir = feature_dir
+        super().__init__(ann_file=ann_file, **kwargs)
+
+    def parse_data_info(self, raw: dict) -> dict:
+        if 'image_id' not in raw:
+            raise KeyError(f'{self.ann_file}: entry {raw} has no `image_id`')
+        info = dict(image_id=str(raw['image_id']),
+                    feature_dir=self.feature_dir)
+        if raw.get('caption') is not None:
+            info['gt_caption'] = raw['caption']
+        return info
+
+    def load_data_list(self) -> List[dict]:
+        data_list = super().load_data_list()
+        store = open_feature_store(self.feature_dir)
+        missing = [d['image_id'] for d in data_list
+                   if d['image_id'] not in store]
+        if missing:
+            raise KeyError(
+                f'{len(missing)} of {len(data_list)} image ids of '
+                f'{self.ann_file} have no features in {self.feature_dir} '
+                f'(e.g. {missing[:3]}); run tools/extract_features.py on '
+                'this annotation file')
+        return data_list
+
+
+@DATASETS.register_module()
+class SynthCaptionDataset(_FeatureCaptionDataset):
+    """Training pairs: one synthetic image's features per caption.
+
+    Args:
+        ann_file (str): Train annotation JSON (``image_id``, ``caption``).
+        feature_dir (str): Feature store of the synthetic images; its
+            ``.cos.npy`` holds the CLIP image-caption cosines.
+        data_fraction (float): Keep a seeded fraction r of the pairs while
+            keeping the number of optimiser steps (method.md §6.4): the
+            dataset still reports the full length and cycles the subset,
+            like the official code dividing the epoch length by r.
+            Defaults to 1.0.
+        fraction_seed (int): Seed of the subset choice. Defaults to 1234.
+        **kwargs: ``pipeline``, ``test_mode``, ... of ``BaseDataset``.
+    """
+
+    def __init__(self, *, ann_file: str, feature_dir: str,
+                 data_fraction: float = 1.0, fraction_seed: int = 1234,
+                 **kwargs):
+        if not 0 < data_fraction <= 1:
+            raise ValueError(
+                f'data_fraction must be in (0, 1], got {data_fraction}')
+        self.data_fraction, self.fraction_seed = data_fraction, fraction_seed
+        super().__init__(ann_file=ann_file, feature_dir=feature_dir, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        data_list = super().load_data_list()
+        self.full_length = len(data_list)
+        if self.data_fraction < 1:
+            order = list(range(len(data_list)))
+            random.Random(self.fraction_seed).shuffle(order)
+            keep = max(1, int(self.data_fraction * len(data_list)))
+            data_list = [data_list[i] for i in sorted(order[:keep])]
+        return data_list
+
+    def __len__(self) -> int:
+        return self.full_length if self.data_fraction < 1 else \
+            super().__len__()
+
+    def get_data_info(self, idx: int) -> dict:
+        # Cycle the kept subset so an epoch has the full-data step count.
+        return super().get_data_info(idx % super().__len__())
+
+
+@DATASETS.register_module()
+class CaptionFeatureDataset(_FeatureCaptionDataset):
+    """Evaluation images (real photos): one entry per image.
+
+    Args:
+        ann_file (str): Val/test annotation JSON (``image_id`` int-like).
+        feature_dir (str): Feature store of the real images.
+        **kwargs: ``pipeline``, ``test_mode``, ... of ``BaseDataset``.
+    """
+
+    def parse_data_info(self, raw: dict) -> dict:
+        info = super().parse_data_info(raw)
+        info.pop('gt_caption', None)  # references live in the metric's gt
+        return info

@@ -1,0 +1,203 @@
+"""Sharded, memory-mapped store of precomputed CLIP features.
+
+One ``.npz`` per image (the official layout) means hundreds of thousands of
+small files and a ``zip`` parse per sample; here features live in a few large
+fp16 ``.npy`` shards read with ``mmap_mode='r'``, so a sample is two slices
+and the page cache does the rest. Layout (see ``docs/architecture.md``)::
+
+    index.json            format, shapes, shard list, free-form meta
+    <shard>.ids.json      image ids of the shard's rows
+    <shard>.patch.npy     (n, N, Dv) float16 patch tokens (before ln_post)
+    <shard>.global.npy    (n, Dg) float16 projected CLIP image embedding
+    <shard>.cos.npy       (n,) float32 CLIP image-caption cosine (optional)
+
+Every file is written to a temporary name and moved into place, and a shard
+is listed in ``index.json`` only after all its files exist, so an interrupted
+writer never leaves a half-written shard that a reader would trust.
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+
+FORMAT = 'pcm_plugin.features/1'
+INDEX = 'index.json'
+
+
+def atomic_write_bytes(path: str, write_fn) -> None:
+    """Call ``write_fn(file)`` on a temp file, fsync, then rename to path."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path: str, obj) -> None:
+    """Write ``obj`` as JSON atomically."""
+    atomic_write_bytes(
+        path, lambda f: f.write(json.dumps(obj, indent=1).encode('utf-8')))
+
+
+def write_shard(root: str, name: str, ids: Sequence[str], patch: np.ndarray,
+                global_feat: np.ndarray,
+                clip_cos: Optional[np.ndarray] = None) -> Dict:
+    """Write one shard's files atomically; return its index entry.
+
+    Args:
+        root (str): Store directory (created if missing).
+        name (str): Shard name, e.g. ``'shard-r0-00003'``.
+        ids (Sequence[str]): n image ids.
+        patch (np.ndarray): (n, N, Dv) patch tokens.
+        global_feat (np.ndarray): (n, Dg) global embeddings.
+        clip_cos (np.ndarray, optional): (n,) cosines (NaN where unknown).
+
+    Returns:
+        dict: ``{'name': name, 'count': n}``.
+    """
+    n = len(ids)
+    if patch.shape[0] != n or global_feat.shape[0] != n:
+        raise ValueError(f'shard {name}: {n} ids but patch rows '
+                         f'{patch.shape[0]}, global rows {global_feat.shape[0]}')
+    os.makedirs(root, exist_ok=True)
+    base = osp.join(root, name)
+    arrays = {'patch': patch.astype(np.float16),
+              'global': global_feat.astype(np.float16)}
+    if clip_cos is not None:
+        arrays['cos'] = np.asarray(clip_cos, dtype=np.float32).reshape(n)
+    for key, array in arrays.items():
+        atomic_write_bytes(f'{base}.{key}.npy',
+                           lambda f, a=array: np.save(f, a))
+    # ids last: their presence marks the shard as complete.
+    atomic_write_json(f'{base}.ids.json', [str(i) for i in ids])
+    return {'name': name, 'count': n}
+
+
+def shard_is_complete(root: str, name: str) -> bool:
+    """True if all mandatory files of a shard exist."""
+    base = osp.join(root, name)
+    return all(
+        osp.isfile(f'{base}.{k}') for k in ('ids.json', 'patch.npy',
+                                            'global.npy'))
+
+
+def write_index(root: str, shards: Sequence[Dict], *, patch_shape: Sequence[int],
+                global_dim: int, meta: Optional[Dict] = None) -> Dict:
+    """Write ``index.json`` listing ``shards`` (which must be complete)."""
+    for shard in shards:
+        if not shard_is_complete(root, shard['name']):
+            raise FileNotFoundError(
+                f'{osp.join(root, shard["name"])}.*: shard files missing; '
+                're-run the extraction to complete the store')
+    index = dict(format=FORMAT, patch_shape=[int(x) for x in patch_shape],
+                 global_dim=int(global_dim), dtype='float16',
+                 num_items=int(sum(s['count'] for s in shards)),
+                 shards=list(shards), meta=meta or {})
+    atomic_write_json(osp.join(root, INDEX), index)
+    return index
+
+
+def write_feature_store(root: str, ids: Sequence[str], patch: np.ndarray,
+                        global_feat: np.ndarray,
+                        clip_cos: Optional[np.ndarray] = None, *,
+                        shard_size: int = 4096,
+                        meta: Optional[Dict] = None) -> Dict:
+    """Write a whole store from in-memory arrays (tests, small worlds)."""
+    shards = []
+    for start in range(0, len(ids), shard_size):
+        stop = start + shard_size
+        shards.append(
+            write_shard(root, f'shard-{start // shard_size:05d}',
+                        ids[start:stop], patch[start:stop],
+                        global_feat[start:stop],
+                        None if clip_cos is None else clip_cos[start:stop]))
+    return write_index(root, shards, patch_shape=patch.shape[1:],
+                       global_dim=global_feat.shape[1], meta=meta)
+
+
+class FeatureStore:
+    """Read-only view of a feature store directory.
+
+    Args:
+        root (str): The store directory (holding ``index.json``).
+
+    Example:
+        >>> store = FeatureStore('data/coco/features/train')
+        >>> item = store.get('6000123')
+        >>> item['patch'].shape, item['global_feat'].shape
+        ((49, 768), (512,))
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        index_path = osp.join(root, INDEX)
+        if not osp.isfile(index_path):
+            raise FileNotFoundError(
+                f'feature store index {index_path} not found: extract '
+                'features with tools/extract_features.py, or fix the '
+                '`feature_dir` of the dataset config')
+        with open(index_path, encoding='utf-8') as f:
+            self.index = json.load(f)
+        if self.index.get('format') != FORMAT:
+            raise ValueError(f'{index_path}: format '
+                             f'{self.index.get("format")!r}, expected {FORMAT!r}')
+        self.patch_shape = tuple(self.index['patch_shape'])
+        self.global_dim = int(self.index['global_dim'])
+        self.meta = self.index.get('meta', {})
+        self._rows: Dict[str, tuple] = {}
+        for shard_no, shard in enumerate(self.index['shards']):
+            with open(osp.join(root, shard['name'] + '.ids.json'),
+                      encoding='utf-8') as f:
+                for row, image_id in enumerate(json.load(f)):
+                    self._rows[image_id] = (shard_no, row)
+        self._arrays: Dict[tuple, Optional[np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._rows
+
+    @property
+    def ids(self) -> List[str]:
+        return list(self._rows)
+
+    def _array(self, shard_no: int, key: str) -> Optional[np.ndarray]:
+        # Opened lazily so that each dataloader worker maps its own copy.
+        if (shard_no, key) not in self._arrays:
+            path = osp.join(self.root,
+                            f'{self.index["shards"][shard_no]["name"]}.{key}.npy')
+            self._arrays[shard_no, key] = (
+                np.load(path, mmap_mode='r', allow_pickle=False)
+                if osp.isfile(path) else None)
+        return self._arrays[shard_no, key]
+
+    def get(self, image_id) -> Dict:
+        """Features of one image as float32 arrays.
+
+        Returns:
+            dict: ``patch`` (N, Dv), ``global_feat`` (Dg) and ``clip_cos``
+            (float, NaN when the store has none for this image).
+        """
+        key = str(image_id)
+        if key not in self._rows:
+            raise KeyError(f'image id {key!r} not in feature store '
+                           f'{self.root} ({len(self)} items)')
+        shard_no, row = self._rows[key]
+        cos = self._array(shard_no, 'cos')
+        return dict(
+            patch=np.asarray(self._array(shard_no, 'patch')[row],
+                             dtype=np.float32),
+            global_feat=np.asarray(self._array(shard_no, 'global')[row],
+                                   dtype=np.float32),
+            clip_cos=float('nan') if cos is None else float(cos[row]))
+
+    def iter_ids(self) -> Iterable[str]:
+        return iter(self._rows)

@@ -1,0 +1,76 @@
+"""Pipeline transforms: read CLIP features, pack model inputs."""
+import math
+from typing import Dict
+
+import torch
+from mmcv.transforms import BaseTransform
+from mmpretrain.structures import DataSample
+
+from pcm_plugin.registry import TRANSFORMS
+from .feature_store import FeatureStore
+
+_STORES: Dict[str, FeatureStore] = {}
+
+
+def open_feature_store(root: str) -> FeatureStore:
+    """A process-wide cached :class:`FeatureStore` per directory."""
+    if root not in _STORES:
+        _STORES[root] = FeatureStore(root)
+    return _STORES[root]
+
+
+@TRANSFORMS.register_module()
+class LoadCLIPFeatures(BaseTransform):
+    """Read an image's precomputed CLIP features from a feature store.
+
+    **Required Keys:**
+
+    - image_id
+    - feature_dir (set by the dataset from ``data_prefix``)
+
+    **Added Keys:**
+
+    - patch_feats (np.ndarray, (N, Dv) float32)
+    - global_feat (np.ndarray, (Dg,) float32)
+    - clip_cos (float, NaN when the store has no caption cosine)
+    """
+
+    def transform(self, results: dict) -> dict:
+        item = open_feature_store(results['feature_dir']).get(
+            results['image_id'])
+        results['patch_feats'] = item['patch']
+        results['global_feat'] = item['global_feat']
+        results['clip_cos'] = item['clip_cos']
+        return results
+
+
+@TRANSFORMS.register_module()
+class PackCaptionInputs(BaseTransform):
+    """Pack features and caption into ``inputs`` and a ``DataSample``.
+
+    **Required Keys:**
+
+    - patch_feats, global_feat, image_id
+    - gt_caption (optional), clip_cos (optional)
+
+    **Added Keys:**
+
+    - inputs (dict): ``patch_feats`` (N, Dv) and ``global_feat`` (Dg,)
+      float tensors.
+    - data_samples (DataSample): ``gt_caption`` as a data field;
+      ``image_id`` and ``clip_cos`` as metainfo.
+    """
+
+    def transform(self, results: dict) -> dict:
+        inputs = dict(
+            patch_feats=torch.as_tensor(results['patch_feats']).float(),
+            global_feat=torch.as_tensor(results['global_feat']).float())
+        sample = DataSample()
+        meta = dict(image_id=results['image_id'])
+        clip_cos = results.get('clip_cos')
+        if clip_cos is not None and not math.isnan(clip_cos):
+            meta['clip_cos'] = float(clip_cos)
+        sample.set_metainfo(meta)
+        if results.get('gt_caption') is not None:
+            sample.gt_caption = results['gt_caption']
+        return dict(inputs=inputs, data_samples=sample)

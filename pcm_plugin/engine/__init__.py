@@ -1,0 +1,9 @@
+"""Training-loop pieces: LR schedule, checkpoint loading, CPU DDP."""
+from .checkpoint import load_local_checkpoint, register_checkpoint_loader
+from .cpu_ddp import CPUCompatDDP
+from .noam_lr import NoamLR
+
+__all__ = [
+    'CPUCompatDDP', 'NoamLR', 'load_local_checkpoint',
+    'register_checkpoint_loader'
+]

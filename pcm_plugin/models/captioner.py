@@ -1,0 +1,168 @@
+"""PCM-Net captioner: mix-up embedding -> encoder -> decoder (+ loss)."""
+import math
+from typing import Dict, List, Optional, Union
+
+import torch
+from mmengine.model import BaseDataPreprocessor, BaseModel
+from mmpretrain.structures import DataSample
+from torch import nn
+
+from pcm_plugin.registry import MODELS
+from .tokenizer import decode_ids, encode_captions, load_caption_tokenizer
+
+INPUT_KEYS = ('patch_feats', 'global_feat')
+
+
+@MODELS.register_module()
+class CaptionFeaturePreprocessor(BaseDataPreprocessor):
+    """Stack per-sample feature tensors and move them to the model's device.
+
+    Accepts both ``default_collate`` batches (tensors already stacked) and
+    mmengine's ``pseudo_collate`` ones (lists of per-sample tensors).
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        inputs = data['inputs']
+        if isinstance(inputs, (list, tuple)):  # pseudo_collate of dicts
+            inputs = {k: [x[k] for x in inputs] for k in INPUT_KEYS}
+        stacked = {}
+        for key in INPUT_KEYS:
+            value = inputs[key]
+            if isinstance(value, (list, tuple)):
+                value = torch.stack(value)
+            stacked[key] = value.float()
+        return self.cast_data(dict(inputs=stacked,
+                                   data_samples=data.get('data_samples')))
+
+
+def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
+    return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
+
+
+@MODELS.register_module()
+class PCMCaptioner(BaseModel):
+    """PCM-Net: an encoder-decoder captioner over CLIP features.
+
+    Args:
+        mixup (dict | nn.Module): Token embedding, e.g. ``PCMMixup``; called
+            as ``mixup(patch_feats, global_feat)`` and returning ``tokens``
+            and ``token_mask``.
+        encoder (dict | nn.Module): e.g. ``VisualSemanticEncoder``.
+        decoder (dict | nn.Module): e.g. ``CaptionTransformerDecoder``; its
+            ``vocab_size`` defaults to the tokenizer's size.
+        loss (dict | nn.Module): e.g. ``CLIPWeightedCELoss``; called as
+            ``loss(logits, targets, clip_cos)``.
+        tokenizer (str): ``tokenizer.json`` from ``tools/build_vocab.py``.
+        max_len (int): Maximum caption length in words (training clip and
+            decoding steps). Defaults to 20.
+        clip_weighted (bool): Pass each sample's CLIP image-caption cosine
+            to the loss. False gives plain (label-smoothed) CE, the "Base"
+            and "+PCM" ablation rows. Defaults to True.
+        data_preprocessor (dict, optional): Defaults to
+            ``CaptionFeaturePreprocessor``.
+        init_cfg (dict, optional): mmengine init config.
+    """
+
+    def __init__(self, *, mixup: Union[dict, nn.Module],
+                 encoder: Union[dict, nn.Module],
+                 decoder: Union[dict, nn.Module],
+                 loss: Union[dict, nn.Module], tokenizer: str,
+                 max_len: int = 20, clip_weighted: bool = True,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='CaptionFeaturePreprocessor')
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self.tokenizer = load_caption_tokenizer(tokenizer)
+        if isinstance(decoder, dict):
+            decoder = dict(decoder)
+            decoder.setdefault('vocab_size', len(self.tokenizer))
+        self.mixup, self.encoder = _build(mixup), _build(encoder)
+        self.decoder, self.loss_module = _build(decoder), _build(loss)
+        if self.decoder.vocab_size != len(self.tokenizer):
+            raise ValueError(
+                f'decoder.vocab_size={self.decoder.vocab_size} but the '
+                f'tokenizer {tokenizer} has {len(self.tokenizer)} entries')
+        self.max_len, self.clip_weighted = max_len, clip_weighted
+
+    def forward(self, inputs: Dict[str, torch.Tensor],
+                data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        """Dispatch on ``mode``.
+
+        Args:
+            inputs (dict): ``patch_feats`` (B, N, Dv), ``global_feat`` (B, Dg).
+            data_samples (list[DataSample], optional): ``gt_caption`` and
+                ``clip_cos`` for ``'loss'``; filled with ``pred_caption`` by
+                ``'predict'``.
+            mode (str): ``'tensor'`` returns the encoder memory (B, L, d);
+                ``'loss'`` a dict of losses; ``'predict'`` data samples.
+        """
+        if mode == 'tensor':
+            return self.encode(inputs)[0]
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def encode(self, inputs: Dict[str, torch.Tensor]):
+        """Mix-up embedding and encoder: ``(memory (B, L, d), mask (B, L))``."""
+        missing = [k for k in INPUT_KEYS if k not in inputs]
+        if missing:
+            raise KeyError(f'model inputs lack {missing}; the pipeline must '
+                           'end with LoadCLIPFeatures + PackCaptionInputs')
+        emb = self.mixup(inputs['patch_feats'], inputs['global_feat'])
+        memory = self.encoder(emb['tokens'], emb['token_mask'])
+        return memory, emb['token_mask']
+
+    def _clip_cos(self, data_samples: List[DataSample], device) -> Optional[
+            torch.Tensor]:
+        if not self.clip_weighted:
+            return None
+        values = [s.get('clip_cos') for s in data_samples]
+        for sample, value in zip(data_samples, values):
+            if value is None or math.isnan(value):
+                raise ValueError(
+                    f'training sample {sample.get("image_id")} has no CLIP '
+                    'image-caption cosine: extract the training features '
+                    'with their captions (tools/extract_features.py), or '
+                    'set model.clip_weighted=False for plain CE')
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    def loss(self, inputs: Dict[str, torch.Tensor],
+             data_samples: List[DataSample]) -> Dict[str, torch.Tensor]:
+        """Teacher-forced loss. Returns ``loss_ce`` and, when CLIP-weighted,
+        the batch mean of the cosines (``clip_cos``, logged only)."""
+        memory, mask = self.encode(inputs)
+        device = memory.device
+        input_ids, targets, input_mask = (t.to(device) for t in encode_captions(
+            self.tokenizer, [s.gt_caption for s in data_samples],
+            max_len=self.max_len))  # (B, T) each
+        logits = self.decoder(input_ids, memory, mask, input_mask)  # (B,T,V)
+        clip_cos = self._clip_cos(data_samples, device)
+        losses = dict(loss_ce=self.loss_module(logits, targets, clip_cos))
+        if clip_cos is not None:
+            losses['clip_cos'] = clip_cos.mean().detach()
+        return losses
+
+    @torch.no_grad()
+    def generate(self, inputs: Dict[str, torch.Tensor],
+                 beam_size: Optional[int] = None) -> List[str]:
+        """Captions for a batch of features (beam search by default)."""
+        memory, mask = self.encode(inputs)
+        ids, _ = self.decoder.generate(memory, mask, beam_size=beam_size,
+                                       max_len=self.max_len)
+        return decode_ids(self.tokenizer, ids)
+
+    def predict(self, inputs: Dict[str, torch.Tensor],
+                data_samples: Optional[List[DataSample]] = None
+                ) -> List[DataSample]:
+        """Write ``pred_caption`` onto the data samples (new ones if None)."""
+        captions = self.generate(inputs)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in captions]
+        for sample, caption in zip(data_samples, captions):
+            sample.pred_caption = caption
+        return data_samples

@@ -1,0 +1,309 @@
+"""Patch-wise Cross-modal feature Mix-up (PCM), method.md §3.1-3.5 and §4.
+
+Synthetic images get their salient regions wrong, and those are exactly the
+regions a caption talks about. PCM finds the image's salient concepts in CLIP
+space and, for the patches that match them best, swaps the visual token for
+a "textual patch" built from the concepts' CLIP text embeddings: in training
+the visual token is *replaced*; on real test images the textual tokens are
+*appended* so nothing visual is lost.
+
+The selection maths is the pure function :func:`salient_patch_mixup`; the
+registered :class:`PCMMixup` adds the frozen CLIP head, the concept bank, the
+trainable token embedding (projections, positions, token types) and CapDec
+noise on the global token.
+"""
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import nn
+
+from pcm_plugin.registry import MODELS
+from .clip_head import FrozenCLIPHead
+from .concept_bank import load_concept_bank
+
+MODES = ('top', 'random', 'none')
+
+
+def _unit(x: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    # The official code divides by (norm + 1e-9): a zeroed concept stays 0.
+    return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+def retrieve_concepts(global_feat: torch.Tensor, concept_embeds: torch.Tensor,
+                      *, top_k: int, temperature: float,
+                      threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Top-K concepts of each image by cosine of the global feature (Eq. 1).
+
+    Returns:
+        tuple: ``concept_idx`` (B, K) long and ``keep`` (B, K) bool, False for
+        concepts whose retrieval probability is not above ``threshold``.
+    """
+    logits = _unit(global_feat) @ _unit(concept_embeds).t()  # (B, C)
+    probs = (logits / temperature).softmax(dim=-1)  # (B, C)
+    top_probs, concept_idx = probs.topk(top_k, dim=-1)  # (B, K), (B, K)
+    return concept_idx, top_probs > threshold
+
+
+def salient_patch_mixup(
+    patch_proj: torch.Tensor,
+    global_feat: torch.Tensor,
+    concept_embeds: torch.Tensor,
+    top_k: int = 5,
+    top_m: float = 5,
+    temperature: float = 0.01,
+    threshold: float = 0.0,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Select salient patches and build their textual replacements.
+
+    1. Retrieve the top-K concepts by cosine(global, concept).
+    2. Patch-concept affinity ``A[b, j, k] = cos(patch_proj[b, j], s_k)``.
+    3. Textual patch ``t_j = sum_k softmax_k(A[b, j] / temperature) s_k``
+       (a convex mixture of unit concept vectors, not re-normalised).
+    4. Take the top-M entries of the flattened ``A`` (B, N*K); every patch
+       appearing in them is mixed, so 1..M distinct patches per image (one
+       patch may be the best match of several concepts).
+
+    Concepts whose retrieval probability is <= ``threshold`` are left out of
+    both the mixture and the selection. (The official code zeroes their
+    vectors instead, which gives them affinity 0 rather than excluding them;
+    with its threshold 0.0 no concept is ever dropped, so both agree.)
+
+    Args:
+        patch_proj (Tensor): (B, N, Dg) patches in CLIP space
+            (``ln_post(v) @ proj``).
+        global_feat (Tensor): (B, Dg) CLIP image embeddings.
+        concept_embeds (Tensor): (C, Dg) concept text embeddings.
+        top_k (int): Concepts per image, K. Defaults to 5.
+        top_m (float): Number of (patch, concept) pairs, M; a value in (0, 1)
+            is a fraction of N*K. Defaults to 5.
+        temperature (float): Softmax temperature. Defaults to 0.01.
+        threshold (float): Minimum retrieval probability. Defaults to 0.0.
+
+    Returns:
+        tuple: ``textual_patches`` (B, N, Dg), ``replace_mask`` (B, N) bool,
+        ``concept_idx`` (B, K) long.
+    """
+    B, N, _ = patch_proj.shape
+    concept_idx, keep = retrieve_concepts(
+        global_feat, concept_embeds, top_k=top_k, temperature=temperature,
+        threshold=threshold)  # (B, K), (B, K)
+    concepts = _unit(concept_embeds)[concept_idx]  # (B, K, Dg)
+    affinity = _unit(patch_proj) @ concepts.transpose(1, 2)  # (B, N, K)
+    affinity = affinity.masked_fill(~keep[:, None, :], float('-inf'))
+    weights = (affinity / temperature).softmax(dim=-1)  # (B, N, K)
+    weights = weights.nan_to_num(0.0)  # every concept dropped -> t_j = 0
+    textual_patches = weights @ concepts  # (B, N, Dg)
+
+    K = concept_idx.shape[1]
+    num_pairs = int(top_m * N * K) if 0 < top_m < 1 else int(top_m)
+    num_pairs = max(1, min(num_pairs, N * K))
+    pair_idx = affinity.flatten(1).topk(num_pairs, dim=-1).indices  # (B, M)
+    # Pairs of dropped concepts (affinity -inf) must not select their patch.
+    pair_ok = affinity.flatten(1).gather(1, pair_idx) > float('-inf')
+    patch_of_pair = F.one_hot(pair_idx // K, N).bool()  # (B, M, N)
+    replace_mask = (patch_of_pair & pair_ok[..., None]).any(dim=1)  # (B, N)
+    return textual_patches, replace_mask, concept_idx
+
+
+@MODELS.register_module()
+class PCMMixup(BaseModule):
+    """PCM token embedding: salient concept detection + patch mix-up.
+
+    Builds the visual-semantic token sequence the encoder consumes
+    (``VisualGridClipTagLREmbedding`` in the official code):
+
+    * training (``self.training``): ``[g, v_1 .. v_N]`` where each selected
+      patch token is *replaced* by its textual token, type id 1 marking it;
+    * evaluation: ``[g, v_1 .. v_N, t_1 .. t_N]``: all textual tokens are
+      appended with their patch's position and type id 1, and only the
+      selected ones are visible to attention (``token_mask``).
+
+    Every token is ``ReLU(proj + position + type)``, then LayerNorm and
+    dropout (0.5 in the official configs). The global token gets CapDec
+    noise (variance 0.016 on the unit feature) in training only; concept
+    retrieval always uses the clean global feature. Follows the official
+    code where it differs from the paper: top-M counts (patch, concept) pairs
+    and at test time textual tokens are appended (method.md §9).
+
+    Args:
+        patch_dim (int): Dv, raw patch token width (768 for ViT-B/32).
+        global_dim (int): Dg, CLIP embedding width (512 for ViT-B/32).
+        num_patches (int): N (49 for ViT-B/32, 64 for pooled ViT-L/14).
+        embed_dim (int): Model width d. Defaults to 512.
+        concept_bank (str, optional): Concept bank ``.npz``. Kept in a
+            non-persistent buffer (not in checkpoints) so it can be swapped
+            at test time with :meth:`set_concept_bank`. Required unless
+            ``mode='none'``.
+        clip_head (str, optional): open_clip checkpoint (or head file) with
+            ``visual.ln_post`` and ``visual.proj`` of the CLIP that
+            extracted the features. Required unless ``mode='none'``.
+        mode (str): ``'top'`` (PCM), ``'random'`` (replace each patch with
+            probability ``random_prob`` in training, append all N textual
+            tokens at test) or ``'none'`` (no mix-up: the Base model).
+        top_k (int): Concepts per image. Defaults to 5.
+        top_m (float): (patch, concept) pairs mixed. Defaults to 5.
+        temperature (float): Softmax temperature. Defaults to 0.01.
+        threshold (float): Concept probability threshold. Defaults to 0.0.
+        random_prob (float): Replacement probability of ``'random'`` mode.
+        noise_var (float): CapDec noise variance on the training global
+            token; 0 disables it. Defaults to 0.016.
+        dropout (float): Dropout after the LayerNorm. Defaults to 0.5.
+        eval_mode (str): ``'append'`` (official) or ``'replace'`` (use the
+            training layout on test images too, for ablations).
+        init_cfg (dict, optional): mmengine init config.
+    """
+
+    def __init__(self, *, patch_dim: int, global_dim: int, num_patches: int,
+                 embed_dim: int = 512, concept_bank: Optional[str] = None,
+                 clip_head: Optional[str] = None, mode: str = 'top',
+                 top_k: int = 5, top_m: float = 5, temperature: float = 0.01,
+                 threshold: float = 0.0, random_prob: float = 0.5,
+                 noise_var: float = 0.016, dropout: float = 0.5,
+                 layer_norm_eps: float = 1e-12, eval_mode: str = 'append',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if mode not in MODES:
+            raise ValueError(f'PCMMixup.mode must be one of {MODES}, '
+                             f'got {mode!r}')
+        if eval_mode not in ('append', 'replace'):
+            raise ValueError("PCMMixup.eval_mode must be 'append' or "
+                             f"'replace', got {eval_mode!r}")
+        self.patch_dim, self.global_dim = patch_dim, global_dim
+        self.num_patches, self.mode, self.eval_mode = num_patches, mode, eval_mode
+        self.top_k, self.top_m = top_k, top_m
+        self.temperature, self.threshold = temperature, threshold
+        self.random_prob, self.noise_var = random_prob, noise_var
+
+        self.patch_proj = nn.Linear(patch_dim, embed_dim)
+        self.text_proj = nn.Linear(global_dim, embed_dim)
+        self.global_proj = nn.Linear(global_dim, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1,
+                                                  embed_dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.type_embed = nn.Embedding(2, embed_dim)
+        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.drop = nn.Dropout(dropout)
+
+        self.concept_words = []
+        self.register_buffer('concept_embeds', torch.zeros(0, global_dim),
+                             persistent=False)
+        if mode != 'none':
+            for key, value in (('concept_bank', concept_bank),
+                               ('clip_head', clip_head)):
+                if value is None:
+                    raise ValueError(
+                        f'PCMMixup(mode={mode!r}) needs `{key}`: set it in '
+                        "the model config, or use mode='none' for a model "
+                        'without mix-up')
+            self.clip_head = FrozenCLIPHead(patch_dim=patch_dim,
+                                            global_dim=global_dim)
+            self.clip_head.load_from_file(clip_head)
+            self.set_concept_bank(concept_bank)
+
+    def set_concept_bank(self, bank: Union[str, Tuple[list, np.ndarray]]
+                         ) -> None:
+        """Swap the concept vocabulary (e.g. for cross-domain testing).
+
+        Args:
+            bank (str | tuple): A concept bank path, or ``(words, embeds)``.
+        """
+        if isinstance(bank, str):
+            words, embeds, _ = load_concept_bank(bank)
+            source = bank
+        else:
+            (words, embeds), source = bank, 'the given concept bank'
+        embeds = torch.as_tensor(np.asarray(embeds), dtype=torch.float32)
+        if embeds.shape[1] != self.global_dim:
+            raise ValueError(
+                f'{source}: concept embeddings are {embeds.shape[1]}-d but '
+                f'the model\'s global_dim is {self.global_dim}; use the bank '
+                'encoded with the same CLIP as the features (e.g. ViT-B/32 -> '
+                '512, ViT-L/14 -> 768)')
+        if embeds.shape[0] < self.top_k:
+            raise ValueError(f'{source}: {embeds.shape[0]} concepts, fewer '
+                             f'than top_k={self.top_k}')
+        self.concept_words = list(words)
+        self.concept_embeds = embeds.to(self.pos_embed.device)
+
+    def _check_inputs(self, patch_feats: torch.Tensor,
+                      global_feat: torch.Tensor) -> None:
+        expected = (self.num_patches, self.patch_dim)
+        if tuple(patch_feats.shape[1:]) != expected:
+            raise ValueError(
+                f'patch features have shape {tuple(patch_feats.shape[1:])} '
+                f'per image but PCMMixup expects (num_patches, patch_dim) = '
+                f'{expected}: the features and the model config come from '
+                'different CLIP backbones (ViT-B/32: 49x768, ViT-L/14: '
+                '64x1024)')
+        if global_feat.shape[-1] != self.global_dim:
+            raise ValueError(
+                f'global features are {global_feat.shape[-1]}-d but '
+                f'PCMMixup.global_dim is {self.global_dim}')
+
+    def _global_token(self, global_feat: torch.Tensor) -> torch.Tensor:
+        g = _unit(global_feat)  # (B, Dg)
+        if self.training and self.noise_var > 0:
+            g = _unit(g + torch.randn_like(g) * self.noise_var ** 0.5)
+        return self.global_proj(g)[:, None]  # (B, 1, d)
+
+    def _select(self, patch_feats: torch.Tensor, global_feat: torch.Tensor):
+        """Textual patches and replace mask (no gradient: fixed decisions)."""
+        B, N, _ = patch_feats.shape
+        with torch.no_grad():
+            textual, mask, concept_idx = salient_patch_mixup(
+                self.clip_head(patch_feats), global_feat, self.concept_embeds,
+                top_k=self.top_k, top_m=self.top_m,
+                temperature=self.temperature, threshold=self.threshold)
+            if self.mode == 'random':
+                if self.training:
+                    mask = torch.rand(B, N, device=mask.device) < \
+                        self.random_prob  # (B, N)
+                else:
+                    mask = torch.ones_like(mask)  # all textual tokens visible
+        return textual, mask, concept_idx
+
+    def forward(self, patch_feats: torch.Tensor,
+                global_feat: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Build the token sequence.
+
+        Args:
+            patch_feats (Tensor): (B, N, Dv) raw CLIP patch tokens.
+            global_feat (Tensor): (B, Dg) CLIP image embeddings.
+
+        Returns:
+            dict: ``tokens`` (B, L, d); ``token_mask`` (B, L) bool, True =
+            visible; ``replace_mask`` (B, N) bool; ``concept_idx`` (B, K).
+            L = 1 + N in training (and ``mode='none'``), 1 + 2N at eval.
+        """
+        self._check_inputs(patch_feats, global_feat)
+        B, N, _ = patch_feats.shape
+        glob = self._global_token(global_feat)  # (B, 1, d)
+        visual = self.patch_proj(patch_feats)  # (B, N, d)
+        if self.mode == 'none':
+            mask = torch.zeros(B, N, dtype=torch.bool,
+                               device=patch_feats.device)
+            tokens = torch.cat([glob, visual], dim=1) + self.pos_embed
+            concept_idx = None
+            types = torch.zeros(B, N + 1, dtype=torch.long,
+                                device=patch_feats.device)
+        else:
+            textual, mask, concept_idx = self._select(patch_feats, global_feat)
+            textual = self.text_proj(textual)  # (B, N, d)
+            if self.training or self.eval_mode == 'replace':
+                mixed = torch.where(mask[..., None], textual, visual)
+                tokens = torch.cat([glob, mixed], dim=1) + self.pos_embed
+                types = F.pad(mask.long(), (1, 0))  # (B, 1 + N)
+            else:
+                pos = torch.cat([self.pos_embed, self.pos_embed[:, 1:]], 1)
+                tokens = torch.cat([glob, visual, textual], dim=1) + pos
+                types = F.pad(mask.long(), (N + 1, 0))  # (B, 1 + 2N)
+        visible = torch.ones(B, N + 1, dtype=torch.bool,
+                             device=patch_feats.device)
+        if tokens.shape[1] > N + 1:
+            visible = torch.cat([visible, mask], dim=1)  # (B, 1 + 2N)
+        tokens = self.drop(self.norm(F.relu(tokens + self.type_embed(types))))
+        return dict(tokens=tokens, token_mask=visible, replace_mask=mask,
+                    concept_idx=concept_idx)

@@ -1,0 +1,166 @@
+"""Word-level caption tokenizer, saved as ``tokenizer.json``.
+
+The official PCM-Net code uses X-modaler's word vocabulary (10,199 COCO words,
+7,552 Flickr30k words) with one id, 0, serving as both BOS and EOS. We keep
+that convention and build the vocabulary from the training captions with the
+Hugging Face ``tokenizers`` library, so the file loads offline through
+``transformers.PreTrainedTokenizerFast`` like any other tokenizer.
+"""
+import os
+import os.path as osp
+from collections import Counter
+from typing import Iterable, List, Sequence, Tuple
+
+EOS_TOKEN, UNK_TOKEN, PAD_TOKEN = '[EOS]', '[UNK]', '[PAD]'
+EOS_ID, UNK_ID, PAD_ID = 0, 1, 2
+SPECIAL_TOKENS = (EOS_TOKEN, UNK_TOKEN, PAD_TOKEN)
+
+
+def _normalizer():
+    from tokenizers import normalizers
+    # Lower-case, drop every character that is not a letter, digit or space
+    # (PTB-style punctuation removal), squeeze whitespace.
+    return normalizers.Sequence([
+        normalizers.NFKC(),
+        normalizers.Lowercase(),
+        normalizers.Replace(_regex(r"[^a-z0-9\s]"), ' '),
+    ])
+
+
+def _regex(pattern: str):
+    from tokenizers import Regex
+    return Regex(pattern)
+
+
+def basic_words(text: str) -> List[str]:
+    """Split a caption into the words the tokenizer sees (for counting)."""
+    return _normalizer().normalize_str(text).split()
+
+
+def count_words(captions: Iterable[str]) -> Counter:
+    """Count normalised words over an iterable of captions."""
+    normalizer = _normalizer()
+    counts: Counter = Counter()
+    for caption in captions:
+        counts.update(normalizer.normalize_str(caption).split())
+    return counts
+
+
+def build_word_tokenizer(counts: Counter, *, min_count: int = 5,
+                         max_words: int = 0):
+    """Build a word-level ``tokenizers.Tokenizer`` from word counts.
+
+    Args:
+        counts (Counter): Word frequencies, e.g. from :func:`count_words`.
+        min_count (int): Keep words seen at least this often. Defaults to 5.
+        max_words (int): Keep at most this many words (0 = no limit).
+
+    Returns:
+        tokenizers.Tokenizer: Ids 0/1/2 are ``[EOS]``/``[UNK]``/``[PAD]``;
+        words follow by decreasing frequency, ties alphabetically.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    words = sorted((w for w, c in counts.items() if c >= min_count),
+                   key=lambda w: (-counts[w], w))
+    if max_words:
+        words = words[:max_words]
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab[word] = len(vocab)
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    tokenizer.normalizer = _normalizer()
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix='##', cleanup=False)
+    for token in SPECIAL_TOKENS:
+        tokenizer.add_special_tokens([token])
+    return tokenizer
+
+
+def save_tokenizer(tokenizer, path: str) -> None:
+    """Write ``tokenizer.json`` atomically."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    tokenizer.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_caption_tokenizer(path: str):
+    """Load a ``tokenizer.json`` written by ``tools/build_vocab.py``.
+
+    Args:
+        path (str): The ``tokenizer.json`` file, or a directory holding it.
+
+    Returns:
+        transformers.PreTrainedTokenizerFast: with ``eos``/``bos`` = ``[EOS]``
+        (id 0), ``unk`` = ``[UNK]``, ``pad`` = ``[PAD]``.
+    """
+    if osp.isdir(path):
+        path = osp.join(path, 'tokenizer.json')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'caption tokenizer {path} not found. Build it from the training '
+            'captions with `python tools/build_vocab.py ANN_FILE --out '
+            f'{path}` (or fix `tokenizer` in the model config).')
+    from transformers import PreTrainedTokenizerFast
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=path, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+        unk_token=UNK_TOKEN, pad_token=PAD_TOKEN)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    if ids != [EOS_ID, UNK_ID, PAD_ID]:
+        raise ValueError(
+            f'{path}: special tokens {SPECIAL_TOKENS} must have ids 0, 1, 2 '
+            f'but have {ids}; rebuild it with tools/build_vocab.py')
+    return tokenizer
+
+
+def encode_captions(tokenizer, captions: Sequence[str], *, max_len: int = 20,
+                    ignore_index: int = -100) -> Tuple:
+    """Teacher-forcing inputs and targets, as in the official code.
+
+    A caption ``w1 .. wn`` becomes input ``[EOS] w1 .. wn`` and target
+    ``w1 .. wn [EOS]``. Captions are clipped to ``max_len`` words and still
+    end with EOS, so the model learns to stop. (The official arrays may keep
+    a 21st word in place of EOS for clipped captions; that is not
+    documented, and stopping cleanly is the safer reading.)
+
+    Args:
+        tokenizer: A tokenizer from :func:`load_caption_tokenizer`.
+        captions (Sequence[str]): B captions.
+        max_len (int): Maximum number of words. Defaults to 20.
+        ignore_index (int): Target value of padding. Defaults to -100.
+
+    Returns:
+        tuple[LongTensor, LongTensor, BoolTensor]: ``input_ids`` (B, T),
+        ``targets`` (B, T) and ``input_mask`` (B, T), T <= max_len + 1.
+    """
+    import torch
+    ids = tokenizer(list(captions), add_special_tokens=False)['input_ids']
+    ids = [seq[:max_len] for seq in ids]
+    T = max(len(seq) for seq in ids) + 1
+    B = len(ids)
+    input_ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    targets = torch.full((B, T), ignore_index, dtype=torch.long)
+    input_mask = torch.zeros((B, T), dtype=torch.bool)
+    for i, seq in enumerate(ids):
+        n = len(seq)
+        input_ids[i, 0] = EOS_ID
+        input_ids[i, 1:n + 1] = torch.tensor(seq, dtype=torch.long)
+        targets[i, :n] = torch.tensor(seq, dtype=torch.long)
+        targets[i, n] = EOS_ID
+        input_mask[i, :n + 1] = True
+    return input_ids, targets, input_mask
+
+
+def decode_ids(tokenizer, ids) -> List[str]:
+    """Turn generated id rows into captions, stopping at the first EOS."""
+    captions = []
+    for row in ids.tolist():
+        words = []
+        for idx in row:
+            if idx == EOS_ID:
+                break
+            if idx in (UNK_ID, PAD_ID):
+                continue
+            words.append(tokenizer.convert_ids_to_tokens(idx))
+        captions.append(' '.join(words))
+    return captions

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny random CLIP checkpoints, concept banks, tokenizers.
+
+Everything is built in a temporary directory per test session; nothing is
+downloaded.
+"""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED_DATA = osp.join(osp.dirname(REPO_ROOT), 'shared', 'data')
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> str:
+    """``../shared/data`` (real public data), or skip where it is absent."""
+    if not osp.isdir(SHARED_DATA):
+        pytest.skip(f'real data not found at {SHARED_DATA} (it ships beside '
+                    'the repository on the project machines only)')
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tiny_clip(tmp_path_factory):
+    """A tiny ViT-B/32-layout open_clip model: (name, checkpoint path)."""
+    from pcm_plugin.testing import build_tiny_open_clip
+    return build_tiny_open_clip(str(tmp_path_factory.mktemp('tiny_clip')),
+                                'pcm-tiny-vit-b32')
+
+
+def random_unit_rows(num: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((num, dim))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(
+        np.float32)
+
+
+@pytest.fixture(scope='session')
+def tiny_bank(tmp_path_factory) -> str:
+    """A 12-word concept bank with random unit 32-d rows (tiny CLIP's Dg)."""
+    from pcm_plugin.models.concept_bank import save_concept_bank
+    words = [f'concept{i}' for i in range(12)]
+    path = str(tmp_path_factory.mktemp('bank') / 'bank.npz')
+    save_concept_bank(path, words, random_unit_rows(12, 32))
+    return path
+
+
+CAPTIONS = [
+    'a red circle above a blue square', 'a small green triangle',
+    'two yellow squares on a white background', 'a big blue circle',
+    'a red square left of a green circle', 'a purple triangle below a circle',
+]
+
+
+@pytest.fixture(scope='session')
+def tiny_tokenizer(tmp_path_factory) -> str:
+    """``tokenizer.json`` built from :data:`CAPTIONS` (min count 1)."""
+    from pcm_plugin.models.tokenizer import (build_word_tokenizer,
+                                             count_words, save_tokenizer)
+    path = str(tmp_path_factory.mktemp('tok') / 'tokenizer.json')
+    save_tokenizer(build_word_tokenizer(count_words(CAPTIONS), min_count=1),
+                   path)
+    return path

@@ -1,0 +1,252 @@
+"""PCM mix-up: the selection maths on hand-built cases and the module."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pcm_plugin.models import PCMMixup, salient_patch_mixup
+from pcm_plugin.registry import MODELS
+
+# Concepts e0..e3 in 3-d; the image's global feature is closest to e0, then
+# e1, so top_k=2 retrieves [e0, e1].
+CONCEPTS = torch.tensor([[1., 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0]])
+GLOBAL = torch.tensor([[1., 0.9, 0.2]])
+# p1 matches e0 and e1 equally (cos 0.700 each) and better than any other
+# patch matches any concept, so it wins BOTH of the top-2 pairs; p2 is the
+# next pair (p2, e0) with cos 0.447; p0 and p3 never qualify.
+PATCHES = torch.tensor([[[0., 0, 1], [1, 1, 0.2], [0.5, 0, 1], [0, 0.4, 1]]])
+
+
+def reference_mixup(patches, global_feat, concepts, top_k, top_m, tau,
+                    threshold):
+    """Loop-by-loop numpy re-statement of method.md §3.1-3.4."""
+    p, g, E = (np.asarray(x, dtype=np.float64)
+               for x in (patches, global_feat, concepts))
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa
+    out_t, out_m, out_idx = [], [], []
+    for b in range(p.shape[0]):
+        logits = unit(E) @ unit(g[b]) / tau
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        idx = np.argsort(-probs, kind='stable')[:top_k]
+        kept = [k for k in range(top_k) if probs[idx[k]] > threshold]
+        pairs = []
+        t = np.zeros((p.shape[1], E.shape[1]))
+        for j in range(p.shape[1]):
+            cos = {k: float(unit(p[b, j]) @ unit(E[idx[k]])) for k in kept}
+            w = np.array([math.exp(cos[k] / tau) for k in kept])
+            w /= w.sum()
+            t[j] = sum(wk * unit(E[idx[k]]) for wk, k in zip(w, kept))
+            pairs += [(cos[k], j) for k in kept]
+        pairs.sort(key=lambda x: -x[0])
+        mask = np.zeros(p.shape[1], dtype=bool)
+        for _, j in pairs[:top_m]:
+            mask[j] = True
+        out_t.append(t), out_m.append(mask), out_idx.append(idx)
+    return np.stack(out_t), np.stack(out_m), np.stack(out_idx)
+
+
+def test_one_patch_wins_several_concepts():
+    textual, mask, idx = salient_patch_mixup(PATCHES, GLOBAL, CONCEPTS,
+                                             top_k=2, top_m=2)
+    assert idx.tolist() == [[0, 1]]
+    # Two pairs selected, but both belong to p1: one distinct patch.
+    assert mask.tolist() == [[False, True, False, False]]
+    # p1's textual patch is the even mixture of e0 and e1.
+    torch.testing.assert_close(textual[0, 1], torch.tensor([0.5, 0.5, 0.]))
+    # p2 is almost purely e0 at temperature 0.01 (cos 0.447 vs 0).
+    torch.testing.assert_close(textual[0, 2], torch.tensor([1., 0, 0]))
+
+
+def test_third_pair_adds_second_patch():
+    _, mask, _ = salient_patch_mixup(PATCHES, GLOBAL, CONCEPTS, top_k=2,
+                                     top_m=3)
+    assert mask.tolist() == [[False, True, True, False]]
+
+
+def test_threshold_drops_unlikely_concepts():
+    # p(e1) = exp((0.662 - 0.736) / 0.01) / Z ~ 6e-4 < 0.01: only e0 stays,
+    # so the pair (p1, e1) cannot be selected and p1's mixture is pure e0.
+    textual, mask, idx = salient_patch_mixup(PATCHES, GLOBAL, CONCEPTS,
+                                             top_k=2, top_m=2,
+                                             threshold=0.01)
+    assert idx.tolist() == [[0, 1]]
+    assert mask.tolist() == [[False, True, True, False]]
+    torch.testing.assert_close(textual[0, 1], torch.tensor([1., 0, 0]))
+
+
+def test_fractional_top_m_counts_pairs():
+    # top_m = 0.25 of N*K = 4*2 = 8 pairs -> 2 pairs, same as top_m=2.
+    _, mask, _ = salient_patch_mixup(PATCHES, GLOBAL, CONCEPTS, top_k=2,
+                                     top_m=0.25)
+    assert mask.tolist() == [[False, True, False, False]]
+
+
+@pytest.mark.parametrize('threshold', [0.0, 0.02])
+def test_matches_reference_on_random_batch(threshold):
+    gen = torch.Generator().manual_seed(0)
+    patches = torch.randn(3, 10, 6, generator=gen)
+    global_feat = torch.randn(3, 6, generator=gen)
+    concepts = torch.randn(20, 6, generator=gen)
+    textual, mask, idx = salient_patch_mixup(
+        patches, global_feat, concepts, top_k=4, top_m=5, temperature=0.05,
+        threshold=threshold)
+    ref_t, ref_m, ref_idx = reference_mixup(patches, global_feat, concepts,
+                                            4, 5, 0.05, threshold)
+    np.testing.assert_array_equal(idx.numpy(), ref_idx)
+    np.testing.assert_array_equal(mask.numpy(), ref_m)
+    np.testing.assert_allclose(textual.numpy(), ref_t, atol=1e-5)
+    assert 1 <= int(mask.sum(1).min()) and int(mask.sum(1).max()) <= 5
+
+
+@pytest.fixture
+def mixup_cfg(tiny_clip, tiny_bank):
+    return dict(type='PCMMixup', patch_dim=48, global_dim=32, num_patches=49,
+                embed_dim=64, concept_bank=tiny_bank, clip_head=tiny_clip[1],
+                top_k=3, top_m=5, dropout=0.0, noise_var=0.0)
+
+
+def features(batch=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 49, 48, generator=gen), torch.randn(
+        batch, 32, generator=gen)
+
+
+def expected_tokens(module, proj, positions, types):
+    """Embedding pipeline of method.md §3.5: ReLU(proj+pos+type)->LN."""
+    return module.norm(
+        torch.relu(proj + positions + module.type_embed.weight[types]))
+
+
+def test_train_layout_replaces_selected_patches(mixup_cfg):
+    module = MODELS.build(mixup_cfg).train()
+    patches, global_feat = features()
+    out = module(patches, global_feat)
+    mask = out['replace_mask']
+    assert out['tokens'].shape == (2, 50, 64)
+    assert out['token_mask'].all() and out['token_mask'].shape == (2, 50)
+    textual, ref_mask, _ = salient_patch_mixup(
+        module.clip_head(patches), global_feat, module.concept_embeds,
+        top_k=3, top_m=5)
+    assert torch.equal(mask, ref_mask)
+    pos = module.pos_embed[0]
+    glob = module.global_proj(global_feat / global_feat.norm(dim=-1,
+                                                              keepdim=True))
+    for b in range(2):
+        torch.testing.assert_close(
+            out['tokens'][b, 0], expected_tokens(module, glob[b], pos[0], 0))
+        for j in range(49):
+            proj = (module.text_proj(textual[b, j]) if mask[b, j] else
+                    module.patch_proj(patches[b, j]))
+            torch.testing.assert_close(
+                out['tokens'][b, j + 1],
+                expected_tokens(module, proj, pos[j + 1], int(mask[b, j])))
+
+
+def test_eval_layout_appends_textual_tokens(mixup_cfg):
+    module = MODELS.build(mixup_cfg).eval()
+    patches, global_feat = features()
+    out = module(patches, global_feat)
+    mask = out['replace_mask']
+    assert out['tokens'].shape == (2, 99, 64)
+    assert torch.equal(out['token_mask'][:, :50], torch.ones(2, 50).bool())
+    assert torch.equal(out['token_mask'][:, 50:], mask)
+    textual, _, _ = salient_patch_mixup(module.clip_head(patches),
+                                        global_feat, module.concept_embeds,
+                                        top_k=3, top_m=5)
+    pos = module.pos_embed[0]
+    for b in range(2):
+        for j in range(49):
+            # every visual patch is kept, type 0, at its own position
+            torch.testing.assert_close(
+                out['tokens'][b, 1 + j],
+                expected_tokens(module, module.patch_proj(patches[b, j]),
+                                pos[j + 1], 0))
+            # textual token j shares patch j's position; type = mask_j
+            torch.testing.assert_close(
+                out['tokens'][b, 50 + j],
+                expected_tokens(module, module.text_proj(textual[b, j]),
+                                pos[j + 1], int(mask[b, j])))
+
+
+def test_gradients_reach_projections_not_clip_head(mixup_cfg):
+    module = MODELS.build(mixup_cfg).train()
+    out = module(*features())
+    out['tokens'].pow(2).sum().backward()
+    for name in ('patch_proj', 'text_proj', 'global_proj'):
+        assert getattr(module, name).weight.grad.abs().sum() > 0, name
+    assert module.pos_embed.grad.abs().sum() > 0
+    assert module.type_embed.weight.grad[1].abs().sum() > 0
+    for name, param in module.clip_head.named_parameters():
+        assert not param.requires_grad and param.grad is None, name
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert not any(n.startswith('clip_head') for n in trainable)
+
+
+def test_noise_only_in_training_and_not_in_retrieval(mixup_cfg):
+    module = MODELS.build(dict(mixup_cfg, noise_var=0.016))
+    patches, global_feat = features()
+    module.train()
+    torch.manual_seed(0)
+    a = module(patches, global_feat)
+    torch.manual_seed(1)
+    b = module(patches, global_feat)
+    assert not torch.allclose(a['tokens'][:, 0], b['tokens'][:, 0])
+    torch.testing.assert_close(a['tokens'][:, 1:], b['tokens'][:, 1:])
+    assert torch.equal(a['concept_idx'], b['concept_idx'])
+    module.eval()
+    c, d = module(patches, global_feat), module(patches, global_feat)
+    torch.testing.assert_close(c['tokens'], d['tokens'])
+    assert torch.equal(c['concept_idx'], a['concept_idx'])
+
+
+def test_concept_bank_is_swappable_and_not_saved(mixup_cfg, tmp_path):
+    from pcm_plugin.models import save_concept_bank
+    module = MODELS.build(mixup_cfg).eval()
+    state = module.state_dict()
+    assert 'concept_embeds' not in state
+    assert 'clip_head.proj' in state and 'clip_head.ln_post.weight' in state
+    patches, global_feat = features()
+    # A bank whose word 'target' is the image's own direction: retrieved 1st.
+    rows = np.eye(32, dtype=np.float32)[:5]
+    rows[0] = (global_feat[0] / global_feat[0].norm()).numpy()
+    path = str(tmp_path / 'swap.npz')
+    save_concept_bank(path, ['target', 'b', 'c', 'd', 'e'], rows)
+    module.set_concept_bank(path)
+    assert module.concept_words[0] == 'target'
+    assert module(patches, global_feat)['concept_idx'][0, 0] == 0
+
+
+def test_mode_none_and_random(mixup_cfg):
+    base = MODELS.build(dict(mixup_cfg, mode='none', concept_bank=None,
+                             clip_head=None)).eval()
+    out = base(*features())
+    assert out['tokens'].shape == (2, 50, 64) and out['token_mask'].all()
+    rand = MODELS.build(dict(mixup_cfg, mode='random', random_prob=0.5))
+    rand.eval()
+    out = rand(*features())
+    assert out['tokens'].shape == (2, 99, 64) and out['token_mask'].all()
+    rand.train()
+    torch.manual_seed(0)
+    frac = rand(*features(batch=64))['replace_mask'].float().mean()
+    assert 0.4 < float(frac) < 0.6
+
+
+def test_clear_errors(mixup_cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match='build_concepts.py'):
+        MODELS.build(dict(mixup_cfg, concept_bank=str(tmp_path / 'no.npz')))
+    with pytest.raises(FileNotFoundError, match='CLIP head weights'):
+        MODELS.build(dict(mixup_cfg, clip_head=str(tmp_path / 'no.pt')))
+    with pytest.raises(ValueError, match='needs `clip_head`'):
+        MODELS.build(dict(mixup_cfg, clip_head=None))
+    with pytest.raises(ValueError, match='global_dim is 32'):
+        MODELS.build(dict(mixup_cfg, global_dim=32)).set_concept_bank(
+            (['a'] * 1, np.ones((1, 16), dtype=np.float32)))
+    with pytest.raises(ValueError, match='proj has shape'):
+        MODELS.build(dict(mixup_cfg, global_dim=64))
+    module = MODELS.build(mixup_cfg)
+    with pytest.raises(ValueError, match='different CLIP backbones'):
+        module(torch.randn(1, 64, 48), torch.randn(1, 32))
+    with pytest.raises(ValueError, match='mode must be one of'):
+        PCMMixup(patch_dim=4, global_dim=4, num_patches=2, mode='all')
