@@ -1,0 +1,17 @@
+# Official optimisation (method.md §6.1): Adam, no weight decay, Noam
+# (d=512, warm-up 10k, stepped per iteration; it sets the lr itself, so the
+# optimizer's lr is only a placeholder), gradient clipping by value 0.1,
+# 12 epochs with evaluation every epoch.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='Adam', lr=5e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0),
+    clip_grad=dict(type='value', clip_value=0.1))
+
+param_scheduler = [
+    dict(type='NoamLR', model_dim=512, warmup=10000, by_epoch=False)
+]
+
+train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()

@@ -1,0 +1,179 @@
+"""What ``tools/train.py`` and ``tools/test.py`` do around mmengine's Runner.
+
+Mirrors mmpretrain's tools (argument set, work-dir and dataloader defaults)
+and adds what a CPU-only machine needs: a gloo process group created before
+the Runner (mmengine's own init calls ``torch.cuda.set_device``, which does
+not exist in CPU torch), a DDP wrapper without ``device_ids``, and a clean
+``destroy_process_group`` at exit (without it torchrun runs sometimes end in
+SIGABRT after both ranks finished).
+"""
+import argparse
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, ConfigDict, DictAction
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. model.mixup.top_k=3 '
+        'train_dataloader.batch_size=16')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
+                                               'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--no-pin-memory', action='store_true')
+
+
+def train_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest one in '
+        'the work dir when no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision training (GPU only)')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='skip validation during training')
+    parser.add_argument('--auto-scale-lr', action='store_true')
+    parser.add_argument('--no-persistent-workers', action='store_true')
+    add_common_args(parser)
+    return parser
+
+
+def test_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Evaluate a PCM-Net checkpoint')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='dump metrics or predictions to a '
+                        'JSON file')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        default='metrics')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast at test time (bfloat16 on CPU)')
+    add_common_args(parser)
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """Read the config and apply the CLI overrides common to both tools."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config {args.config} not found')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def _dataloader_defaults(cfg: Config, key: str, *, pin_memory: bool,
+                         persistent_workers: bool = False) -> None:
+    loader = cfg.get(key)
+    if loader is None:
+        return
+    loader.setdefault('collate_fn', dict(type='default_collate'))
+    loader.setdefault('pin_memory', pin_memory and torch.cuda.is_available())
+    # torch refuses persistent workers without workers.
+    if loader.get('num_workers', 0) == 0 or not persistent_workers:
+        loader['persistent_workers'] = False
+
+
+def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply ``tools/train.py`` flags (same meaning as mmpretrain's)."""
+    if args.no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if args.amp:
+        if not torch.cuda.is_available():
+            raise RuntimeError('--amp trains with float16 and needs a GPU; '
+                               'drop the flag on CPU')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr', {}), enable=True)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        _dataloader_defaults(
+            cfg, key, pin_memory=not args.no_pin_memory,
+            persistent_workers=(key == 'train_dataloader'
+                                and not args.no_persistent_workers))
+    return cfg
+
+
+def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply ``tools/test.py`` flags."""
+    cfg.load_from = args.checkpoint
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
+    if args.amp:
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.out and args.out_item == 'pred':
+        evaluators = cfg.test_evaluator
+        if not isinstance(evaluators, (list, tuple)):
+            evaluators = [evaluators]
+        cfg.test_evaluator = list(evaluators) + [
+            dict(type='DumpResults', out_file_path=args.out)]
+    _dataloader_defaults(cfg, 'test_dataloader',
+                         pin_memory=not args.no_pin_memory)
+    return cfg
+
+
+def setup_distributed(cfg: Config) -> None:
+    """Prepare CPU DDP: a gloo group and a wrapper without device_ids."""
+    if cfg.launcher != 'pytorch':
+        return
+    if not torch.cuda.is_available():
+        if not dist.is_initialized():
+            dist.init_process_group(backend='gloo')
+        cfg.env_cfg = ConfigDict(cfg.get('env_cfg', {}))
+        cfg.env_cfg.dist_cfg = dict(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    if wrapper.get('type', 'MMDistributedDataParallel') in (
+            'MMDistributedDataParallel', 'CPUCompatDDP'):
+        wrapper.update(type='CPUCompatDDP')
+        wrapper.setdefault('broadcast_buffers', False)
+        wrapper.setdefault('find_unused_parameters', False)
+        cfg.model_wrapper_cfg = wrapper
+
+
+def teardown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def build_runner(cfg: Config):
+    """``Runner.from_cfg`` (or the configured runner type)."""
+    import pcm_plugin  # noqa: F401  registers components + ckpt loader
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def dump_json(obj, path: Optional[str]) -> None:
+    if path:
+        import json
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(obj, f, indent=2, default=float)

@@ -1,0 +1,27 @@
+"""Evaluate a PCM-Net checkpoint (mmpretrain's tools/test.py argument set).
+
+    python tools/test.py configs/pcm_coco.py work_dirs/pcm_coco/best.pth
+    bash tools/dist_test.sh configs/pcm_coco.py CKPT 8 --out results.json
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from pcm_plugin.engine import launch  # noqa: E402
+
+
+def main() -> None:
+    args = launch.test_arg_parser().parse_args()
+    cfg = launch.merge_test_args(launch.load_config(args), args)
+    launch.setup_distributed(cfg)
+    try:
+        metrics = launch.build_runner(cfg).test()
+        if args.out and args.out_item == 'metrics':
+            launch.dump_json(metrics, args.out)
+    finally:
+        launch.teardown_distributed()
+
+
+if __name__ == '__main__':
+    main()

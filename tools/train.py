@@ -1,0 +1,25 @@
+"""Train a PCM-Net captioner (mmpretrain's tools/train.py argument set).
+
+    python tools/train.py configs/pcm_coco.py [--work-dir DIR] [--resume]
+    bash tools/dist_train.sh configs/pcm_coco.py 8
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from pcm_plugin.engine import launch  # noqa: E402
+
+
+def main() -> None:
+    args = launch.train_arg_parser().parse_args()
+    cfg = launch.merge_train_args(launch.load_config(args), args)
+    launch.setup_distributed(cfg)
+    try:
+        launch.build_runner(cfg).train()
+    finally:
+        launch.teardown_distributed()
+
+
+if __name__ == '__main__':
+    main()
