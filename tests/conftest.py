@@ -66,3 +66,13 @@ def tiny_tokenizer(tmp_path_factory) -> str:
     save_tokenizer(build_word_tokenizer(count_words(CAPTIONS), min_count=1),
                    path)
     return path
+
+
+@pytest.fixture(scope='session')
+def toy_world(tmp_path_factory, tiny_clip):
+    """A learnable toy feature dataset in the project's real formats."""
+    from pcm_plugin.testing.toy_features import make_toy_feature_world
+    paths = make_toy_feature_world(
+        str(tmp_path_factory.mktemp('toy_world')),
+        clip_checkpoint=tiny_clip[1], num_train=64, num_test=8)
+    return dict(paths, clip_head=tiny_clip[1])

@@ -1,7 +1,9 @@
 """DistributedDataParallel wrapper that also works for CPU-only training."""
 from mmengine.model import MMDistributedDataParallel
-
-from pcm_plugin.registry import MODEL_WRAPPERS
+# mmengine's Runner looks wrappers up with a plain ``get`` on its own root
+# registry (no scope switch), so this one is registered there; mmpretrain's
+# child registry still finds it through its parent.
+from mmengine.registry import MODEL_WRAPPERS
 
 
 @MODEL_WRAPPERS.register_module()

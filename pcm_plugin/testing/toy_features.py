@@ -102,3 +102,50 @@ def _dump(path: str, data_list, split: str) -> None:
     with open(path, 'w') as f:
         json.dump(dict(metainfo=dict(dataset='toy', split=split),
                        data_list=data_list), f)
+
+
+def toy_config(world: Dict[str, str], work_dir: str, *, max_epochs: int = 2,
+               base: str = 'configs/pcm_coco.py'):
+    """``base`` (a PCM-Net config) shrunk to toy size, pointed at ``world``.
+
+    Args:
+        world (dict): Paths from :func:`make_toy_feature_world` plus
+            ``clip_head``.
+        work_dir (str): Work directory of the run.
+        max_epochs (int): Epochs (8 iterations each). Defaults to 2.
+        base (str): Config path relative to the repository root.
+
+    Returns:
+        mmengine.Config: Ready for ``Runner.from_cfg`` or ``cfg.dump``.
+    """
+    from mmengine.config import Config
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(osp.join(repo, base))
+    small = dict(embed_dim=64, num_layers=1, num_heads=2, ffn_dim=128)
+    cfg.merge_from_dict({
+        'work_dir': work_dir,
+        'model.tokenizer': world['tokenizer'],
+        'model.mixup.patch_dim': 48, 'model.mixup.global_dim': 32,
+        'model.mixup.embed_dim': 64,
+        'model.mixup.concept_bank': world['concept_bank'],
+        'model.mixup.clip_head': world['clip_head'],
+        'model.mixup.top_k': 3, 'model.mixup.dropout': 0.1,
+        'model.encoder': dict(cfg.model.encoder, **small),
+        'model.decoder': dict(cfg.model.decoder, **small, max_len=6),
+        'model.max_len': 6,
+        'param_scheduler': [dict(type='NoamLR', model_dim=64, warmup=8,
+                                 factor=2.0, by_epoch=False)],
+        'train_cfg.max_epochs': max_epochs,
+        'default_hooks.logger.interval': 1,
+        'randomness.seed': 0,
+    })
+    for split in ('train', 'val', 'test'):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=8, num_workers=0, persistent_workers=False)
+        part = 'train' if split == 'train' else 'test'
+        loader.dataset.update(ann_file=world[f'{part}_ann'],
+                              feature_dir=world[f'{part}_feats'])
+    for key in ('val_evaluator', 'test_evaluator'):
+        cfg[key] = dict(type='COCOCaptionMetric', ann_file=world['test_gt'],
+                        scorers=('bleu', 'cider'))
+    return cfg

@@ -1,0 +1,85 @@
+"""tools/train.py, tools/test.py and the torchrun scripts, as a user runs them.
+
+The 2-process runs use CPU processes with gloo; their test metrics must equal
+the single-process ones (the metric gathers predictions from both ranks).
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from pcm_plugin.testing.toy_features import toy_config
+from tests.conftest import REPO_ROOT
+
+
+def run(cmd, **kwargs):
+    env = dict(os.environ, PYTHON=sys.executable,
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=600, **kwargs)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-4000:])
+    return out
+
+
+@pytest.fixture(scope='module')
+def trained(toy_world, tmp_path_factory):
+    """One single-process training run through tools/train.py."""
+    root = tmp_path_factory.mktemp('tools')
+    config = str(root / 'toy_pcm.py')
+    toy_config(toy_world, str(root / 'work'), max_epochs=1).dump(config)
+    run([sys.executable, 'tools/train.py', config, '--cfg-options',
+         'default_hooks.checkpoint.save_best=None'])
+    ckpt = str(root / 'work' / 'epoch_1.pth')
+    assert osp.isfile(ckpt)
+    return config, ckpt, root
+
+
+def test_test_tool_writes_metrics(trained):
+    config, ckpt, root = trained
+    out = str(root / 'metrics.json')
+    run([sys.executable, 'tools/test.py', config, ckpt, '--out', out,
+         '--work-dir', str(root / 'test1')])
+    with open(out) as f:
+        metrics = json.load(f)
+    assert set(metrics) == {'Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr'}
+
+
+@pytest.mark.slow
+def test_two_process_test_equals_single_process(trained):
+    config, ckpt, root = trained
+    single, double = str(root / 'single.json'), str(root / 'double.json')
+    run([sys.executable, 'tools/test.py', config, ckpt, '--out', single,
+         '--work-dir', str(root / 'single')])
+    os.environ['PORT'] = '29632'
+    try:
+        run(['bash', 'tools/dist_test.sh', config, ckpt, '2', '--out', double,
+             '--work-dir', str(root / 'double')])
+    finally:
+        os.environ.pop('PORT')
+    with open(single) as f, open(double) as g:
+        assert json.load(f) == pytest.approx(json.load(g), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_two_process_training(toy_world, tmp_path):
+    config = str(tmp_path / 'toy_pcm.py')
+    toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
+    os.environ['PORT'] = '29631'
+    try:
+        out = run(['bash', 'tools/dist_train.sh', config, '2', '--cfg-options',
+                   'default_hooks.checkpoint.save_best=None'])
+    finally:
+        os.environ.pop('PORT')
+    # 64 samples, batch 8 per rank, 2 ranks: 4 iterations per epoch.
+    assert 'Epoch(train) [1][4/4]' in out.stdout + out.stderr
+    assert osp.isfile(str(tmp_path / 'work' / 'epoch_1.pth'))
+
+
+def test_bad_config_path_is_a_clear_error():
+    out = subprocess.run([sys.executable, 'tools/train.py', 'nope.py'],
+                         cwd=REPO_ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and 'config nope.py not found' in out.stderr
