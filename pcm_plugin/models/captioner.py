@@ -1,4 +1,5 @@
 """PCM-Net captioner: mix-up embedding -> encoder -> decoder (+ loss)."""
+import difflib
 import math
 from typing import Dict, List, Optional, Union
 
@@ -36,7 +37,19 @@ class CaptionFeaturePreprocessor(BaseDataPreprocessor):
 
 
 def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
-    return cfg if isinstance(cfg, nn.Module) else MODELS.build(cfg)
+    """Build a sub-module, naming close matches for an unknown ``type``."""
+    if isinstance(cfg, nn.Module):
+        return cfg
+    name = cfg.get('type') if isinstance(cfg, dict) else None
+    if isinstance(name, str) and MODELS.get(name) is None:
+        close = difflib.get_close_matches(name, list(MODELS.module_dict), n=3)
+        raise KeyError(
+            f'unknown model component type {name!r}'
+            + (f'; did you mean {close}?' if close else '')
+            + ' PCM-Net components are registered by `import pcm_plugin` '
+            "(configs: custom_imports = dict(imports=['pcm_plugin'], "
+            'allow_failed_imports=False)).')
+    return MODELS.build(cfg)
 
 
 @MODELS.register_module()
@@ -72,7 +85,10 @@ class PCMCaptioner(BaseModel):
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='CaptionFeaturePreprocessor')
-        super().__init__(data_preprocessor=data_preprocessor,
+        # Built here, through mmpretrain's registry: BaseModel would use
+        # mmengine's root registry, which only finds plugin types inside a
+        # Runner's default scope.
+        super().__init__(data_preprocessor=_build(data_preprocessor),
                          init_cfg=init_cfg)
         self.tokenizer = load_caption_tokenizer(tokenizer)
         if isinstance(decoder, dict):

@@ -18,10 +18,11 @@ SPECIAL_TOKENS = (EOS_TOKEN, UNK_TOKEN, PAD_TOKEN)
 
 def _normalizer():
     from tokenizers import normalizers
-    # Lower-case, drop every character that is not a letter, digit or space
-    # (PTB-style punctuation removal), squeeze whitespace.
+    # Fold accents ('café' -> 'cafe'), lower-case, and drop every character
+    # that is not a letter, digit or space (PTB-style punctuation removal).
     return normalizers.Sequence([
-        normalizers.NFKC(),
+        normalizers.NFKD(),
+        normalizers.StripAccents(),
         normalizers.Lowercase(),
         normalizers.Replace(_regex(r"[^a-z0-9\s]"), ' '),
     ])

@@ -1,0 +1,176 @@
+# Copyright (c) pcm_plugin authors. MIT licence.
+"""Concept banks from the CLIP text encoder, by prompt ensemble.
+
+Each concept word is put into every template, each template's text
+embedding is L2-normalised, the normalised embeddings are averaged and the
+mean is normalised again (ViECap's recipe, method.md §2.5). With one
+template this is simply the unit embedding of that prompt.
+"""
+import hashlib
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# The 7 CLIP templates of ViECap's prompt ensemble (method.md §2.5).
+ENSEMBLE_TEMPLATES = (
+    'itap of a {}.',
+    'a bad photo of the {}.',
+    'a origami {}.',
+    'a photo of the large {}.',
+    'a {} in a video game.',
+    'art of the {}.',
+    'a photo of the small {}.',
+)
+SINGLE_TEMPLATES = ('a photo of {}.',)
+
+
+def resolve_templates(spec: str = 'ensemble') -> List[str]:
+    """Templates from ``'ensemble'``, ``'single'`` or a text file.
+
+    Args:
+        spec (str): ``'ensemble'`` (the 7 ViECap templates), ``'single'``
+            (``'a photo of {}.'``) or a file with one template per line
+            (blank lines and ``#`` comments ignored), each holding ``{}``
+            exactly once.
+
+    Returns:
+        list[str]: The templates.
+    """
+    if spec == 'ensemble':
+        return list(ENSEMBLE_TEMPLATES)
+    if spec == 'single':
+        return list(SINGLE_TEMPLATES)
+    if not osp.isfile(spec):
+        raise FileNotFoundError(
+            f'--templates {spec!r}: not `ensemble`, `single` or a file')
+    templates = []
+    with open(spec, encoding='utf-8') as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            if line.count('{}') != 1 or line.count('{') != 1:
+                raise ValueError(f'{spec}:{line_no}: template {line!r} must '
+                                 'contain `{}` exactly once (and no other '
+                                 'braces)')
+            templates.append(line)
+    if not templates:
+        raise ValueError(f'{spec}: no templates')
+    return templates
+
+
+def read_word_list(path: str) -> List[str]:
+    """Concept words, one per line (blank lines and ``#`` comments skipped).
+
+    Raises:
+        ValueError: naming the line of a duplicate word.
+    """
+    words, first = [], {}
+    with open(path, encoding='utf-8') as f:
+        for line_no, line in enumerate(f, start=1):
+            word = line.strip()
+            if not word or word.startswith('#'):
+                continue
+            if word in first:
+                raise ValueError(f'{path}:{line_no}: duplicate concept word '
+                                 f'{word!r} (first on line {first[word]})')
+            first[word] = line_no
+            words.append(word)
+    if not words:
+        raise ValueError(f'{path}: no concept words')
+    return words
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (recorded in the bank's meta)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_open_clip_text_model(model_name: str,
+                              checkpoint: Optional[str] = None,
+                              model_config: Optional[str] = None, *,
+                              pretrained: Optional[str] = None,
+                              cache_dir: Optional[str] = None
+                              ) -> Tuple[object, object]:
+    """An open_clip model (eval mode, CPU) and its tokenizer.
+
+    Loading is shared with feature extraction
+    (:func:`~.clip_features.load_open_clip`): local weights only, clear
+    errors for a missing file or a checkpoint of another architecture.
+
+    Args:
+        model_name (str): An open_clip model name, e.g. ``'ViT-B-32'``.
+        checkpoint (str, optional): Local weights file.
+        model_config (str, optional): A JSON model config to register first
+            (its file stem must equal ``model_name``).
+        pretrained (str, optional): An open_clip tag whose weights are
+            already in the local cache (instead of ``checkpoint``).
+        cache_dir (str, optional): Cache holding ``pretrained`` weights.
+
+    Returns:
+        tuple: ``(model, tokenizer)``.
+    """
+    from .clip_features import load_open_clip
+    if model_config is not None:
+        stem = osp.splitext(osp.basename(model_config))[0]
+        if stem != model_name:
+            raise ValueError(f'--model-config {model_config} registers model '
+                             f'{stem!r}, but --clip-model is {model_name!r}')
+    model, _, tokenizer = load_open_clip(
+        model_name, checkpoint=checkpoint, pretrained=pretrained,
+        model_config=model_config, cache_dir=cache_dir)
+    return model, tokenizer
+
+
+def encode_concepts(model, tokenizer, words: Sequence[str],
+                    templates: Sequence[str], *, batch_size: int = 256,
+                    progress: bool = False) -> np.ndarray:
+    """Prompt-ensemble CLIP text embeddings of concept words.
+
+    Args:
+        model: An open_clip model (``encode_text``).
+        tokenizer: Its tokenizer (list of str -> (B, L) ids).
+        words (Sequence[str]): C concept words.
+        templates (Sequence[str]): T templates with ``{}``.
+        batch_size (int): Prompts per forward pass. Defaults to 256.
+        progress (bool): Show a progress bar. Defaults to False.
+
+    Returns:
+        np.ndarray: (C, D) float32, unit rows.
+    """
+    import torch
+    from tqdm import tqdm
+    total = None
+    with torch.no_grad(), tqdm(total=len(words) * len(templates),
+                               desc='prompts', disable=not progress) as bar:
+        for template in templates:
+            rows = []
+            for start in range(0, len(words), batch_size):
+                prompts = [template.format(w)
+                           for w in words[start:start + batch_size]]
+                emb = model.encode_text(tokenizer(prompts)).float()  # (b, D)
+                rows.append(emb / emb.norm(dim=-1, keepdim=True))
+                bar.update(len(prompts))
+            unit = torch.cat(rows)  # (C, D)
+            total = unit if total is None else total + unit
+    mean = total / len(templates)  # (C, D)
+    return (mean / mean.norm(dim=-1, keepdim=True)).numpy()
+
+
+def encode_meta(*, model_name: str, checkpoint: Optional[str],
+                templates: Sequence[str], words_source: str,
+                model_config: Optional[str] = None,
+                pretrained: Optional[str] = None) -> Dict:
+    """The ``meta`` of an encoded bank: what exactly produced it."""
+    meta = dict(source='tools/build_concepts.py encode', clip_model=model_name,
+                clip_checkpoint=checkpoint, clip_pretrained=pretrained,
+                templates=list(templates), words=words_source,
+                model_config=model_config)
+    if checkpoint and osp.isfile(checkpoint):
+        meta['clip_checkpoint_sha256'] = file_sha256(checkpoint)
+    return meta

@@ -1,0 +1,99 @@
+# Copyright (c) pcm_plugin authors. MIT licence.
+"""Word vocabulary from training captions, and its token coverage.
+
+The tokenizer itself (normalisation, special ids, file format) is
+:mod:`pcm_plugin.models.tokenizer`; this module feeds it the captions of an
+annotation file and measures how much of a corpus it covers.
+"""
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from pcm_plugin.models.tokenizer import (UNK_ID, build_word_tokenizer,
+                                         count_words, save_tokenizer)
+
+
+@dataclass
+class Coverage:
+    """Token coverage of a vocabulary on a corpus.
+
+    Attributes:
+        num_tokens (int): Words in the corpus (after normalisation).
+        num_unk (int): Of those, words mapped to ``[UNK]``.
+        num_types (int): Distinct words in the corpus.
+        num_unk_types (int): Distinct words missing from the vocabulary.
+    """
+    num_tokens: int
+    num_unk: int
+    num_types: int
+    num_unk_types: int
+
+    @property
+    def token_coverage(self) -> float:
+        """Fraction of tokens that are not ``[UNK]`` (1.0 if empty)."""
+        return 1 - self.num_unk / self.num_tokens if self.num_tokens else 1.0
+
+    @property
+    def type_coverage(self) -> float:
+        """Fraction of distinct words in the vocabulary (1.0 if empty)."""
+        return 1 - self.num_unk_types / self.num_types \
+            if self.num_types else 1.0
+
+
+def token_coverage(tokenizer, captions: Iterable[str]) -> Coverage:
+    """Encode ``captions`` with the tokenizer and count ``[UNK]`` ids.
+
+    Args:
+        tokenizer: A ``tokenizers.Tokenizer`` (from
+            :func:`build_word_tokenizer`) or a transformers tokenizer
+            loaded with ``load_caption_tokenizer``.
+        captions (Iterable[str]): The corpus.
+
+    Returns:
+        Coverage: counts of tokens and unknown tokens.
+    """
+    backend = getattr(tokenizer, 'backend_tokenizer', tokenizer)
+    captions = list(captions)
+    num_tokens = num_unk = 0
+    types, unk_types = set(), set()
+    encodings = backend.encode_batch(captions, add_special_tokens=False)
+    for caption, encoding in zip(captions, encodings):
+        # The word-level model maps each normalised word to one id; the
+        # words themselves are needed to count distinct unknown words.
+        words = backend.normalizer.normalize_str(caption).split()
+        if len(words) != len(encoding.ids):
+            raise ValueError(f'tokenizer is not word-level: {caption!r} -> '
+                             f'{encoding.tokens}')
+        for word, idx in zip(words, encoding.ids):
+            num_tokens += 1
+            types.add(word)
+            if idx == UNK_ID:
+                num_unk += 1
+                unk_types.add(word)
+    return Coverage(num_tokens, num_unk, len(types), len(unk_types))
+
+
+def build_vocab(captions: Sequence[str], out_path: str, *,
+                min_count: int = 5, max_words: int = 0,
+                progress: bool = False):
+    """Count words, build the word-level tokenizer and save it.
+
+    Args:
+        captions (Sequence[str]): Training captions.
+        out_path (str): Where ``tokenizer.json`` goes.
+        min_count (int): Keep words seen at least this many times.
+            Defaults to 5.
+        max_words (int): Cap on the number of words (0 = none).
+        progress (bool): Show a progress bar while counting.
+
+    Returns:
+        tuple: the ``tokenizers.Tokenizer`` and the word ``Counter``.
+    """
+    if min_count < 1:
+        raise ValueError(f'min_count must be >= 1, got {min_count}')
+    from tqdm import tqdm
+    counts = count_words(tqdm(captions, desc='counting words',
+                              disable=not progress))
+    tokenizer = build_word_tokenizer(counts, min_count=min_count,
+                                     max_words=max_words)
+    save_tokenizer(tokenizer, out_path)
+    return tokenizer, counts

@@ -1,0 +1,90 @@
+"""PCMCaptioner: the three forward modes and its configuration errors."""
+import pytest
+import torch
+from mmpretrain.structures import DataSample
+
+from pcm_plugin.registry import MODELS
+from tests.conftest import CAPTIONS
+
+
+@pytest.fixture
+def cfg(tiny_clip, tiny_bank, tiny_tokenizer):
+    small = dict(embed_dim=32, num_layers=1, num_heads=2, ffn_dim=64)
+    return dict(
+        type='PCMCaptioner', tokenizer=tiny_tokenizer, max_len=8,
+        mixup=dict(type='PCMMixup', patch_dim=48, global_dim=32,
+                   num_patches=49, embed_dim=32, concept_bank=tiny_bank,
+                   clip_head=tiny_clip[1], top_k=3),
+        encoder=dict(type='VisualSemanticEncoder', **small),
+        decoder=dict(type='CaptionTransformerDecoder', max_len=8,
+                     beam_size=2, **small),
+        loss=dict(type='CLIPWeightedCELoss', alpha=2.5))
+
+
+def batch(n=3, with_cos=True):
+    torch.manual_seed(0)
+    inputs = dict(patch_feats=torch.randn(n, 49, 48),
+                  global_feat=torch.randn(n, 32))
+    samples = []
+    for i in range(n):
+        sample = DataSample(metainfo=dict(image_id=str(i)))
+        sample.gt_caption = CAPTIONS[i]
+        if with_cos:
+            sample.set_metainfo(dict(clip_cos=0.1 * (i + 1)))
+        samples.append(sample)
+    return inputs, samples
+
+
+def test_loss_mode_matches_manual_loss(cfg):
+    from pcm_plugin.models.tokenizer import encode_captions
+    model = MODELS.build(cfg).eval()  # eval: no dropout, no noise
+    inputs, samples = batch()
+    losses = model(inputs, samples, mode='loss')
+    assert set(losses) == {'loss_ce', 'clip_cos'}
+    assert losses['clip_cos'].item() == pytest.approx(0.2)
+    memory, mask = model.encode(inputs)
+    ids, targets, input_mask = encode_captions(
+        model.tokenizer, [s.gt_caption for s in samples], max_len=8)
+    logits = model.decoder(ids, memory, mask, input_mask)
+    expected = model.loss_module(logits, targets, torch.tensor([.1, .2, .3]))
+    torch.testing.assert_close(losses['loss_ce'], expected)
+    losses['loss_ce'].backward()
+    assert model.mixup.patch_proj.weight.grad is not None
+
+
+def test_predict_and_tensor_modes(cfg):
+    model = MODELS.build(cfg).eval()
+    inputs, samples = batch()
+    out = model(inputs, samples, mode='predict')
+    assert out is samples
+    vocab = set(model.tokenizer.get_vocab())
+    for sample in out:
+        assert isinstance(sample.pred_caption, str)
+        assert set(sample.pred_caption.split()) <= vocab
+    fresh = model(inputs, mode='predict')
+    assert [s.pred_caption for s in fresh] == [s.pred_caption for s in out]
+    memory = model(inputs, mode='tensor')
+    assert memory.shape == (3, 1 + 2 * 49, 32)
+    with pytest.raises(RuntimeError, match='Invalid mode'):
+        model(inputs, mode='bogus')
+
+
+def test_unweighted_loss_ignores_missing_cosines(cfg):
+    inputs, samples = batch(with_cos=False)
+    model = MODELS.build(dict(cfg, clip_weighted=False))
+    assert set(model(inputs, samples, mode='loss')) == {'loss_ce'}
+    weighted = MODELS.build(cfg)
+    with pytest.raises(ValueError, match='no CLIP image-caption cosine'):
+        weighted(inputs, samples, mode='loss')
+
+
+def test_configuration_errors(cfg, tmp_path):
+    with pytest.raises(FileNotFoundError, match='tools/build_vocab.py'):
+        MODELS.build(dict(cfg, tokenizer=str(tmp_path / 'tokenizer.json')))
+    with pytest.raises(KeyError, match="did you mean.*VisualSemanticEncoder"):
+        MODELS.build(dict(cfg, encoder=dict(type='VisualSemanticEncodr')))
+    with pytest.raises(ValueError, match='vocab_size=7'):
+        MODELS.build(dict(cfg, decoder=dict(cfg['decoder'], vocab_size=7)))
+    model = MODELS.build(cfg)
+    with pytest.raises(KeyError, match='LoadCLIPFeatures'):
+        model(dict(patch_feats=torch.randn(1, 49, 48)), mode='tensor')

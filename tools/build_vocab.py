@@ -1,0 +1,104 @@
+# Copyright (c) pcm_plugin authors. MIT licence.
+"""Word-level caption tokenizer from the training captions.
+
+Example::
+
+    python tools/build_vocab.py data/coco/annotations/train.json \\
+        --out data/coco/tokenizer.json --min-count 5 \\
+        --coverage-ann data/coco/annotations/test.json
+
+Writes a Hugging Face ``tokenizer.json`` (``[EOS]``=0 also used as BOS,
+``[UNK]``=1, ``[PAD]``=2, words from 3 by decreasing frequency) that
+``transformers.PreTrainedTokenizerFast`` loads offline, and prints the
+vocabulary size and the token coverage (fraction of words that are not
+``[UNK]``) on the training captions and on held-out annotation files.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from pcm_plugin.data_pipeline.bad_input import BadInputError  # noqa: E402
+from pcm_plugin.data_pipeline.caption_readers import \
+    read_annotation_captions  # noqa: E402
+from pcm_plugin.data_pipeline.vocab import (build_vocab,  # noqa: E402
+                                            token_coverage)
+from pcm_plugin.models.tokenizer import (  # noqa: E402
+    SPECIAL_TOKENS, load_caption_tokenizer)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Build the word-level caption tokenizer (tokenizer.json)'
+        ' from the captions of a training annotation file.')
+    parser.add_argument('ann_file', help='training annotation JSON '
+                        '(tools/data/convert_*.py output)')
+    parser.add_argument('--out', default=None,
+                        help='tokenizer.json path (default: next to the '
+                        'annotations folder, DATASET/tokenizer.json)')
+    parser.add_argument('--min-count', type=int, default=5,
+                        help='keep words seen at least this often in the '
+                        'training captions (default 5)')
+    parser.add_argument('--max-words', type=int, default=0,
+                        help='keep at most this many words (0 = no cap)')
+    parser.add_argument('--coverage-ann', action='append', default=[],
+                        metavar='FILE', help='held-out annotation file to '
+                        'report token coverage on (repeatable)')
+    parser.add_argument('--stats-out', default=None,
+                        help='also write the numbers as JSON here')
+    return parser.parse_args(argv)
+
+
+def default_out(ann_file: str) -> str:
+    folder = osp.dirname(osp.abspath(ann_file))
+    if osp.basename(folder) == 'annotations':
+        folder = osp.dirname(folder)
+    return osp.join(folder, 'tokenizer.json')
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = args.out or default_out(args.ann_file)
+    try:
+        captions = read_annotation_captions(args.ann_file)
+        _, counts = build_vocab(captions, out, min_count=args.min_count,
+                                max_words=args.max_words, progress=True)
+        # Round trip through the loader training uses (validates ids).
+        tokenizer = load_caption_tokenizer(out)
+        held_out = {f: token_coverage(tokenizer,
+                                      read_annotation_captions(f))
+                    for f in args.coverage_ann}
+    except (BadInputError, FileNotFoundError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    num_words = len(tokenizer) - len(SPECIAL_TOKENS)
+    train = token_coverage(tokenizer, captions)
+    stats = dict(ann_file=args.ann_file, tokenizer=out,
+                 min_count=args.min_count, max_words=args.max_words,
+                 num_captions=len(captions), distinct_words=len(counts),
+                 vocab_words=num_words, vocab_size=len(tokenizer),
+                 train_token_coverage=train.token_coverage,
+                 held_out={f: dict(num_tokens=c.num_tokens,
+                                   num_unk=c.num_unk,
+                                   token_coverage=c.token_coverage,
+                                   type_coverage=c.type_coverage)
+                           for f, c in held_out.items()})
+    print(f'{len(captions)} captions, {len(counts)} distinct words')
+    print(f'vocabulary: {num_words} words seen >= {args.min_count} times '
+          f'(+{len(SPECIAL_TOKENS)} special tokens = {len(tokenizer)} ids)')
+    print(f'token coverage, training captions: {train.token_coverage:.4%}')
+    for f, c in held_out.items():
+        print(f'token coverage, {f}: {c.token_coverage:.4%} '
+              f'({c.num_unk} of {c.num_tokens} tokens are [UNK]; '
+              f'{c.num_unk_types} of {c.num_types} distinct words unknown)')
+    if args.stats_out:
+        with open(args.stats_out, 'w', encoding='utf-8') as f:
+            json.dump(stats, f, indent=1)
+    print(f'wrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
