@@ -3,6 +3,7 @@
 _base_ = ['./pcm_flickr.py']
 
 feature_root = 'data/flickr30k/features/ViT-L-14'
+clip_model = dict(name='ViT-L-14', checkpoint='data/clip/ViT-L-14.pt')
 model = dict(
     mixup=dict(
         patch_dim=1024,

@@ -1,5 +1,8 @@
 # PCM-Net on CLIP ViT-B/32 features (official COCO/Flickr B/32 configs,
 # method.md §3 and §5): 49 x 768 patches + a 512-d global embedding.
+# The CLIP that extracted the features: its ln_post/proj head is frozen
+# inside PCMMixup, and tools/caption_image.py uses it on raw images.
+clip_model = dict(name='ViT-B-32', checkpoint='data/clip/ViT-B-32.pt')
 model = dict(
     type='PCMCaptioner',
     tokenizer='data/coco/tokenizer.json',
@@ -12,7 +15,7 @@ model = dict(
         num_patches=49,
         embed_dim=512,
         concept_bank='data/concepts/coco446_ViT-B-32.npz',
-        clip_head='data/clip/ViT-B-32.pt',
+        clip_head=clip_model['checkpoint'],
         mode='top',
         top_k=5,
         top_m=5,

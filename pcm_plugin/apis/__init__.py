@@ -1,0 +1,4 @@
+"""High-level entry points."""
+from .inference import ImageCaptioner
+
+__all__ = ['ImageCaptioner']

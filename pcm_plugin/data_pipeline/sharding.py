@@ -1,0 +1,114 @@
+"""Rank/world bookkeeping shared by the sharded data tools.
+
+The tools run the same way as one plain process or under ``torchrun``: each
+rank reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from the environment and
+takes a fixed slice of a *global* work plan (batches or shards numbered the
+same way whatever the world size), so a rank count change never changes
+which items share a batch, and hence never changes an output byte. A gloo
+process group is only created when ``WORLD_SIZE > 1``, and is only used for
+the final barrier and the summary counts.
+"""
+import contextlib
+import datetime
+import errno
+import os
+import os.path as osp
+from typing import Iterator, List, Sequence, Tuple
+
+import torch
+
+# Ranks that finish early wait at the final barrier for the slowest one;
+# the default gloo timeout (30 min) is far too short for a large run.
+DEFAULT_TIMEOUT_HOURS = 72.0
+
+
+def dist_env() -> Tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from the torchrun environment."""
+    try:
+        rank = int(os.environ.get('RANK', 0))
+        world = int(os.environ.get('WORLD_SIZE', 1))
+        local_rank = int(os.environ.get('LOCAL_RANK', rank))
+    except ValueError as err:
+        raise ValueError(f'RANK/WORLD_SIZE/LOCAL_RANK must be integers: '
+                         f'{err}') from err
+    if not 0 <= rank < world:
+        raise ValueError(f'RANK={rank} is outside WORLD_SIZE={world}')
+    return rank, world, local_rank
+
+
+@contextlib.contextmanager
+def process_group(world_size: int,
+                  timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Iterator:
+    """Create a gloo group when ``world_size > 1``; always destroy it."""
+    import torch.distributed as dist
+    created = False
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            'gloo', timeout=datetime.timedelta(hours=timeout_hours))
+        created = True
+    try:
+        yield
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _group_active() -> bool:
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if _group_active():
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def sum_across_ranks(values: Sequence[float]) -> List[float]:
+    """Element-wise sum of ``values`` over ranks (identity in one process)."""
+    if not _group_active():
+        return list(values)
+    import torch.distributed as dist
+    tensor = torch.tensor(list(values), dtype=torch.float64)  # (K,)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def owned_by_rank(num_units: int, rank: int, world_size: int) -> List[int]:
+    """Global unit numbers (batches, shards) that ``rank`` processes.
+
+    Round-robin rather than contiguous blocks: ranks finish together even
+    when the tail of the corpus is already done from an earlier run.
+    """
+    return list(range(rank, num_units, world_size))
+
+
+def remove_stale_temp_files(directory: str, final_names: Sequence[str]) -> int:
+    """Delete ``<name>.tmp<pid>`` leftovers of killed writers.
+
+    Only temp files of ``final_names`` (the files this rank owns) are
+    touched, so a rank never deletes a file another rank is writing.
+
+    Returns:
+        int: The number of files removed.
+    """
+    if not osp.isdir(directory):
+        return 0
+    owned = set(final_names)
+    removed = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            stem, sep, pid = entry.name.rpartition('.tmp')
+            if sep and pid.isdigit() and stem in owned:
+                os.remove(entry.path)
+                removed += 1
+    return removed
+
+
+def disk_full_error(err: OSError, path: str, hint: str) -> OSError:
+    """A clearer ``OSError`` for ENOSPC (other errors are returned as is)."""
+    if err.errno != errno.ENOSPC:
+        return err
+    return OSError(errno.ENOSPC, f'no space left on device while writing '
+                   f'{path}; {hint}')

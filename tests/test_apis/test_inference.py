@@ -1,0 +1,93 @@
+"""Raw-image captioning: same features as the extraction tool, real photos."""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pcm_plugin.testing.toy_features import toy_config
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope='module')
+def checkpoint(toy_world, tmp_path_factory):
+    """A toy PCM-Net config + an (untrained) checkpoint of it."""
+    from pcm_plugin.registry import MODELS
+    root = tmp_path_factory.mktemp('infer')
+    cfg = toy_config(toy_world, str(root / 'work'))
+    clip_dir = osp.dirname(toy_world['clip_head'])
+    cfg.clip_model = dict(
+        name='pcm-tiny-vit-b32', checkpoint=toy_world['clip_head'],
+        model_config=osp.join(clip_dir, 'pcm-tiny-vit-b32.json'))
+    config = str(root / 'toy_pcm.py')
+    cfg.dump(config)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    ckpt = str(root / 'model.pth')
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    return config, ckpt, model
+
+
+def write_images(root, n=3):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = osp.join(root, f'{i + 1}.jpg')
+        Image.fromarray(rng.integers(0, 255, (90 + 10 * i, 120, 3),
+                                     dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,
+                                                      tmp_path):
+    from pcm_plugin.apis import ImageCaptioner
+    from pcm_plugin.data_pipeline.extraction import extract_features
+    from pcm_plugin.datasets import FeatureStore
+    config, ckpt, model = checkpoint
+    paths = write_images(str(tmp_path))
+    ann = tmp_path / 'test.json'
+    ann.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id=str(i + 1), file_name=osp.basename(p))
+        for i, p in enumerate(paths)])))
+    extract_features(str(ann), image_dir=str(tmp_path),
+                     out_dir=str(tmp_path / 'feats'),
+                     clip_model='pcm-tiny-vit-b32',
+                     clip_checkpoint=toy_world['clip_head'], workers=0,
+                     progress=False)
+    store = FeatureStore(str(tmp_path / 'feats'))
+    captioner = ImageCaptioner(config, ckpt)
+    feats = captioner.features(paths)
+    for i in range(3):
+        item = store.get(str(i + 1))
+        np.testing.assert_allclose(feats['patch_feats'][i].numpy(),
+                                   item['patch'], rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(feats['global_feat'][i].numpy(),
+                                   item['global_feat'], rtol=2e-3, atol=2e-3)
+    # The checkpoint was loaded: same captions as the in-memory model.
+    model.eval()
+    expected = model.generate(feats)
+    assert captioner(paths, batch_size=2) == expected
+    assert all(isinstance(c, str) for c in expected)
+
+
+@pytest.mark.real_data
+def test_captions_the_full_size_flickr_photos(checkpoint, shared_data,
+                                              tmp_path):
+    config, ckpt, _ = checkpoint
+    photos = sorted(glob.glob(osp.join(shared_data, 'flickr8k',
+                                       'images_full', '*.jpg')))
+    assert len(photos) == 24
+    out = tmp_path / 'captions.json'
+    proc = subprocess.run(
+        [sys.executable, 'tools/caption_image.py', config, ckpt, *photos,
+         '--out', str(out)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    captions = json.loads(out.read_text())
+    assert sorted(captions) == photos
+    assert len(proc.stdout.strip().splitlines()) == 24

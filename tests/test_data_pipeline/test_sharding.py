@@ -1,0 +1,54 @@
+"""Tests for pcm_plugin.data_pipeline.sharding."""
+import errno
+
+import pytest
+
+
+def test_dist_env_defaults_and_errors(monkeypatch):
+    from pcm_plugin.data_pipeline.sharding import dist_env
+    for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(key, raising=False)
+    assert dist_env() == (0, 1, 0)
+    monkeypatch.setenv('RANK', '3')
+    monkeypatch.setenv('WORLD_SIZE', '4')
+    assert dist_env() == (3, 4, 3)
+    monkeypatch.setenv('RANK', '4')
+    with pytest.raises(ValueError, match='RANK=4 is outside WORLD_SIZE=4'):
+        dist_env()
+
+
+def test_ranks_partition_the_units():
+    from pcm_plugin.data_pipeline.sharding import owned_by_rank
+    parts = [owned_by_rank(7, r, 3) for r in range(3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert owned_by_rank(7, 0, 1) == list(range(7))
+
+
+def test_single_process_helpers_are_identities():
+    from pcm_plugin.data_pipeline.sharding import (barrier, process_group,
+                                                   sum_across_ranks)
+    with process_group(1):
+        barrier()
+        assert sum_across_ranks([1, 2.5]) == [1, 2.5]
+
+
+def test_only_owned_temp_files_are_removed(tmp_path):
+    from pcm_plugin.data_pipeline.sharding import remove_stale_temp_files
+    for name in ('a.png.tmp12', 'b.png.tmp7', 'a.png', 'a.png.tmpx',
+                 'c.png.tmp3'):
+        (tmp_path / name).write_text('x')
+    assert remove_stale_temp_files(str(tmp_path), ['a.png', 'b.png']) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'a.png', 'a.png.tmpx', 'c.png.tmp3']
+    assert remove_stale_temp_files(str(tmp_path / 'none'), ['a']) == 0
+
+
+def test_disk_full_error_names_the_path():
+    from pcm_plugin.data_pipeline.sharding import disk_full_error
+    err = disk_full_error(OSError(errno.ENOSPC, 'No space'), '/x/y.png',
+                          'free space')
+    assert err.errno == errno.ENOSPC
+    assert 'no space left on device while writing /x/y.png; free space' in \
+        str(err)
+    other = OSError(errno.EACCES, 'denied')
+    assert disk_full_error(other, '/x', 'hint') is other

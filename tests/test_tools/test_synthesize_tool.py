@@ -1,0 +1,99 @@
+"""tools/synthesize.py end to end: one process, torchrun, resume, errors."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'synthesize.py')
+CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京', 'two cats', '',
+            'a red car', 'three birds on a wire', 'a boat']
+
+
+def run_tool(args, torchrun_port=None, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1',
+               TOKENIZERS_PARALLELISM='false')
+    launcher = [sys.executable]
+    if torchrun_port:
+        # OMP_NUM_THREADS=1 as torchrun sets it: same kernels, same bytes.
+        launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                     '--master_port', str(torchrun_port)]
+    proc = subprocess.run(launcher + [TOOL] + list(args), env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+    return proc
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    from pcm_plugin.testing import build_tiny_sd_pipeline
+    root = tmp_path_factory.mktemp('synth_tool')
+    pipe = build_tiny_sd_pipeline(str(root / 'pipe'))
+    ann = root / 'train.json'
+    ann.write_text(json.dumps(dict(data_list=[
+        dict(image_id=str(6000000 + k), caption=c)
+        for k, c in enumerate(CAPTIONS)]), ensure_ascii=False),
+        encoding='utf-8')
+    return root, pipe, str(ann)
+
+
+def common(setup, out):
+    root, pipe, ann = setup
+    return [ann, '--model-dir', pipe, '--out-dir', str(out), '--steps', '2',
+            '--size', '64', '--batch-size', '2', '--skip-bad',
+            '--no-progress']
+
+
+def folder_bytes(out):
+    return {name: open(osp.join(out, 'images', name), 'rb').read()
+            for name in sorted(os.listdir(osp.join(out, 'images')))}
+
+
+def test_help_lists_the_flags():
+    out = run_tool(['--help']).stdout
+    for flag in ('--model-dir', '--out-dir', '--steps', '--guidance',
+                 '--size', '--seed', '--dtype', '--batch-size', '--device',
+                 '--skip-bad', '--limit'):
+        assert flag in out
+
+
+@pytest.mark.slow
+def test_torchrun_resume_equals_single_process(setup):
+    root = setup[0]
+    single = run_tool(common(setup, root / 'single'))
+    summary = json.loads(single.stdout.split('summary: ')[1])
+    assert (summary['generated'], summary['skipped_bad']) == (6, 1)
+    assert 'generated 6, skipped existing 0, skipped bad 1' in single.stdout
+
+    # A partial single-process run (--limit), finished by 2 ranks.
+    run_tool(common(setup, root / 'ranks') + ['--limit', '3'])
+    assert len(os.listdir(root / 'ranks' / 'images')) == 3
+    multi = run_tool(common(setup, root / 'ranks'), torchrun_port=29611)
+    summary = json.loads(multi.stdout.split('summary: ')[1])
+    assert (summary['generated'], summary['skipped_existing'],
+            summary['world_size']) == (3, 3, 2)
+
+    assert folder_bytes(root / 'ranks') == folder_bytes(root / 'single')
+    manifests = [json.load(open(root / d / 'manifest.json'))
+                 for d in ('single', 'ranks')]
+    assert manifests[0] == manifests[1]
+    assert manifests[0]['complete'] and manifests[0]['num_images'] == 6
+    assert sorted(os.listdir(root / 'ranks')) == ['images', 'manifest.json']
+
+
+def test_bad_input_exits_with_a_clear_message(setup):
+    root, pipe, ann = setup
+    proc = run_tool([ann, '--model-dir', pipe, '--out-dir',
+                     str(root / 'x')], check=False)
+    assert proc.returncode == 1
+    assert 'error: ' in proc.stderr and 'data_list[3]' in proc.stderr
+    assert 'empty caption' in proc.stderr and '--skip-bad' in proc.stderr
+    proc = run_tool([ann, '--model-dir', str(root / 'nope'), '--out-dir',
+                     str(root / 'x'), '--skip-bad'], check=False)
+    assert proc.returncode == 1
+    assert f'error: diffusion model directory {root / "nope"} not found' in \
+        proc.stderr
