@@ -6,11 +6,12 @@ embedding is L2-normalised, the normalised embeddings are averaged and the
 mean is normalised again (ViECap's recipe, method.md §2.5). With one
 template this is simply the unit embedding of that prompt.
 """
-import hashlib
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from pcm_plugin.utils.fileio import file_sha256  # noqa: F401  (re-exported)
 
 # The 7 CLIP templates of ViECap's prompt ensemble (method.md §2.5).
 ENSEMBLE_TEMPLATES = (
@@ -80,15 +81,6 @@ def read_word_list(path: str) -> List[str]:
     if not words:
         raise ValueError(f'{path}: no concept words')
     return words
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (recorded in the bank's meta)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_open_clip_text_model(model_name: str,

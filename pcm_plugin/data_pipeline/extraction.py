@@ -28,6 +28,8 @@ import numpy as np
 from pcm_plugin.datasets.feature_store import (atomic_write_json,
                                                shard_is_complete,
                                                write_index, write_shard)
+from pcm_plugin.utils.fileio import file_sha256
+
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
 from .image_io import (DEFAULT_MAX_PIXELS, ImageListDataset, candidate_paths,
@@ -79,14 +81,6 @@ def load_items(ann_file: str, image_dir: str) -> List[Dict]:
             paths=candidate_paths(image_dir, image_id,
                                   entry.get('file_name'))))
     return items
-
-
-def sha256_file(path: str, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def items_digest(items: Sequence[Dict]) -> str:
@@ -211,7 +205,7 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
         annotation=osp.realpath(ann_file),
         image_dir=osp.realpath(image_dir), clip_model=clip_model,
         clip_checkpoint=clip_checkpoint and osp.realpath(clip_checkpoint),
-        checkpoint_sha256=clip_checkpoint and sha256_file(clip_checkpoint),
+        checkpoint_sha256=clip_checkpoint and file_sha256(clip_checkpoint),
         pretrained=pretrained, pool=pool, dtype=dtype,
         num_entries=len(items), items_sha256=items_digest(items),
         shard_size=shard_size, num_shards=num_shards, **shapes)
