@@ -55,8 +55,8 @@ def test_arg_parser() -> argparse.ArgumentParser:
         description='Evaluate a PCM-Net checkpoint')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out', help='dump metrics or predictions to a '
-                        'JSON file')
+    parser.add_argument('--out', help='JSON file for the metrics, or with '
+                        '--out-item pred the captions (COCO results format)')
     parser.add_argument('--out-item', choices=['metrics', 'pred'],
                         default='metrics')
     parser.add_argument('--amp', action='store_true',
@@ -131,7 +131,7 @@ def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
         if not isinstance(evaluators, (list, tuple)):
             evaluators = [evaluators]
         cfg.test_evaluator = list(evaluators) + [
-            dict(type='DumpResults', out_file_path=args.out)]
+            dict(type='DumpCaptions', out_file=args.out)]
     _dataloader_defaults(cfg, 'test_dataloader',
                          pin_memory=not args.no_pin_memory)
     return cfg

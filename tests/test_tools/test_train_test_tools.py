@@ -83,3 +83,16 @@ def test_bad_config_path_is_a_clear_error():
     out = subprocess.run([sys.executable, 'tools/train.py', 'nope.py'],
                          cwd=REPO_ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and 'config nope.py not found' in out.stderr
+
+
+def test_test_tool_dumps_captions_as_coco_results(trained, toy_world):
+    config, ckpt, root = trained
+    out = str(root / 'preds.json')
+    run([sys.executable, 'tools/test.py', config, ckpt, '--out', out,
+         '--out-item', 'pred', '--work-dir', str(root / 'test2')])
+    with open(out) as f:
+        preds = json.load(f)
+    with open(toy_world['test_gt']) as f:
+        image_ids = sorted(im['id'] for im in json.load(f)['images'])
+    assert [p['image_id'] for p in preds] == image_ids
+    assert all(isinstance(p['caption'], str) for p in preds)
