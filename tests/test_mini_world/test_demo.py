@@ -1,0 +1,36 @@
+"""The demo, in its smoke version: every step on a tiny world, end to end."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.slow
+def test_demo_smoke_runs_end_to_end(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    work = tmp_path / 'work'
+    cmd = [sys.executable, 'tools/demo.py', '--smoke', '--data-root',
+           str(tmp_path / 'world'), '--work-dir', str(work)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert 'Bleu_4 / METEOR / ROUGE_L / CIDEr:' in proc.stdout
+    with open(work / 'test_predictions.json') as f:
+        preds = json.load(f)
+    with open(tmp_path / 'world' / 'world.json') as f:
+        world = json.load(f)
+    with open(osp.join(world['root'], world['annotations']['test'])) as f:
+        test_ids = sorted(int(e['image_id']) for e in json.load(f)['data_list'])
+    assert [p['image_id'] for p in preds] == test_ids
+    assert osp.getsize(work / 'test_predictions.png') > 1000
+    # A second run reuses the world and the trained model.
+    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert 'reusing the trained model' in again.stdout
+    assert 'built in' not in again.stdout

@@ -1,0 +1,48 @@
+"""Train the mini world's CLIP (open_clip model + ClipLoss) from scratch.
+
+    python tools/mini_world/train_mini_clip.py            # reproduces the
+    # committed pcm_plugin/resources/mini_clip/pcm-mini-clip.{json,pt}
+
+Writes ``pcm-mini-clip.json`` (open_clip model config), ``pcm-mini-clip.pt``
+(fp16 state dict) and ``pcm-mini-clip.metrics.json`` (loss curve,
+image->text retrieval and concept retrieval on held-out scenes, real and
+synthetic renders) to ``--out-dir``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train the mini CLIP.')
+    parser.add_argument('--out-dir', default='pcm_plugin/resources/mini_clip')
+    parser.add_argument('--steps', type=int, default=None)
+    parser.add_argument('--batch-size', type=int, default=None)
+    parser.add_argument('--lr', type=float, default=None)
+    parser.add_argument('--seed', type=int, default=None)
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--eval-every', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from pcm_plugin.mini_world.mini_clip import train_mini_clip
+    overrides = {k: v for k, v in dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, threads=args.threads).items() if v is not None}
+    metrics = train_mini_clip(args.out_dir, eval_every=args.eval_every,
+                              **overrides)
+    print(json.dumps(metrics['eval'], indent=1))
+    print(f'trained in {metrics["train_seconds"]} s; wrote {args.out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
