@@ -76,3 +76,35 @@ def toy_world(tmp_path_factory, tiny_clip):
         str(tmp_path_factory.mktemp('toy_world')),
         clip_checkpoint=tiny_clip[1], num_train=64, num_test=8)
     return dict(paths, clip_head=tiny_clip[1])
+
+
+def run_tool(tool: str, args, *, torchrun_port=None, check=True):
+    """Run ``tools/<tool>`` like a user: one process, or 2 under torchrun.
+
+    ``OMP_NUM_THREADS=1`` as torchrun sets it, so single- and multi-process
+    runs use the same kernels and produce the same bytes.
+    """
+    import subprocess
+    import sys
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1',
+               TOKENIZERS_PARALLELISM='false')
+    launcher = [sys.executable]
+    if torchrun_port:
+        launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                     '--master_port', str(torchrun_port)]
+    proc = subprocess.run(launcher + [osp.join(REPO_ROOT, 'tools', tool)] +
+                          [str(a) for a in args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+    return proc
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One torch thread for a module (two are ~3x slower on 2 busy cores)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,7 +34,8 @@ def main() -> int:
     parser.add_argument('--uninstall', action='store_true')
     args = parser.parse_args()
     site = sysconfig.get_paths()['purelib']
-    target, pth = osp.join(site, MODULE + '.py'), osp.join(site, MODULE + '.pth')
+    target = osp.join(site, MODULE + '.py')
+    pth = osp.join(site, MODULE + '.pth')
     if args.uninstall:
         for path in (target, pth):
             if osp.exists(path):

@@ -7,7 +7,7 @@ point ``LoadImageFromFile`` at ``img_path``.
 """
 import os.path as osp
 import random
-from typing import List, Optional
+from typing import List
 
 from mmengine.dataset import BaseDataset
 

@@ -65,7 +65,8 @@ def write_shard(root: str, name: str, ids: Sequence[str], patch: np.ndarray,
     n = len(ids)
     if patch.shape[0] != n or global_feat.shape[0] != n:
         raise ValueError(f'shard {name}: {n} ids but patch rows '
-                         f'{patch.shape[0]}, global rows {global_feat.shape[0]}')
+                         f'{patch.shape[0]}, global rows '
+                         f'{global_feat.shape[0]}')
     os.makedirs(root, exist_ok=True)
     base = osp.join(root, name)
     arrays = {'patch': patch.astype(np.float16),
@@ -88,8 +89,9 @@ def shard_is_complete(root: str, name: str) -> bool:
                                             'global.npy'))
 
 
-def write_index(root: str, shards: Sequence[Dict], *, patch_shape: Sequence[int],
-                global_dim: int, meta: Optional[Dict] = None) -> Dict:
+def write_index(root: str, shards: Sequence[Dict], *,
+                patch_shape: Sequence[int], global_dim: int,
+                meta: Optional[Dict] = None) -> Dict:
     """Write ``index.json`` listing ``shards`` (which must be complete)."""
     for shard in shards:
         if not shard_is_complete(root, shard['name']):
@@ -147,7 +149,8 @@ class FeatureStore:
             self.index = json.load(f)
         if self.index.get('format') != FORMAT:
             raise ValueError(f'{index_path}: format '
-                             f'{self.index.get("format")!r}, expected {FORMAT!r}')
+                             f'{self.index.get("format")!r}, expected '
+                             f'{FORMAT!r}')
         self.patch_shape = tuple(self.index['patch_shape'])
         self.global_dim = int(self.index['global_dim'])
         self.meta = self.index.get('meta', {})

@@ -124,7 +124,7 @@ class PCMCaptioner(BaseModel):
         raise RuntimeError(f'Invalid mode "{mode}".')
 
     def encode(self, inputs: Dict[str, torch.Tensor]):
-        """Mix-up embedding and encoder: ``(memory (B, L, d), mask (B, L))``."""
+        """Embed + encode: ``memory`` (B, L, d) and ``mask`` (B, L)."""
         missing = [k for k in INPUT_KEYS if k not in inputs]
         if missing:
             raise KeyError(f'model inputs lack {missing}; the pipeline must '
@@ -153,9 +153,10 @@ class PCMCaptioner(BaseModel):
         the batch mean of the cosines (``clip_cos``, logged only)."""
         memory, mask = self.encode(inputs)
         device = memory.device
-        input_ids, targets, input_mask = (t.to(device) for t in encode_captions(
-            self.tokenizer, [s.gt_caption for s in data_samples],
-            max_len=self.max_len))  # (B, T) each
+        captions = [s.gt_caption for s in data_samples]
+        input_ids, targets, input_mask = (
+            t.to(device) for t in encode_captions(
+                self.tokenizer, captions, max_len=self.max_len))  # (B, T)
         logits = self.decoder(input_ids, memory, mask, input_mask)  # (B,T,V)
         clip_cos = self._clip_cos(data_samples, device)
         losses = dict(loss_ce=self.loss_module(logits, targets, clip_cos))

@@ -55,7 +55,8 @@ class MultiHeadAttention(nn.Module):
         probs = self.attn_drop(scores.softmax(dim=-1))  # (B, h, T, S)
         out = probs @ v  # (B, h, T, hd)
         B, _, T, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, d)
+        out = out.transpose(1, 2).reshape(B, T, -1)  # (B, T, d)
+        return self.out_proj(out)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor,

@@ -172,7 +172,8 @@ class PCMMixup(BaseModule):
             raise ValueError("PCMMixup.eval_mode must be 'append' or "
                              f"'replace', got {eval_mode!r}")
         self.patch_dim, self.global_dim = patch_dim, global_dim
-        self.num_patches, self.mode, self.eval_mode = num_patches, mode, eval_mode
+        self.num_patches = num_patches
+        self.mode, self.eval_mode = mode, eval_mode
         self.top_k, self.top_m = top_k, top_m
         self.temperature, self.threshold = temperature, threshold
         self.random_prob, self.noise_var = random_prob, noise_var

@@ -96,6 +96,7 @@ class VisualSemanticEncoder(BaseModule):
             h = layer(h, token_mask)
             global_states.append(h[:, 0])
         if self.aggregate_global:
-            fused = self.global_fuse(torch.cat(global_states, dim=-1))  # (B, d)
+            stages = torch.cat(global_states, dim=-1)  # (B, (layers+1)*d)
+            fused = self.global_fuse(stages)  # (B, d)
             h = torch.cat([self.global_norm(fused)[:, None], h[:, 1:]], dim=1)
         return h

@@ -11,13 +11,7 @@ CAPTIONS = ['a red square', 'a green circle', 'une tasse de café',
             'two blue lines', 'a black dot']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -12,14 +12,7 @@ CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京 🚲', 'two cats',
 SETTINGS = dict(steps=2, guidance=7.5, size='64', seed=0, batch_size=2)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # Two threads on a shared 2-core machine are ~3x slower here.
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

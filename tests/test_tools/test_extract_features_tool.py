@@ -1,30 +1,19 @@
 """tools/extract_features.py end to end: one process vs torchrun, errors."""
 import json
 import os
-import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(REPO, 'tools', 'extract_features.py')
+from tests import conftest
+
 CAPTIONS = ['a red square', 'a green circle', 'une tasse de café',
             'two blue lines', 'a black dot']
 
 
 def run_tool(args, torchrun_port=None, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1')
-    launcher = [sys.executable]
-    if torchrun_port:
-        launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                     '--master_port', str(torchrun_port)]
-    proc = subprocess.run(launcher + [TOOL] + list(args), env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-    return proc
+    return conftest.run_tool('extract_features.py', args,
+                             torchrun_port=torchrun_port, check=check)
 
 
 @pytest.fixture(scope='module')

@@ -2,30 +2,18 @@
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOOL = osp.join(REPO, 'tools', 'synthesize.py')
+from tests import conftest
+
 CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京', 'two cats', '',
             'a red car', 'three birds on a wire', 'a boat']
 
 
 def run_tool(args, torchrun_port=None, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1',
-               TOKENIZERS_PARALLELISM='false')
-    launcher = [sys.executable]
-    if torchrun_port:
-        # OMP_NUM_THREADS=1 as torchrun sets it: same kernels, same bytes.
-        launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                     '--master_port', str(torchrun_port)]
-    proc = subprocess.run(launcher + [TOOL] + list(args), env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-    return proc
+    return conftest.run_tool('synthesize.py', args,
+                             torchrun_port=torchrun_port, check=check)
 
 
 @pytest.fixture(scope='module')

@@ -23,6 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train the mini CLIP.')
     parser.add_argument('--out-dir', default='pcm_plugin/resources/mini_clip')
     parser.add_argument('--steps', type=int, default=None)
+    parser.add_argument('--pretrain-steps', type=int, default=None,
+                        help='supervised image-tower steps first (the '
+                        'committed model used 0)')
     parser.add_argument('--batch-size', type=int, default=None)
     parser.add_argument('--lr', type=float, default=None)
     parser.add_argument('--seed', type=int, default=None)
@@ -35,7 +38,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from pcm_plugin.mini_world.mini_clip import train_mini_clip
     overrides = {k: v for k, v in dict(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        steps=args.steps, pretrain_steps=args.pretrain_steps,
+        batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, threads=args.threads).items() if v is not None}
     metrics = train_mini_clip(args.out_dir, eval_every=args.eval_every,
                               **overrides)
