@@ -108,3 +108,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tool_main(relpath: str):
+    """A tool's ``main`` imported in-process (importing it is the cost).
+
+    Args:
+        relpath (str): e.g. ``'tools/build_vocab.py'``.
+    """
+    import importlib.util
+    import re
+    import sys
+    name = 'tool_' + re.sub(r'\W', '_', relpath)
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(REPO_ROOT, relpath))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].main
+
+
+def run_tool_main(relpath: str, argv) -> int:
+    """Call a tool's ``main`` in-process; returns its exit code."""
+    return tool_main(relpath)([str(a) for a in argv])

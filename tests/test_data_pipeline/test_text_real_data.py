@@ -8,7 +8,6 @@
 
 ``shared_data`` (tests/conftest.py) skips when ../shared/data is absent.
 """
-import importlib.util
 import json
 import os.path as osp
 import re
@@ -19,22 +18,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests import conftest
+
 pytestmark = pytest.mark.real_data
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BANKS = {'B32': 512, 'L14': 768}
 
 
-def run_tool(relpath: str, argv) -> int:
-    """Run a tool's ``main(argv)`` in-process (the import is the cost)."""
-    name = 'tool_' + re.sub(r'\W', '_', relpath)
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(REPO, relpath))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name].main([str(a) for a in argv])
+run_tool = conftest.run_tool_main
 
 
 def bank_pickle(shared_data: str, key: str) -> str:

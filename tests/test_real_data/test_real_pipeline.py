@@ -14,7 +14,6 @@ makes these tiny models 10-40x slower (threads spin-wait on each other).
 ``shared_data`` (tests/conftest.py) skips where ../shared/data is absent.
 """
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -25,6 +24,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import conftest
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.real_data
@@ -55,16 +55,7 @@ def summary_of(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(line[len('summary: '):])
 
 
-def tool_main(relpath: str):
-    """A tool's ``main`` imported in-process (for fast error-path runs)."""
-    name = 'real_tool_' + re.sub(r'\W', '_', relpath)
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(REPO_ROOT, relpath))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name].main
+tool_main = conftest.tool_main
 
 
 def read(path):

@@ -5,31 +5,23 @@ Most runs call the tool's ``main(argv)`` in-process (a subprocess costs a
 few seconds of imports each); two run as real subprocesses to cover the
 entry points themselves.
 """
-import importlib.util
 import json
 import os.path as osp
 import pickle
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests import conftest
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = ['tools/data/convert_karpathy.py', 'tools/data/convert_captions.py',
          'tools/build_vocab.py', 'tools/build_concepts.py']
 
 
-def run_tool(relpath: str, argv) -> int:
-    name = 'tool_' + re.sub(r'\W', '_', relpath)
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(REPO, relpath))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name].main([str(a) for a in argv])
+run_tool = conftest.run_tool_main
 
 
 def read(path):
