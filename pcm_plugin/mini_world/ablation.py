@@ -8,7 +8,10 @@ Variants (all from ``configs/pcm_shapes.py``):
 * ``cxe``   — + CLIP-weighted CE (as implemented: batch focal factor on);
 * ``full``  — PCM-Net: both;
 * ``real``  — the Base model trained on *real* renders of the training
-  captions: an upper bound no text-only method can beat.
+  captions: an upper bound no text-only method can beat;
+* ``cxe_nofocal`` / ``full_nofocal`` — opt-in: the CLIP weights without
+  the official code's batch focal factor (paper Eq. 11), to separate the
+  two parts of CXE.
 
 Each is trained per defect rate and seed and tested on the real test
 renders; results are appended to a JSON-lines file as they finish, so an
@@ -30,7 +33,10 @@ VARIANTS: Dict[str, Dict] = {
     'cxe': dict(mode='none', clip_weighted=True, focal='batch'),
     'full': dict(mode='top', clip_weighted=True, focal='batch'),
     'real': dict(mode='none', clip_weighted=False, focal='none'),
+    'cxe_nofocal': dict(mode='none', clip_weighted=True, focal='none'),
+    'full_nofocal': dict(mode='top', clip_weighted=True, focal='none'),
 }
+DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 
 
 def variant_config(config: str, world: Dict, variant: str, *, rate: float,
@@ -61,8 +67,7 @@ def run_ablation(*, config: str = 'configs/pcm_shapes.py',
                  work_root: str = 'work_dirs/ablation',
                  rates: Sequence[float] = (0.0, 0.3, 0.6),
                  seeds: Sequence[int] = (0, 1, 2),
-                 variants: Iterable[str] = ('base', 'pcm', 'cxe', 'full',
-                                            'real'),
+                 variants: Iterable[str] = DEFAULT_VARIANTS,
                  max_epochs: Optional[int] = None) -> List[Dict]:
     """Train and test every (variant, rate, seed) not yet in the results."""
     variants = list(variants)

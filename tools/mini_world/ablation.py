@@ -20,8 +20,9 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.ablation import (VARIANTS, read_results,
-                                                run_ablation, summarize)
+    from pcm_plugin.mini_world.ablation import (DEFAULT_VARIANTS, VARIANTS,
+                                                read_results, run_ablation,
+                                                summarize)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default='configs/pcm_shapes.py')
     parser.add_argument('--root', default='data/mini_world')
@@ -29,8 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument('--rates', type=float, nargs='+',
                         default=[0.0, 0.3, 0.6])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS),
-                        choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+',
+                        default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--epochs', type=int, default=None)
     parser.add_argument('--summary-only', action='store_true')
     args = parser.parse_args(argv)
