@@ -110,10 +110,12 @@ def test_feature_stores_concepts_and_tokenizer(tiny_world):
     from pcm_plugin.datasets.feature_store import FeatureStore
     from pcm_plugin.models.concept_bank import load_concept_bank
     from pcm_plugin.models.tokenizer import load_caption_tokenizer
+    from pcm_plugin.mini_world.mini_clip import MINI_CLIP_CONFIG
     _, world, _ = tiny_world
     root = world['root']
     train = FeatureStore(osp.join(root, world['features']['synth_d050']))
-    assert len(train) == 24 and train.patch_shape == (64, 96)
+    width = MINI_CLIP_CONFIG['vision_cfg']['width']
+    assert len(train) == 24 and train.patch_shape == (64, width)
     item = train.get('6000003')
     assert item['global_feat'].shape == (64,)
     assert np.isfinite(item['clip_cos'])
