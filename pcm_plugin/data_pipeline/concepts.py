@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm_plugin.utils.fileio import file_sha256  # noqa: F401  (re-exported)
+from pcm_plugin.utils.fileio import file_sha256
 
 # The 7 CLIP templates of ViECap's prompt ensemble (method.md §2.5).
 ENSEMBLE_TEMPLATES = (

@@ -134,7 +134,7 @@ def read_official_bank(path: str) -> Tuple[List[str], np.ndarray]:
 
 def official_bank_meta(path: str, embeddings: np.ndarray) -> Dict:
     """The ``meta`` recorded for an imported official bank."""
-    from .concepts import file_sha256
+    from pcm_plugin.utils.fileio import file_sha256
     name = osp.basename(path)
     return dict(
         source='tools/build_concepts.py import-official',

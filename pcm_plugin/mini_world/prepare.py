@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from pcm_plugin.datasets.feature_store import atomic_write_json
+from pcm_plugin.utils.fileio import file_sha256
 from .defects import apply_defect, plan_defect
 from .mini_clip import (CONCEPT_TEMPLATES, MINI_CLIP_NAME, committed_paths)
 from .render import render_real, render_synthetic, scene_sprites
@@ -84,14 +85,6 @@ def synth_name(rate: float) -> str:
 def _digest(obj) -> str:
     text = json.dumps(obj, sort_keys=True)
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------- stamps

@@ -70,29 +70,72 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
 
 
 def test_training_batches_are_hard_negative_groups():
-    from pcm_plugin.mini_world.mini_clip import (GROUP_VARIANTS,
-                                                 training_batch)
+    from pcm_plugin.mini_world.mini_clip_train import (GROUP_VARIANTS,
+                                                       training_batch)
     images, texts = training_batch(0, 8, seed=0)
     again = training_batch(0, 8, seed=0)
-    assert len(images) == len(texts) == 8
+    assert len(images) == len(texts) == 8 and len(GROUP_VARIANTS) == 4
     assert texts == again[1]
     np.testing.assert_array_equal(images[3], again[0][3])
-    assert len(GROUP_VARIANTS) == 4  # two groups of four above
+    # Within a group the layout (where the non-background pixels are) is
+    # shared; the drawn shapes and colours differ.
+    fg = [np.abs(im.astype(int) - im[0, 0]).sum(-1) > 60 for im in images]
+    for k in (1, 2, 3):
+        overlap = (fg[0] & fg[k]).sum() / max(fg[0].sum(), 1)
+        assert overlap > 0.4
+    assert not np.array_equal(images[0], images[1])
 
 
-def test_committed_mini_clip_knows_colours_and_backgrounds():
-    """The shipped checkpoint loads and recognises world concepts."""
+def test_committed_mini_clip_knows_shapes_colours_backgrounds():
+    """The shipped checkpoint loads and retrieves the true concept words."""
     from pcm_plugin.mini_world.mini_clip import (committed_paths,
                                                  concept_embeddings,
                                                  encode_images,
                                                  load_mini_clip)
+    from pcm_plugin.mini_world.scenes import BACKGROUNDS, SHAPES
     cfg, ckpt = committed_paths()
     assert osp.isfile(cfg) and osp.isfile(ckpt)
     model, _, tokenizer, _ = load_mini_clip()
-    colours = list(COLOURS)
-    scenes = [Scene(background='snow', objects=[SceneObject(
-        shape='square', colour=c, size='large', cell=(1, 1), x=32.0,
-        y=32.0, radius=11.0)]) for c in colours]
-    image_emb = encode_images(model, [render_real(s) for s in scenes])
-    sims = image_emb @ concept_embeddings(model, tokenizer, colours).T
-    assert [colours[i] for i in sims.argmax(1)] == colours
+
+    def scene(shape='square', colour='red', background='snow'):
+        return Scene(background=background, objects=[SceneObject(
+            shape=shape, colour=colour, size='large', cell=(1, 1), x=32.0,
+            y=32.0, radius=11.0)])
+
+    for words, scenes in (
+            (list(SHAPES), [scene(shape=w) for w in SHAPES]),
+            (list(COLOURS), [scene(colour=w) for w in COLOURS]),
+            (list(BACKGROUNDS), [scene(background=w) for w in BACKGROUNDS])):
+        image_emb = encode_images(model, [render_real(s) for s in scenes])
+        sims = image_emb @ concept_embeddings(model, tokenizer, words).T
+        assert [words[i] for i in sims.argmax(1)] == words
+
+
+def test_killed_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    import torch
+    from pcm_plugin.mini_world import mini_clip_train as train
+    kw = dict(steps=3, pretrain_steps=2, batch_size=4, eval_scenes=6,
+              resume_every=1, progress=False)
+    full = train.train_mini_clip(str(tmp_path / 'full'), **kw)
+    assert full['resumed_from'] is None
+    real_batch, failed = train.training_batch, []
+
+    def killed_once(step, *args, **kwargs):
+        if step == 2 and not failed:
+            failed.append(step)
+            raise KeyboardInterrupt
+        return real_batch(step, *args, **kwargs)
+
+    monkeypatch.setattr(train, 'training_batch', killed_once)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_mini_clip(str(tmp_path / 'cut'), **kw)
+    assert osp.isfile(tmp_path / 'cut' / 'resume.pt')
+    resumed = train.train_mini_clip(str(tmp_path / 'cut'), **kw)
+    assert resumed['resumed_from'] == 'clip step 2'
+    assert not osp.isfile(tmp_path / 'cut' / 'resume.pt')
+    assert resumed['clip_loss'] == full['clip_loss']
+    a = torch.load(tmp_path / 'full' / 'pcm-mini-clip.pt')
+    b = torch.load(tmp_path / 'cut' / 'pcm-mini-clip.pt')
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)

@@ -1,10 +1,11 @@
 """Train the mini world's CLIP (open_clip model + ClipLoss) from scratch.
 
-    python tools/mini_world/train_mini_clip.py            # reproduces the
-    # committed pcm_plugin/resources/mini_clip/pcm-mini-clip.{json,pt}
+    python tools/mini_world/train_mini_clip.py    # reproduces the committed
+    # pcm_plugin/resources/mini_clip/pcm-mini-clip.{json,pt} (about 25 min
+    # on one core; rerun the same command to resume if it gets killed)
 
 Writes ``pcm-mini-clip.json`` (open_clip model config), ``pcm-mini-clip.pt``
-(fp16 state dict) and ``pcm-mini-clip.metrics.json`` (loss curve,
+(fp16 state dict) and ``pcm-mini-clip.metrics.json`` (loss curves,
 image->text retrieval and concept retrieval on held-out scenes, real and
 synthetic renders) to ``--out-dir``.
 """
@@ -24,27 +25,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out-dir', default='pcm_plugin/resources/mini_clip')
     parser.add_argument('--steps', type=int, default=None)
     parser.add_argument('--pretrain-steps', type=int, default=None,
-                        help='supervised image-tower steps first (the '
-                        'committed model used 0)')
+                        help='supervised image-tower (shape) steps before '
+                        'the ClipLoss phase (default 2500; with 0 this '
+                        'small ViT stays blind to shapes)')
     parser.add_argument('--batch-size', type=int, default=None)
     parser.add_argument('--lr', type=float, default=None)
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--eval-every', type=int, default=0)
+    parser.add_argument('--resume-every', type=int, default=None,
+                        help='save the training state every N steps; '
+                        'rerunning the same command resumes')
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pcm_plugin.mini_world.mini_clip import train_mini_clip
+    from pcm_plugin.mini_world.mini_clip_train import train_mini_clip
     overrides = {k: v for k, v in dict(
         steps=args.steps, pretrain_steps=args.pretrain_steps,
         batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, threads=args.threads).items() if v is not None}
-    metrics = train_mini_clip(args.out_dir, eval_every=args.eval_every,
-                              **overrides)
+        seed=args.seed, threads=args.threads,
+        resume_every=args.resume_every).items() if v is not None}
+    metrics = train_mini_clip(args.out_dir, **overrides)
     print(json.dumps(metrics['eval'], indent=1))
-    print(f'trained in {metrics["train_seconds"]} s; wrote {args.out_dir}')
+    print(f'trained in {metrics["seconds_this_run"]} s; wrote '
+          f'{args.out_dir}')
     return 0
 
 
