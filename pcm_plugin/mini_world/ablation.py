@@ -1,17 +1,19 @@
 """The component ablation of paper Table 3, on the mini world.
 
-Variants (all from ``configs/pcm_shapes.py``):
+Each variant is a config in ``configs/`` (so any cell can be rerun with
+``tools/train.py``):
 
-* ``base``  — no mix-up (``PCMMixup(mode='none')``), plain label-smoothed CE
-  (``clip_weighted=False``, ``focal='none'``);
-* ``pcm``   — + patch-wise cross-modal mix-up;
-* ``cxe``   — + CLIP-weighted CE (as implemented: batch focal factor on);
-* ``full``  — PCM-Net: both;
-* ``real``  — the Base model trained on *real* renders of the training
+* ``base``  — ``pcm_shapes_base.py``: no mix-up (``PCMMixup(mode='none')``),
+  plain label-smoothed CE (``clip_weighted=False``, ``focal='none'``);
+* ``pcm``   — ``pcm_shapes_pcm.py``: + patch-wise cross-modal mix-up;
+* ``cxe``   — ``pcm_shapes_cxe.py``: + CLIP-weighted CE (as implemented:
+  batch focal factor on);
+* ``full``  — ``pcm_shapes.py``: PCM-Net, both;
+* ``real``  — the Base config trained on *real* renders of the training
   captions: an upper bound no text-only method can beat;
-* ``cxe_nofocal`` / ``full_nofocal`` — opt-in: the CLIP weights without
-  the official code's batch focal factor (paper Eq. 11), to separate the
-  two parts of CXE.
+* ``cxe_nofocal`` / ``full_nofocal`` — opt-in (``pcm_shapes_cxe_nofocal.py``,
+  ``pcm_shapes_nofocal.py``): the CLIP weights without the official code's
+  batch focal factor (paper Eq. 11), to separate the two parts of CXE.
 
 Each is trained per defect rate and seed and tested on the real test
 renders; results are appended to a JSON-lines file as they finish, so an
@@ -22,35 +24,35 @@ import os
 import os.path as osp
 import statistics
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .demo import train_and_test, world_config
 from .prepare import WorldSettings, prepare_world, synth_name
 
-VARIANTS: Dict[str, Dict] = {
-    'base': dict(mode='none', clip_weighted=False, focal='none'),
-    'pcm': dict(mode='top', clip_weighted=False, focal='none'),
-    'cxe': dict(mode='none', clip_weighted=True, focal='batch'),
-    'full': dict(mode='top', clip_weighted=True, focal='batch'),
-    'real': dict(mode='none', clip_weighted=False, focal='none'),
-    'cxe_nofocal': dict(mode='none', clip_weighted=True, focal='none'),
-    'full_nofocal': dict(mode='top', clip_weighted=True, focal='none'),
+# variant -> (config file in the config dir, training feature store; None
+# means the synthetic renders of the cell's defect rate).
+VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
+    'base': ('pcm_shapes_base.py', None),
+    'pcm': ('pcm_shapes_pcm.py', None),
+    'cxe': ('pcm_shapes_cxe.py', None),
+    'full': ('pcm_shapes.py', None),
+    'real': ('pcm_shapes_base.py', 'real_train'),
+    'cxe_nofocal': ('pcm_shapes_cxe_nofocal.py', None),
+    'full_nofocal': ('pcm_shapes_nofocal.py', None),
 }
 DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 
 
-def variant_config(config: str, world: Dict, variant: str, *, rate: float,
-                   seed: int, work_root: str,
+def variant_config(config_dir: str, world: Dict, variant: str, *,
+                   rate: float, seed: int, work_root: str,
                    max_epochs: Optional[int] = None):
-    """The config of one ablation cell."""
-    spec = VARIANTS[variant]
-    train_set = 'real_train' if variant == 'real' else synth_name(rate)
+    """The config of one ablation cell (test only, no validation)."""
+    config, train_set = VARIANTS[variant]
+    train_set = train_set or synth_name(rate)
     work_dir = osp.join(work_root, f'{variant}_{train_set}_s{seed}')
-    cfg = world_config(config, world, work_dir=work_dir, train_set=train_set,
+    cfg = world_config(osp.join(config_dir, config), world,
+                       work_dir=work_dir, train_set=train_set,
                        max_epochs=max_epochs, seed=seed)
-    cfg.model.mixup.mode = spec['mode']
-    cfg.model.clip_weighted = spec['clip_weighted']
-    cfg.model.loss.focal = spec['focal']
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     return cfg
 
@@ -62,7 +64,7 @@ def read_results(path: str) -> List[Dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_ablation(*, config: str = 'configs/pcm_shapes.py',
+def run_ablation(*, config_dir: str = 'configs',
                  root: str = 'data/mini_world',
                  work_root: str = 'work_dirs/ablation',
                  rates: Sequence[float] = (0.0, 0.3, 0.6),
@@ -84,7 +86,7 @@ def run_ablation(*, config: str = 'configs/pcm_shapes.py',
                 if (variant, cell_rate, seed) in done:
                     continue
                 start = time.time()
-                cfg = variant_config(config, world, variant, rate=rate,
+                cfg = variant_config(config_dir, world, variant, rate=rate,
                                      seed=seed, work_root=work_root,
                                      max_epochs=max_epochs)
                 metrics = train_and_test(cfg)

@@ -36,17 +36,23 @@ def _store_arrays(root: str, folder: str):
     return ids, glob, cos
 
 
-def defect_cosines(root: str, name: str) -> Dict[str, Dict]:
+def defect_cosines(root: str, name: str,
+                   alpha: float = 2.5) -> Dict[str, Dict]:
     """CLIP cosine statistics of one synthetic set, by defect type.
 
     Args:
         root (str): World root (holding ``world.json``).
         name (str): A training set, e.g. ``'synth_d030'``.
+        alpha (float): Scale of the CLIP-weighted loss whose mean sample
+            weight is reported (``clip_sample_weights``). Defaults to 2.5.
 
     Returns:
         dict: ``{'clean'|<defect type>: {'n', 'mean', 'std', 'p10',
-        'p90'}}``.
+        'p90', 'weight'}}``.
     """
+    import torch
+    from pcm_plugin.models.losses.clip_weighted_ce import clip_sample_weights
+
     world = _load_world(root)
     ids, _, cos = _store_arrays(root, world['features'][name])
     with open(osp.join(root, world['images'][name], 'defects.json'),
@@ -58,8 +64,16 @@ def defect_cosines(root: str, name: str) -> Dict[str, Dict]:
         groups.setdefault(kind, []).append(float(value))
     return {k: dict(n=len(v), mean=float(np.mean(v)), std=float(np.std(v)),
                     p10=float(np.percentile(v, 10)),
-                    p90=float(np.percentile(v, 90)))
+                    p90=float(np.percentile(v, 90)),
+                    weight=float(clip_sample_weights(
+                        torch.tensor(v), alpha=alpha).mean()))
             for k, v in sorted(groups.items())}
+
+
+def synthetic_sets(root: str) -> List[str]:
+    """Names of the world's synthetic training sets (``synth_dXXX``)."""
+    return sorted(k for k in _load_world(root)['features']
+                  if k.startswith('synth_'))
 
 
 def nearest_neighbour_cider(root: str) -> Dict[str, float]:

@@ -1,5 +1,12 @@
 """Ablation bookkeeping: the summary table and the variant configs."""
-from pcm_plugin.mini_world.ablation import VARIANTS, summarize
+import os.path as osp
+
+import pytest
+
+from pcm_plugin.mini_world.ablation import summarize, variant_config
+
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))), 'configs')
 
 
 def test_summary_table_mean_std_per_cell():
@@ -18,12 +25,37 @@ def test_summary_table_mean_std_per_cell():
     ]
 
 
-def test_variants_switch_the_two_components():
-    assert VARIANTS['base'] == dict(mode='none', clip_weighted=False,
-                                    focal='none')
-    assert VARIANTS['full'] == dict(mode='top', clip_weighted=True,
-                                    focal='batch')
-    assert VARIANTS['pcm']['mode'] == 'top' and not VARIANTS['pcm'][
-        'clip_weighted']
-    assert VARIANTS['cxe']['mode'] == 'none' and VARIANTS['cxe'][
-        'clip_weighted']
+@pytest.mark.parametrize('variant, mode, weighted, focal, train_set', [
+    ('base', 'none', False, 'none', 'synth_d060'),
+    ('pcm', 'top', False, 'none', 'synth_d060'),
+    ('cxe', 'none', True, 'batch', 'synth_d060'),
+    ('full', 'top', True, 'batch', 'synth_d060'),
+    ('real', 'none', False, 'none', 'real_train'),
+    ('cxe_nofocal', 'none', True, 'none', 'synth_d060'),
+    ('full_nofocal', 'top', True, 'none', 'synth_d060'),
+])
+def test_variant_configs_switch_the_two_components(variant, mode, weighted,
+                                                   focal, train_set,
+                                                   tmp_path):
+    root = str(tmp_path / 'world')
+    world = dict(
+        root=root,
+        annotations={k: f'ann/{k}.json'
+                     for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
+        features={k: f'features/{k}'
+                  for k in ('val', 'test', 'synth_d060', 'real_train')},
+        clip=dict(name='pcm-mini-clip', config='clip/c.json',
+                  checkpoint='clip/c.pt'),
+        concept_bank='concepts.npz', tokenizer='tokenizer.json')
+    cfg = variant_config(CONFIG_DIR, world, variant, rate=0.6, seed=2,
+                         work_root=str(tmp_path / 'runs'))
+    assert cfg.model.mixup.mode == mode
+    assert cfg.model.clip_weighted is weighted
+    assert cfg.model.loss.focal == focal
+    assert cfg.train_dataloader.dataset.feature_dir == osp.join(
+        root, 'features', train_set)
+    assert cfg.work_dir == str(tmp_path / 'runs' / f'{variant}_{train_set}_s2')
+    assert cfg.randomness.seed == 2
+    assert cfg.val_cfg is None and cfg.val_dataloader is None
+    # Everything else is the full model's.
+    assert cfg.model.encoder.num_layers == cfg.model.decoder.num_layers == 2

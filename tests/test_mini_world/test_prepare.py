@@ -6,7 +6,7 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.prepare import (WorldSettings, prepare_world,
+from pcm_plugin.mini_world.prepare import (prepare_world,
                                            read_stamp, run_step, synth_name)
 
 
@@ -41,30 +41,6 @@ def test_synth_name():
     assert synth_name(0.3) == 'synth_d030' and synth_name(0) == 'synth_d000'
     with pytest.raises(ValueError):
         synth_name(1.2)
-
-
-@pytest.fixture(scope='module')
-def tiny_world(tmp_path_factory):
-    import open_clip
-    import torch
-    from pcm_plugin.mini_world.mini_clip import (MINI_CLIP_CONFIG,
-                                                 MINI_CLIP_NAME,
-                                                 save_mini_clip)
-    clip_dir = str(tmp_path_factory.mktemp('clip'))
-    path = osp.join(clip_dir, f'{MINI_CLIP_NAME}.json')
-    with open(path, 'w') as f:
-        json.dump(MINI_CLIP_CONFIG, f)
-    open_clip.add_model_config(path)
-    torch.manual_seed(0)
-    model = open_clip.create_model(MINI_CLIP_NAME)
-    cfg, ckpt = save_mini_clip(model, clip_dir)
-    settings = WorldSettings(
-        root=str(tmp_path_factory.mktemp('world')), num_train=24, num_val=3,
-        num_test=4, defect_rates=[0.0, 0.5], clip_config=cfg,
-        clip_checkpoint=ckpt, batch_size=16)
-    logs = []
-    world = prepare_world(settings, progress=False, log=logs.append)
-    return settings, world, logs
 
 
 def _load(world, rel):
@@ -138,3 +114,38 @@ def test_second_run_is_cached(tiny_world):
     prepare_world(settings, progress=False, log=again.append)
     assert all('cached' in line for line in again[:-1]), again
     assert os.stat(stamp).st_mtime_ns == mtime
+
+
+def test_pcm_shapes_default_paths_are_the_prepared_layout(tiny_world):
+    """``tools/train.py configs/pcm_shapes.py`` reads what prepare wrote."""
+    from mmengine.config import Config
+    from pcm_plugin.mini_world.demo import world_config
+    _, world, _ = tiny_world
+    config = osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'configs', 'pcm_shapes.py')
+    default = Config.fromfile(config)
+    placed = world_config(config, world, work_dir='w', train_set='synth_d050')
+
+    def relocated(path):  # the config's default root -> this world's root
+        assert path.startswith(default.world + '/'), path
+        return osp.join(world['root'], path[len(default.world) + 1:])
+
+    def paths(cfg):
+        out = dict(tokenizer=cfg.model.tokenizer,
+                   bank=cfg.model.mixup.concept_bank,
+                   head=cfg.model.mixup.clip_head,
+                   clip_ckpt=cfg.clip_model.checkpoint,
+                   clip_cfg=cfg.clip_model.model_config,
+                   train_ann=cfg.train_dataloader.dataset.ann_file)
+        for split in ('val', 'test'):
+            out[split] = cfg[f'{split}_dataloader'].dataset.feature_dir
+            out[split + '_ann'] = cfg[f'{split}_dataloader'].dataset.ann_file
+            out[split + '_gt'] = cfg[f'{split}_evaluator'].ann_file
+        return out
+
+    assert {k: relocated(v) for k, v in paths(default).items()} == paths(
+        placed)
+    assert osp.basename(default.train_dataloader.dataset.feature_dir) == (
+        synth_name(0.3))
+    for path in paths(placed).values():
+        assert osp.exists(path), path

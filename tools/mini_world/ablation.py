@@ -24,7 +24,8 @@ def main(argv=None) -> int:
                                                 read_results, run_ablation,
                                                 summarize)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default='configs/pcm_shapes.py')
+    parser.add_argument('--config-dir', default='configs',
+                        help="where the variants' configs pcm_shapes*.py are")
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--rates', type=float, nargs='+',
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     if args.summary_only:
         rows = read_results(osp.join(args.work_root, 'results.jsonl'))
     else:
-        rows = run_ablation(config=args.config, root=args.root,
+        rows = run_ablation(config_dir=args.config_dir, root=args.root,
                             work_root=args.work_root, rates=args.rates,
                             seeds=args.seeds, variants=args.variants,
                             max_epochs=args.epochs)
