@@ -111,9 +111,45 @@ def summarize(rows: List[Dict], keys: Sequence[str] = ('CIDEr', 'Bleu_4')
         cells = []
         for rate in rates:
             for key in keys:
-                vals = [100 * r[key] for r in rows if r['variant'] == variant
-                        and r['rate'] in (rate, None) and key in r]
-                cells.append(_mean_std(vals))
+                cells.append(_mean_std(
+                    _cell_values(rows, variant, rate, key)))
+        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _cell_values(rows: List[Dict], variant: str, rate: float,
+                 key: str) -> List[float]:
+    """A cell's per-seed values ×100 (``real`` counts at every rate)."""
+    return [100 * r[key] for r in rows if r['variant'] == variant
+            and r['rate'] in (rate, None) and key in r]
+
+
+def gaps(rows: List[Dict], reference: str = 'base',
+         key: str = 'CIDEr') -> str:
+    """A markdown table of each variant's gain over ``reference``.
+
+    Each cell is ``mean(variant) - mean(reference)`` ± its standard error
+    ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (unpaired: different seeds of
+    different models share nothing but the data), ×100.
+    """
+    rates = sorted({r['rate'] for r in rows if r['rate'] is not None})
+    order = [v for v in VARIANTS if v != reference
+             and any(r['variant'] == v for r in rows)]
+    lines = [f'| {key} gain over {reference} | ' + ' | '.join(
+        f'@ {rate}' for rate in rates) + ' |',
+        '|' + ' --- |' * (1 + len(rates))]
+    for variant in order:
+        cells = []
+        for rate in rates:
+            a = _cell_values(rows, variant, rate, key)
+            b = _cell_values(rows, reference, rate, key)
+            if len(a) < 2 or len(b) < 2:
+                cells.append('–')
+                continue
+            diff = statistics.mean(a) - statistics.mean(b)
+            se = (statistics.variance(a) / len(a) +
+                  statistics.variance(b) / len(b)) ** 0.5
+            cells.append(f'{diff:+.1f} ± {se:.1f}')
         lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

@@ -3,7 +3,7 @@ import os.path as osp
 
 import pytest
 
-from pcm_plugin.mini_world.ablation import summarize, variant_config
+from pcm_plugin.mini_world.ablation import gaps, summarize, variant_config
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))), 'configs')
@@ -22,6 +22,28 @@ def test_summary_table_mean_std_per_cell():
         '| base | 110.0 ± 14.1 (n=2) | 31.0 ± 1.4 (n=2) |',
         '| full | 110.0 | 31.0 |',
         '| real | 150.0 | 40.0 |',
+    ]
+
+
+def test_gap_table_difference_and_standard_error():
+    rows = [
+        dict(variant='base', rate=0.3, seed=0, CIDEr=1.00),
+        dict(variant='base', rate=0.3, seed=1, CIDEr=1.20),
+        dict(variant='full', rate=0.3, seed=0, CIDEr=1.30),
+        dict(variant='full', rate=0.3, seed=1, CIDEr=1.40),
+        dict(variant='full', rate=0.3, seed=2, CIDEr=1.50),
+        dict(variant='pcm', rate=0.3, seed=0, CIDEr=1.50),
+        dict(variant='real', rate=None, seed=0, CIDEr=1.60),
+        dict(variant='real', rate=None, seed=1, CIDEr=1.80),
+    ]
+    # full: mean 140, var 100, n 3; base: mean 110, var 200, n 2;
+    # SE = sqrt(100 / 3 + 200 / 2) = 11.5. pcm has one seed: no cell.
+    assert gaps(rows).splitlines() == [
+        '| CIDEr gain over base | @ 0.3 |',
+        '| --- | --- |',
+        '| pcm | – |',
+        '| full | +30.0 ± 11.5 |',
+        '| real | +60.0 ± 14.1 |',
     ]
 
 

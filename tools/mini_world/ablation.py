@@ -21,8 +21,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 def main(argv=None) -> int:
     from pcm_plugin.mini_world.ablation import (DEFAULT_VARIANTS, VARIANTS,
-                                                read_results, run_ablation,
-                                                summarize)
+                                                gaps, read_results,
+                                                run_ablation, summarize)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='configs',
                         help="where the variants' configs pcm_shapes*.py are")
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
                             work_root=args.work_root, rates=args.rates,
                             seeds=args.seeds, variants=args.variants,
                             max_epochs=args.epochs)
-    table = summarize(rows)
+    table = summarize(rows) + '\n\n' + gaps(rows)
     print(table)
     with open(osp.join(args.work_root, 'table.md'), 'w') as f:
         f.write(table + '\n')
