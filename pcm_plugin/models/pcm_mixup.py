@@ -47,6 +47,46 @@ def retrieve_concepts(global_feat: torch.Tensor, concept_embeds: torch.Tensor,
     return concept_idx, top_probs > threshold
 
 
+def patch_concept_affinity(patch_proj: torch.Tensor,
+                           concepts: torch.Tensor,
+                           keep: torch.Tensor) -> torch.Tensor:
+    """``A[b, j, k] = cos(patch_proj[b, j], concepts[b, k])`` (Eq. 2).
+
+    Args:
+        patch_proj (Tensor): (B, N, Dg) patches in CLIP space.
+        concepts (Tensor): (B, K, Dg) unit concept vectors of each image.
+        keep (Tensor): (B, K) bool; dropped concepts get affinity -inf.
+
+    Returns:
+        Tensor: (B, N, K) affinity.
+    """
+    affinity = _unit(patch_proj) @ concepts.transpose(1, 2)  # (B, N, K)
+    return affinity.masked_fill(~keep[:, None, :], float('-inf'))
+
+
+def top_patch_concept_pairs(affinity: torch.Tensor, top_m: float
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The top-M (patch, concept) pairs of the flattened affinity (§3.4).
+
+    Args:
+        affinity (Tensor): (B, N, K), -inf for dropped concepts.
+        top_m (float): Number of pairs M; a value in (0, 1) is a fraction
+            of N*K.
+
+    Returns:
+        tuple: ``pair_idx`` (B, M) indices into the flattened N*K matrix
+        (patch ``pair_idx // K``, concept slot ``pair_idx % K``) and
+        ``pair_ok`` (B, M) bool, False for pairs of dropped concepts.
+    """
+    _, N, K = affinity.shape
+    num_pairs = int(top_m * N * K) if 0 < top_m < 1 else int(top_m)
+    num_pairs = max(1, min(num_pairs, N * K))
+    flat = affinity.flatten(1)  # (B, N*K)
+    pair_idx = flat.topk(num_pairs, dim=-1).indices  # (B, M)
+    pair_ok = flat.gather(1, pair_idx) > float('-inf')  # (B, M)
+    return pair_idx, pair_ok
+
+
 def salient_patch_mixup(
     patch_proj: torch.Tensor,
     global_feat: torch.Tensor,
@@ -91,19 +131,15 @@ def salient_patch_mixup(
         global_feat, concept_embeds, top_k=top_k, temperature=temperature,
         threshold=threshold)  # (B, K), (B, K)
     concepts = _unit(concept_embeds)[concept_idx]  # (B, K, Dg)
-    affinity = _unit(patch_proj) @ concepts.transpose(1, 2)  # (B, N, K)
-    affinity = affinity.masked_fill(~keep[:, None, :], float('-inf'))
+    affinity = patch_concept_affinity(patch_proj, concepts, keep)  # (B, N, K)
     weights = (affinity / temperature).softmax(dim=-1)  # (B, N, K)
     weights = weights.nan_to_num(0.0)  # every concept dropped -> t_j = 0
     textual_patches = weights @ concepts  # (B, N, Dg)
 
     K = concept_idx.shape[1]
-    num_pairs = int(top_m * N * K) if 0 < top_m < 1 else int(top_m)
-    num_pairs = max(1, min(num_pairs, N * K))
-    pair_idx = affinity.flatten(1).topk(num_pairs, dim=-1).indices  # (B, M)
-    # Pairs of dropped concepts (affinity -inf) must not select their patch.
-    pair_ok = affinity.flatten(1).gather(1, pair_idx) > float('-inf')
+    pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)  # (B, M) x2
     patch_of_pair = F.one_hot(pair_idx // K, N).bool()  # (B, M, N)
+    # Pairs of dropped concepts (affinity -inf) must not select their patch.
     replace_mask = (patch_of_pair & pair_ok[..., None]).any(dim=1)  # (B, N)
     return textual_patches, replace_mask, concept_idx
 

@@ -76,6 +76,23 @@ def test_threshold_drops_unlikely_concepts():
     torch.testing.assert_close(textual[0, 1], torch.tensor([1., 0, 0]))
 
 
+def test_top_pairs_rank_the_flattened_affinity():
+    from pcm_plugin.models.pcm_mixup import top_patch_concept_pairs
+    inf = float('-inf')
+    affinity = torch.tensor([[[0.1, 0.9],
+                              [0.8, inf],
+                              [0.3, 0.2]]])  # (1, N=3, K=2)
+    pair_idx, pair_ok = top_patch_concept_pairs(affinity, 3)
+    # 0.9 = patch 0 concept 1 (flat 1), 0.8 = patch 1 concept 0 (flat 2),
+    # 0.3 = patch 2 concept 0 (flat 4).
+    assert pair_idx.tolist() == [[1, 2, 4]] and pair_ok.all()
+    pair_idx, pair_ok = top_patch_concept_pairs(affinity, 6)
+    assert pair_idx[0, -1] == 3 and pair_ok.tolist() == [[True] * 5 + [False]]
+    # A fraction of N*K = 6 pairs; at least one pair.
+    assert top_patch_concept_pairs(affinity, 0.5)[0].shape == (1, 3)
+    assert top_patch_concept_pairs(affinity, 0.01)[0].shape == (1, 1)
+
+
 def test_fractional_top_m_counts_pairs():
     # top_m = 0.25 of N*K = 4*2 = 8 pairs -> 2 pairs, same as top_m=2.
     _, mask, _ = salient_patch_mixup(PATCHES, GLOBAL, CONCEPTS, top_k=2,

@@ -5,8 +5,10 @@
 
 Prints, per synthetic training set, the CLIP image-caption cosine and the
 mean CLIP-weighted-loss sample weight by defect type (does the weighted loss
-see the defects?), and the CIDEr of a nearest-neighbour captioner trained on
-each set (what do the synthetic style and the defects cost?).
+see the defects?), the CIDEr of a nearest-neighbour captioner trained on
+each set (what do the synthetic style and the defects cost?), and where the
+mix-up's selected (patch, concept) pairs land on the real test renders
+(does PCM find the salient objects?).
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 def main(argv=None) -> int:
     from pcm_plugin.mini_world.diagnostics import (defect_cosines,
+                                                   mixup_localisation,
                                                    nearest_neighbour_cider,
                                                    synthetic_sets)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,10 +46,21 @@ def main(argv=None) -> int:
           '\n| --- | --- |')
     for name, value in cider.items():
         print(f'| {name} | {value:.1f} |')
+    where = mixup_localisation(args.root)
+    print('\n| mix-up pairs (real test renders) | share | patch on an object '
+          '| on a matching object (background: off all objects) |'
+          '\n| --- | --- | --- | --- |')
+    for kind in ('shape', 'colour', 'background'):
+        w = where[kind]
+        print(f'| {kind} concept | {w["share"]:.1%} | {w["on_object"]:.1%} '
+              f'| {w["on_match"]:.1%} |')
+    print(f'| (chance: patches on an object) | | '
+          f'{where["object_patches"]:.1%} | |')
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as f:
             json.dump(dict(alpha=args.alpha, cosines=cosines,
-                           nearest_neighbour_cider=cider), f, indent=1)
+                           nearest_neighbour_cider=cider,
+                           mixup_localisation=where), f, indent=1)
     return 0
 
 
