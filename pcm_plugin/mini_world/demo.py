@@ -68,14 +68,35 @@ def world_config(config: str, world: Dict, *, work_dir: str,
     return cfg
 
 
-def _config_digest(cfg: Config) -> str:
+def run_digest(cfg: Config) -> str:
+    """What a finished run's result depends on: its config and its inputs.
+
+    The config text alone is not enough: re-preparing the world (say with a
+    new mini CLIP) rewrites the features, tokenizer, concept bank and CLIP
+    head at the same paths, and a model trained on the old ones must not be
+    reused. The training features enter through their ``done.json`` stamp
+    (which holds the digests of everything upstream) or, outside the mini
+    world, their ``index.json``.
+    """
     import hashlib
-    return hashlib.sha256(cfg.pretty_text.encode('utf-8')).hexdigest()[:16]
+    from pcm_plugin.utils.fileio import file_sha256
+    features = cfg.train_dataloader.dataset.feature_dir
+    stamp = osp.join(features, 'done.json')
+    inputs = [stamp if osp.isfile(stamp) else osp.join(features, 'index.json'),
+              cfg.model.tokenizer, cfg.model.mixup.concept_bank,
+              cfg.model.mixup.clip_head]
+    digest = hashlib.sha256(cfg.pretty_text.encode('utf-8'))
+    for path in inputs:
+        digest.update(file_sha256(path).encode() if osp.isfile(path) else
+                      f'missing {path}'.encode())
+    return digest.hexdigest()[:16]
 
 
 def train_and_test(cfg: Config, *, retrain: bool = False,
                    predictions: Optional[str] = None) -> Dict[str, float]:
-    """Train (unless an identical finished run exists) and test.
+    """Train unless an identical finished run exists, then test.
+
+    Identical means the same :func:`run_digest` (config and input files).
 
     Returns:
         dict: Test metrics of the last checkpoint.
@@ -84,7 +105,7 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
     import pcm_plugin  # noqa: F401
     os.makedirs(cfg.work_dir, exist_ok=True)
     stamp_path = osp.join(cfg.work_dir, 'demo_done.json')
-    digest = _config_digest(cfg)
+    digest = run_digest(cfg)
     last = osp.join(cfg.work_dir, f'epoch_{cfg.train_cfg.max_epochs}.pth')
     stamp = None
     if osp.isfile(stamp_path):
@@ -98,7 +119,7 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
             json.dump(dict(config=digest), f)
     else:
         print(f'[demo] reusing the trained model in {cfg.work_dir} '
-              '(same config; --retrain to train again)')
+              '(same config and data; --retrain to train again)')
     test_cfg = cfg.copy()
     test_cfg.load_from = last
     test_cfg.experiment_name = f'test_{time.strftime("%Y%m%d_%H%M%S")}'

@@ -34,3 +34,29 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     assert 'reusing the trained model' in again.stdout
     assert 'built in' not in again.stdout
+
+
+def test_run_digest_follows_config_and_input_files(tmp_path):
+    from mmengine.config import Config
+    from pcm_plugin.mini_world.demo import run_digest
+    features = tmp_path / 'features'
+    features.mkdir()
+    files = dict(stamp=features / 'done.json', tok=tmp_path / 'tok.json',
+                 bank=tmp_path / 'bank.npz', head=tmp_path / 'clip.pt')
+    for name, path in files.items():
+        path.write_text(name)
+    cfg = Config(dict(
+        model=dict(tokenizer=str(files['tok']),
+                   mixup=dict(concept_bank=str(files['bank']),
+                              clip_head=str(files['head']))),
+        train_dataloader=dict(dataset=dict(feature_dir=str(features)))))
+    first = run_digest(cfg)
+    assert run_digest(cfg) == first
+    # Same paths, new content (a re-prepared world): a different run.
+    for path in files.values():
+        path.write_text('changed')
+        changed = run_digest(cfg)
+        assert changed != first
+        first = changed
+    cfg.model.max_len = 30
+    assert run_digest(cfg) != first
