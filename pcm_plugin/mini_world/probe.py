@@ -1,0 +1,72 @@
+"""Does a trained PCM-Net use its concept tokens on real renders?
+
+At test time PCM-Net appends the selected textual (concept) tokens to the
+visual tokens (method.md §3.5). Re-testing a trained ``pcm`` / ``full``
+ablation cell with ``PCMMixup(mode='none')`` — the same weights, the
+textual tokens left out — measures what those tokens contribute at
+inference: a model that ignores them scores the same either way.
+"""
+import copy
+import json
+import os.path as osp
+import time
+from typing import Dict, List, Sequence
+
+from .ablation import read_results, variant_config
+from .prepare import WorldSettings, prepare_world
+
+
+def test_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
+    """Test metrics of ``checkpoint`` with the mix-up switched off."""
+    from mmengine.runner import Runner
+    import pcm_plugin  # noqa: F401
+    cfg = copy.deepcopy(cfg)  # Config.copy() shares the nested dicts
+    cfg.model.mixup.mode = 'none'
+    cfg.load_from = checkpoint
+    cfg.test_evaluator.scorers = ('bleu', 'rouge', 'cider')  # no JVM
+    cfg.experiment_name = f'probe_{time.strftime("%Y%m%d_%H%M%S")}'
+    return Runner.from_cfg(cfg).test()
+
+
+def probe_concept_tokens(*, config_dir: str = 'configs',
+                         root: str = 'data/mini_world',
+                         work_root: str = 'work_dirs/ablation',
+                         variants: Sequence[str] = ('pcm', 'full')
+                         ) -> List[Dict]:
+    """Re-test every finished cell of ``variants`` without concept tokens.
+
+    Results are appended to ``<work_root>/probe.jsonl`` (one line per cell;
+    finished cells are skipped on a rerun).
+
+    Returns:
+        list[dict]: ``variant``, ``rate``, ``seed``, ``CIDEr_with`` (the
+        ablation's number) and ``CIDEr_without``, ×1 like the metric.
+    """
+    out = osp.join(work_root, 'probe.jsonl')
+    cells = [r for r in read_results(osp.join(work_root, 'results.jsonl'))
+             if r['variant'] in variants]
+    done = {(r['variant'], r['rate'], r['seed']) for r in read_results(out)}
+    # The world as it was prepared, with every rate the cells trained on
+    # (all cached: nothing is rebuilt).
+    with open(osp.join(root, 'world.json'), encoding='utf-8') as f:
+        settings = json.load(f)['settings']
+    settings['defect_rates'] = sorted({r['rate'] for r in cells})
+    world = prepare_world(WorldSettings(**settings), progress=False,
+                          log=lambda msg: None)
+    for row in cells:
+        key = (row['variant'], row['rate'], row['seed'])
+        if key in done:
+            continue
+        cfg = variant_config(config_dir, world, row['variant'],
+                             rate=row['rate'], seed=row['seed'],
+                             work_root=work_root)
+        checkpoint = osp.join(cfg.work_dir,
+                              f'epoch_{cfg.train_cfg.max_epochs}.pth')
+        metrics = test_without_concept_tokens(cfg, checkpoint)
+        with open(out, 'a') as f:
+            f.write(json.dumps(dict(
+                variant=row['variant'], rate=row['rate'], seed=row['seed'],
+                CIDEr_with=row['CIDEr'],
+                CIDEr_without=float(metrics['CIDEr']))) + '\n')
+        done.add(key)
+    return read_results(out)

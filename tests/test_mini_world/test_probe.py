@@ -1,0 +1,61 @@
+"""The concept-token probe: which checkpoints it re-tests, and how."""
+import json
+import os.path as osp
+
+from pcm_plugin.mini_world import probe
+
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))), 'configs')
+
+
+def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
+                                                     monkeypatch):
+    _, world, _ = tiny_world
+    work_root = tmp_path / 'ablation'
+    work_root.mkdir()
+    rows = [dict(variant=v, rate=0.5, seed=s, CIDEr=1.0 + s)
+            for v in ('base', 'pcm', 'full') for s in (0, 1)]
+    with open(work_root / 'results.jsonl', 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+    tested = []
+
+    def fake_test(cfg, checkpoint):
+        tested.append((cfg.work_dir, checkpoint, cfg.model.mixup.mode))
+        return dict(CIDEr=0.25)
+
+    monkeypatch.setattr(probe, 'test_without_concept_tokens', fake_test)
+    kw = dict(config_dir=CONFIG_DIR, root=world['root'],
+              work_root=str(work_root))
+    out = probe.probe_concept_tokens(**kw)
+    assert [(r['variant'], r['seed'], r['CIDEr_with'], r['CIDEr_without'])
+            for r in out] == [('pcm', 0, 1.0, 0.25), ('pcm', 1, 2.0, 0.25),
+                              ('full', 0, 1.0, 0.25), ('full', 1, 2.0, 0.25)]
+    cell = str(work_root / 'pcm_synth_d050_s1')
+    assert (cell, osp.join(cell, 'epoch_4.pth'), 'top') in tested
+    assert len(tested) == 4
+    # A rerun skips finished cells.
+    assert probe.probe_concept_tokens(**kw) == out and len(tested) == 4
+
+
+def test_test_without_concept_tokens_switches_the_mixup_off(monkeypatch):
+    from mmengine.config import Config
+    seen = {}
+
+    class FakeRunner:
+        @staticmethod
+        def from_cfg(cfg):
+            seen['cfg'] = cfg
+            return FakeRunner()
+
+        def test(self):
+            return dict(CIDEr=0.5)
+
+    monkeypatch.setattr('mmengine.runner.Runner', FakeRunner)
+    cfg = Config(dict(model=dict(mixup=dict(mode='top')),
+                      test_evaluator=dict(scorers=('bleu', 'spice'))))
+    assert probe.test_without_concept_tokens(cfg, 'w/epoch_4.pth') == dict(
+        CIDEr=0.5)
+    assert seen['cfg'].model.mixup.mode == 'none'
+    assert seen['cfg'].load_from == 'w/epoch_4.pth'
+    assert 'spice' not in seen['cfg'].test_evaluator.scorers
+    assert cfg.model.mixup.mode == 'top'  # the caller's config is untouched

@@ -1,0 +1,48 @@
+"""Re-test the ablation's PCM models without their concept tokens.
+
+    python tools/mini_world/probe_concepts.py      # after ablation.py
+
+For every finished ``pcm`` / ``full`` cell in work_dirs/ablation/results.jsonl
+the same checkpoint is tested on the real test renders with the mix-up off
+(``PCMMixup(mode='none')``); results go to work_dirs/ablation/probe.jsonl and
+a table is printed: what the appended concept tokens add at inference.
+"""
+import argparse
+import os
+import os.path as osp
+import statistics
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+def main(argv=None) -> int:
+    from pcm_plugin.mini_world.probe import probe_concept_tokens
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config-dir', default='configs')
+    parser.add_argument('--root', default='data/mini_world')
+    parser.add_argument('--work-root', default='work_dirs/ablation')
+    parser.add_argument('--variants', nargs='+', default=['pcm', 'full'])
+    args = parser.parse_args(argv)
+    rows = probe_concept_tokens(config_dir=args.config_dir, root=args.root,
+                                work_root=args.work_root,
+                                variants=args.variants)
+    print('| variant | rate | seed | CIDEr with concept tokens | without | '
+          'difference |\n| --- | --- | --- | --- | --- | --- |')
+    for r in sorted(rows, key=lambda r: (r['variant'], r['rate'],
+                                         r['seed'])):
+        w, wo = 100 * r['CIDEr_with'], 100 * r['CIDEr_without']
+        print(f'| {r["variant"]} | {r["rate"]} | {r["seed"]} | {w:.1f} | '
+              f'{wo:.1f} | {w - wo:+.1f} |')
+    diffs = [100 * (r['CIDEr_with'] - r['CIDEr_without']) for r in rows]
+    if len(diffs) > 1:
+        print(f'\nmean difference {statistics.mean(diffs):+.1f} ± '
+              f'{statistics.stdev(diffs):.1f} (std, n={len(diffs)})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
