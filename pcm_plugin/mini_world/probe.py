@@ -25,6 +25,7 @@ def test_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
     cfg.load_from = checkpoint
     cfg.test_evaluator.scorers = ('bleu', 'rouge', 'cider')  # no JVM
     cfg.experiment_name = f'probe_{time.strftime("%Y%m%d_%H%M%S")}'
+    cfg.log_level = 'WARNING'  # one table, not a config dump per cell
     return Runner.from_cfg(cfg).test()
 
 
