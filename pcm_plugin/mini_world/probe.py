@@ -16,7 +16,7 @@ from .ablation import read_results, variant_config
 from .prepare import WorldSettings, prepare_world
 
 
-def test_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
+def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
     """Test metrics of ``checkpoint`` with the mix-up switched off."""
     from mmengine.runner import Runner
     import pcm_plugin  # noqa: F401
@@ -63,7 +63,13 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
                              work_root=work_root)
         checkpoint = osp.join(cfg.work_dir,
                               f'epoch_{cfg.train_cfg.max_epochs}.pth')
-        metrics = test_without_concept_tokens(cfg, checkpoint)
+        if not osp.isfile(checkpoint):
+            raise FileNotFoundError(
+                f'{checkpoint} not found for the {key} row of '
+                f'{work_root}/results.jsonl; rerun that cell with '
+                'tools/mini_world/ablation.py (after deleting its row) or '
+                'leave its variant out with --variants')
+        metrics = retest_without_concept_tokens(cfg, checkpoint)
         with open(out, 'a') as f:
             f.write(json.dumps(dict(
                 variant=row['variant'], rate=row['rate'], seed=row['seed'],

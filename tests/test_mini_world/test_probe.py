@@ -2,6 +2,8 @@
 import json
 import os.path as osp
 
+import pytest
+
 from pcm_plugin.mini_world import probe
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
@@ -23,9 +25,15 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
         tested.append((cfg.work_dir, checkpoint, cfg.model.mixup.mode))
         return dict(CIDEr=0.25)
 
-    monkeypatch.setattr(probe, 'test_without_concept_tokens', fake_test)
+    monkeypatch.setattr(probe, 'retest_without_concept_tokens', fake_test)
     kw = dict(config_dir=CONFIG_DIR, root=world['root'],
               work_root=str(work_root))
+    with pytest.raises(FileNotFoundError, match='pcm_synth_d050_s0'):
+        probe.probe_concept_tokens(**kw)
+    for row in rows:
+        cell = work_root / f'{row["variant"]}_synth_d050_s{row["seed"]}'
+        cell.mkdir(exist_ok=True)
+        (cell / 'epoch_4.pth').touch()
     out = probe.probe_concept_tokens(**kw)
     assert [(r['variant'], r['seed'], r['CIDEr_with'], r['CIDEr_without'])
             for r in out] == [('pcm', 0, 1.0, 0.25), ('pcm', 1, 2.0, 0.25),
@@ -37,7 +45,7 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
     assert probe.probe_concept_tokens(**kw) == out and len(tested) == 4
 
 
-def test_test_without_concept_tokens_switches_the_mixup_off(monkeypatch):
+def test_retest_without_concept_tokens_switches_the_mixup_off(monkeypatch):
     from mmengine.config import Config
     seen = {}
 
@@ -53,7 +61,7 @@ def test_test_without_concept_tokens_switches_the_mixup_off(monkeypatch):
     monkeypatch.setattr('mmengine.runner.Runner', FakeRunner)
     cfg = Config(dict(model=dict(mixup=dict(mode='top')),
                       test_evaluator=dict(scorers=('bleu', 'spice'))))
-    assert probe.test_without_concept_tokens(cfg, 'w/epoch_4.pth') == dict(
+    assert probe.retest_without_concept_tokens(cfg, 'w/epoch_4.pth') == dict(
         CIDEr=0.5)
     assert seen['cfg'].model.mixup.mode == 'none'
     assert seen['cfg'].load_from == 'w/epoch_4.pth'
