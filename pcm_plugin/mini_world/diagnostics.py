@@ -18,14 +18,7 @@ from typing import Dict, List
 
 import numpy as np
 
-
-def _load_world(root: str) -> Dict:
-    path = osp.join(root, 'world.json')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path} not found; prepare the world with '
-                                '`python tools/mini_world/prepare.py`')
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
+from .prepare import load_scenes, load_world
 
 
 def _store_arrays(root: str, folder: str):
@@ -56,7 +49,7 @@ def defect_cosines(root: str, name: str,
     import torch
     from pcm_plugin.models.losses.clip_weighted_ce import clip_sample_weights
 
-    world = _load_world(root)
+    world = load_world(root)
     ids, _, cos = _store_arrays(root, world['features'][name])
     with open(osp.join(root, world['images'][name], 'defects.json'),
               encoding='utf-8') as f:
@@ -75,7 +68,7 @@ def defect_cosines(root: str, name: str,
 
 def synthetic_sets(root: str) -> List[str]:
     """Names of the world's synthetic training sets (``synth_dXXX``)."""
-    return sorted(k for k in _load_world(root)['features']
+    return sorted(k for k in load_world(root)['features']
                   if k.startswith('synth_'))
 
 
@@ -86,7 +79,7 @@ def nearest_neighbour_cider(root: str) -> Dict[str, float]:
         dict: training set name -> CIDEr (x100) on the real test split.
     """
     from pycocoevalcap.cider.cider import Cider
-    world = _load_world(root)
+    world = load_world(root)
     with open(osp.join(root, world['annotations']['train']),
               encoding='utf-8') as f:
         captions = {e['image_id']: e['caption']
@@ -149,10 +142,9 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
     from pcm_plugin.models.pcm_mixup import (_unit, patch_concept_affinity,
                                              retrieve_concepts,
                                              top_patch_concept_pairs)
-    from .prepare import load_scenes
     from .scenes import BACKGROUNDS, SHAPES
 
-    world = _load_world(root)
+    world = load_world(root)
     scenes = load_scenes(osp.join(root, 'corpus'), split)
     store = FeatureStore(osp.join(root, world['features'][split]))
     items = [store.get(i) for i in scenes]

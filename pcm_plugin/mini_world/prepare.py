@@ -280,6 +280,19 @@ def _load_tool(name: str):
     return module
 
 
+def _run_tool(name: str, argv: List[str]) -> Dict:
+    """Run ``tools/<name>.py`` in-process; raise if it fails.
+
+    Returns:
+        dict: ``command``, the equivalent command line (kept in the stamp).
+    """
+    command = f'python tools/{name}.py ' + ' '.join(argv)
+    code = _load_tool(name).main(argv)
+    if code:
+        raise RuntimeError(f'{command} failed (exit {code})')
+    return dict(command=command)
+
+
 def concept_words() -> List[str]:
     """The world's concept words: shape nouns, colours, backgrounds."""
     return [w for group in world_words().values() for w in group]
@@ -298,11 +311,7 @@ def build_concepts(folder: str, clip_dir: str) -> Dict:
             '--clip-checkpoint', osp.join(clip_dir, f'{MINI_CLIP_NAME}.pt'),
             '--model-config', osp.join(clip_dir, f'{MINI_CLIP_NAME}.json'),
             '--out', osp.join(folder, 'concepts.npz')]
-    code = _load_tool('build_concepts').main(argv)
-    if code:
-        raise RuntimeError(f'tools/build_concepts.py {" ".join(argv)} '
-                           f'failed (exit {code})')
-    return dict(command='python tools/build_concepts.py ' + ' '.join(argv))
+    return _run_tool('build_concepts', argv)
 
 
 def build_tokenizer(folder: str, ann_dir: str) -> Dict:
@@ -311,14 +320,20 @@ def build_tokenizer(folder: str, ann_dir: str) -> Dict:
             '--out', osp.join(folder, 'tokenizer.json'),
             '--coverage-ann', osp.join(ann_dir, 'test.json'),
             '--stats-out', osp.join(folder, 'stats.json')]
-    code = _load_tool('build_vocab').main(argv)
-    if code:
-        raise RuntimeError(f'tools/build_vocab.py {" ".join(argv)} failed '
-                           f'(exit {code})')
-    return dict(command='python tools/build_vocab.py ' + ' '.join(argv))
+    return _run_tool('build_vocab', argv)
 
 
 # ------------------------------------------------------------ orchestrate
+def load_world(root: str) -> Dict:
+    """The ``world.json`` of a prepared world, with a clear error if none."""
+    path = osp.join(root, 'world.json')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path} not found; prepare the world with '
+                                '`python tools/mini_world/prepare.py`')
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def prepare_world(settings: WorldSettings, *, progress: bool = True,
                   log: Callable[[str], None] = print) -> Dict:
     """Build (or reuse) every step of the mini world.

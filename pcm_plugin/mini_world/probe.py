@@ -13,7 +13,7 @@ import time
 from typing import Dict, List, Sequence
 
 from .ablation import read_results, variant_config
-from .prepare import WorldSettings, prepare_world
+from .prepare import WorldSettings, load_world, prepare_world
 
 
 def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
@@ -49,8 +49,7 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
     done = {(r['variant'], r['rate'], r['seed']) for r in read_results(out)}
     # The world as it was prepared, with every rate the cells trained on
     # (all cached: nothing is rebuilt).
-    with open(osp.join(root, 'world.json'), encoding='utf-8') as f:
-        settings = json.load(f)['settings']
+    settings = load_world(root)['settings']
     settings['defect_rates'] = sorted({r['rate'] for r in cells})
     world = prepare_world(WorldSettings(**settings), progress=False,
                           log=lambda msg: None)

@@ -214,12 +214,19 @@ def relation(a: SceneObject, b: SceneObject,
     return str(rng.choice(options))
 
 
+def _background_phrases(scene: Scene, rng) -> Tuple[str, str]:
+    """A prepositional phrase and a noun phrase for the scene's background
+    (drawn in that order: the corpus depends on the RNG sequence)."""
+    prep = str(rng.choice(BACKGROUND_PREP[scene.background]))
+    noun = str(rng.choice(BACKGROUND_NOUN[scene.background]))
+    return prep, noun
+
+
 def _one_object(scene: Scene, rng, template: int) -> str:
     (obj,) = scene.objects
     o = object_phrase(obj, rng)
     p = position_phrase(obj.cell, rng)
-    bp = str(rng.choice(BACKGROUND_PREP[scene.background]))
-    bn = str(rng.choice(BACKGROUND_NOUN[scene.background]))
+    bp, bn = _background_phrases(scene, rng)
     return [
         f'{o} {p} {bp}',
         f'{o} {bp}',
@@ -240,8 +247,7 @@ def _two_objects(scene: Scene, rng, template: int) -> str:
     rel = relation(a, b, rng)
     r = str(rng.choice(RELATIONS[rel]))
     r_inv = str(rng.choice(RELATIONS[INVERSE[rel]]))
-    bp = str(rng.choice(BACKGROUND_PREP[scene.background]))
-    bn = str(rng.choice(BACKGROUND_NOUN[scene.background]))
+    bp, bn = _background_phrases(scene, rng)
     return [
         f'{pa} {r} {pb}',
         f'{pa} {r} {pb} {bp}',
@@ -260,8 +266,7 @@ def _three_objects(scene: Scene, rng, template: int) -> str:
     a, b, c = (scene.objects[i] for i in rng.permutation(3))
     pa, pb, pc = (object_phrase(o, rng) for o in (a, b, c))
     r = str(rng.choice(RELATIONS[relation(a, b, rng)]))
-    bp = str(rng.choice(BACKGROUND_PREP[scene.background]))
-    bn = str(rng.choice(BACKGROUND_NOUN[scene.background]))
+    bp, bn = _background_phrases(scene, rng)
     return [
         f'{pa}, {pb} and {pc}',
         f'{pa}, {pb} and {pc} {bp}',
