@@ -13,7 +13,7 @@ model_wrapper_cfg = dict(
     type='CPUCompatDDP', broadcast_buffers=False, find_unused_parameters=False)
 
 # Checkpoint every epoch, keep the best by CIDEr (the official code saves
-# every epoch and does not document its choice, method.md §6.2).
+# every epoch and does not document its choice, docs/method.md §6.2).
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(

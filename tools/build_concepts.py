@@ -3,7 +3,7 @@
 
 Examples::
 
-    # the shipped 446 words, 7-template prompt ensemble (method.md 2.5)
+    # the shipped 446 words, 7-template prompt ensemble (docs/method.md 2.5)
     python tools/build_concepts.py encode --clip-model ViT-B-32 \\
         --clip-checkpoint data/clip/ViT-B-32.pt --out data/concepts_b32.npz
     # frequent nouns of a caption corpus (heuristic, no tagger offline)
@@ -108,27 +108,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from pcm_plugin.data_pipeline.concepts import (encode_concepts,
-                                                   encode_meta,
-                                                   load_open_clip_text_model,
-                                                   read_word_list,
-                                                   resolve_templates)
-    words = read_word_list(args.words) if args.words else \
-        default_concept_words()
-    templates = resolve_templates(args.templates)
-    model, tokenizer = load_open_clip_text_model(
-        args.clip_model, args.clip_checkpoint, args.model_config,
-        pretrained=args.pretrained, cache_dir=args.cache_dir)
-    embeddings = encode_concepts(model, tokenizer, words, templates,
-                                 batch_size=args.batch_size, progress=True)
-    meta = encode_meta(model_name=args.clip_model,
-                       checkpoint=args.clip_checkpoint, templates=templates,
-                       words_source=args.words or 'coco_concepts_446.txt',
-                       model_config=args.model_config,
-                       pretrained=args.pretrained)
-    save_concept_bank(args.out, words, embeddings.astype(args.dtype), meta)
-    print(f'encoded {len(words)} words x {len(templates)} templates with '
-          f'{args.clip_model}: embeddings {embeddings.shape} {args.dtype}')
+    from pcm_plugin.data_pipeline.concepts import build_concept_bank
+    info = build_concept_bank(
+        args.out, clip_model=args.clip_model, words_file=args.words,
+        templates=args.templates, clip_checkpoint=args.clip_checkpoint,
+        model_config=args.model_config, pretrained=args.pretrained,
+        cache_dir=args.cache_dir, batch_size=args.batch_size,
+        dtype=args.dtype)
+    print(f'encoded {info["num_words"]} words x {info["num_templates"]} '
+          f'templates with {args.clip_model}: embeddings '
+          f'{tuple(info["shape"])} {args.dtype}')
     print(f'wrote {args.out}')
 
 

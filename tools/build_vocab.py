@@ -21,12 +21,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from pcm_plugin.data_pipeline.bad_input import BadInputError  # noqa: E402
-from pcm_plugin.data_pipeline.caption_readers import \
-    read_annotation_captions  # noqa: E402
-from pcm_plugin.data_pipeline.vocab import (build_vocab,  # noqa: E402
-                                            token_coverage)
-from pcm_plugin.models.tokenizer import (  # noqa: E402
-    SPECIAL_TOKENS, load_caption_tokenizer)
+from pcm_plugin.data_pipeline.vocab import \
+    build_tokenizer_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,37 +58,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out or default_out(args.ann_file)
     try:
-        captions = read_annotation_captions(args.ann_file)
-        _, counts = build_vocab(captions, out, min_count=args.min_count,
-                                max_words=args.max_words, progress=True)
-        # Round trip through the loader training uses (validates ids).
-        tokenizer = load_caption_tokenizer(out)
-        held_out = {f: token_coverage(tokenizer,
-                                      read_annotation_captions(f))
-                    for f in args.coverage_ann}
+        stats = build_tokenizer_file(
+            args.ann_file, out, min_count=args.min_count,
+            max_words=args.max_words, coverage_anns=args.coverage_ann)
     except (BadInputError, FileNotFoundError, ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    num_words = len(tokenizer) - len(SPECIAL_TOKENS)
-    train = token_coverage(tokenizer, captions)
-    stats = dict(ann_file=args.ann_file, tokenizer=out,
-                 min_count=args.min_count, max_words=args.max_words,
-                 num_captions=len(captions), distinct_words=len(counts),
-                 vocab_words=num_words, vocab_size=len(tokenizer),
-                 train_token_coverage=train.token_coverage,
-                 held_out={f: dict(num_tokens=c.num_tokens,
-                                   num_unk=c.num_unk,
-                                   token_coverage=c.token_coverage,
-                                   type_coverage=c.type_coverage)
-                           for f, c in held_out.items()})
-    print(f'{len(captions)} captions, {len(counts)} distinct words')
-    print(f'vocabulary: {num_words} words seen >= {args.min_count} times '
-          f'(+{len(SPECIAL_TOKENS)} special tokens = {len(tokenizer)} ids)')
-    print(f'token coverage, training captions: {train.token_coverage:.4%}')
-    for f, c in held_out.items():
-        print(f'token coverage, {f}: {c.token_coverage:.4%} '
-              f'({c.num_unk} of {c.num_tokens} tokens are [UNK]; '
-              f'{c.num_unk_types} of {c.num_types} distinct words unknown)')
+    num_special = stats['vocab_size'] - stats['vocab_words']
+    print(f'{stats["num_captions"]} captions, {stats["distinct_words"]} '
+          'distinct words')
+    print(f'vocabulary: {stats["vocab_words"]} words seen >= '
+          f'{args.min_count} times (+{num_special} special tokens = '
+          f'{stats["vocab_size"]} ids)')
+    print('token coverage, training captions: '
+          f'{stats["train_token_coverage"]:.4%}')
+    for f, c in stats['held_out'].items():
+        print(f'token coverage, {f}: {c["token_coverage"]:.4%} '
+              f'({c["num_unk"]} of {c["num_tokens"]} tokens are [UNK]; '
+              f'{c["num_unk_types"]} of {c["num_types"]} distinct words '
+              'unknown)')
     if args.stats_out:
         with open(args.stats_out, 'w', encoding='utf-8') as f:
             json.dump(stats, f, indent=1)

@@ -1,4 +1,4 @@
-"""Generate one synthetic image per training caption (method.md §2.1).
+"""Generate one synthetic image per training caption (docs/method.md §2.1).
 
     python tools/synthesize.py data/coco/annotations/train.json \\
         --model-dir checkpoints/stable-diffusion-v1-5 --out-dir data/coco/sd

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from pcm_plugin.datasets.feature_store import atomic_write_json
 
 SPLITS = ('train', 'val', 'test')
-# The official synthetic image ids start here (method.md §2.1).
+# The official synthetic image ids start here (docs/method.md §2.1).
 TRAIN_ID_START = 6000000
 
 

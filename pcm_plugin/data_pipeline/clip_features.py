@@ -1,8 +1,8 @@
-"""open_clip image features in PCM-Net's layout (method.md §2.2).
+"""open_clip image features in PCM-Net's layout (docs/method.md §2.2).
 
 PCM-Net needs the patch tokens of the last transformer block *before*
 ``ln_post``: PCM later applies CLIP's ``ln_post`` + ``proj`` itself to every
-patch (method.md §3.2). open_clip's ``output_tokens`` are taken after
+patch (docs/method.md §3.2). open_clip's ``output_tokens`` are taken after
 ``ln_post``, so a forward pre-hook on ``ln_post`` captures its input, the
 (B, 1 + G*G, W) output of the last block, during the ordinary
 ``encode_image`` call; the global feature is that call's result,

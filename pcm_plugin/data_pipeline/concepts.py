@@ -3,7 +3,7 @@
 
 Each concept word is put into every template, each template's text
 embedding is L2-normalised, the normalised embeddings are averaged and the
-mean is normalised again (ViECap's recipe, method.md §2.5). With one
+mean is normalised again (ViECap's recipe, docs/method.md §2.5). With one
 template this is simply the unit embedding of that prompt.
 """
 import os.path as osp
@@ -13,7 +13,7 @@ import numpy as np
 
 from pcm_plugin.utils.fileio import file_sha256
 
-# The 7 CLIP templates of ViECap's prompt ensemble (method.md §2.5).
+# The 7 CLIP templates of ViECap's prompt ensemble (docs/method.md §2.5).
 ENSEMBLE_TEMPLATES = (
     'itap of a {}.',
     'a bad photo of the {}.',
@@ -166,3 +166,54 @@ def encode_meta(*, model_name: str, checkpoint: Optional[str],
     if checkpoint and osp.isfile(checkpoint):
         meta['clip_checkpoint_sha256'] = file_sha256(checkpoint)
     return meta
+
+
+def build_concept_bank(out: str, *, clip_model: str,
+                       words: Optional[Sequence[str]] = None,
+                       words_file: Optional[str] = None,
+                       templates: str = 'ensemble',
+                       clip_checkpoint: Optional[str] = None,
+                       model_config: Optional[str] = None,
+                       pretrained: Optional[str] = None,
+                       cache_dir: Optional[str] = None,
+                       batch_size: int = 256, dtype: str = 'float16',
+                       progress: bool = True) -> Dict:
+    """Encode concept words with an open_clip text tower into a bank file.
+
+    What ``tools/build_concepts.py encode`` runs.
+
+    Args:
+        out (str): The ``.npz`` bank to write.
+        clip_model (str): open_clip model name.
+        words (list[str], optional): The words; else ``words_file``; else
+            the shipped 446 COCO concept words.
+        words_file (str, optional): One word per line.
+        templates (str): ``'ensemble'``, ``'single'`` or a template file
+            (:func:`resolve_templates`).
+        clip_checkpoint, model_config, pretrained, cache_dir: Where the
+            CLIP comes from (:func:`load_open_clip_text_model`).
+        batch_size (int): Prompts per forward.
+        dtype (str): Stored dtype, ``'float16'`` or ``'float32'``.
+        progress (bool): Progress bar.
+
+    Returns:
+        dict: ``num_words``, ``num_templates`` and ``shape``.
+    """
+    from pcm_plugin.models.concept_bank import (default_concept_words,
+                                                save_concept_bank)
+    if words is None:
+        words = read_word_list(words_file) if words_file else \
+            default_concept_words()
+    template_list = resolve_templates(templates)
+    model, tokenizer = load_open_clip_text_model(
+        clip_model, clip_checkpoint, model_config, pretrained=pretrained,
+        cache_dir=cache_dir)
+    embeddings = encode_concepts(model, tokenizer, words, template_list,
+                                 batch_size=batch_size, progress=progress)
+    meta = encode_meta(model_name=clip_model, checkpoint=clip_checkpoint,
+                       templates=template_list,
+                       words_source=words_file or 'coco_concepts_446.txt',
+                       model_config=model_config, pretrained=pretrained)
+    save_concept_bank(out, list(words), embeddings.astype(dtype), meta)
+    return dict(num_words=len(words), num_templates=len(template_list),
+                shape=list(embeddings.shape))

@@ -1,4 +1,4 @@
-"""Images to a sharded CLIP feature store (method.md §2.2).
+"""Images to a sharded CLIP feature store (docs/method.md §2.2).
 
 The items of an annotation file (train: one synthetic image per caption;
 val/test: one real image with a ``file_name``) are cut into global shards of

@@ -3,7 +3,7 @@
 
 The official 446 concept words are "high-frequency nouns in the MSCOCO
 training corpus", most likely from NLTK POS tags and WordNet lemmas
-(method.md §2.5). Neither NLTK's tagger nor WordNet data can be downloaded
+(docs/method.md §2.5). Neither NLTK's tagger nor WordNet data can be downloaded
 here, so this is a HEURISTIC, not a tagger. It exploits how captions are
 written: a noun phrase opens with a determiner, number or preposition
 (``a``, ``two``, ``on``...), and its head noun is the last word before the

@@ -143,4 +143,4 @@ def official_bank_meta(path: str, embeddings: np.ndarray) -> Dict:
         clip_model='ViT-L/14' if 'L14' in name else
         'ViT-B/32' if 'B32' in name else 'unknown',
         templates='prompt ensemble per the file name; exact templates not '
-        'documented (method.md 2.5)')
+        'documented (docs/method.md 2.5)')

@@ -97,3 +97,50 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
                                      max_words=max_words)
     save_tokenizer(tokenizer, out_path)
     return tokenizer, counts
+
+
+def build_tokenizer_file(ann_file: str, out: str, *, min_count: int = 5,
+                         max_words: int = 0,
+                         coverage_anns: Sequence[str] = (),
+                         progress: bool = True) -> dict:
+    """Tokenizer of an annotation file's captions, written and reloaded.
+
+    What ``tools/build_vocab.py`` runs: count the training captions' words,
+    save ``tokenizer.json``, load it back through the loader training uses
+    (validates the ids) and measure token coverage.
+
+    Args:
+        ann_file (str): Training annotation JSON.
+        out (str): ``tokenizer.json`` path.
+        min_count (int): Keep words seen at least this often.
+        max_words (int): Cap on the number of words (0 = none).
+        coverage_anns (list[str]): Held-out annotation files to report
+            coverage on.
+        progress (bool): Progress bar while counting.
+
+    Returns:
+        dict: The statistics (also what ``--stats-out`` writes).
+    """
+    from pcm_plugin.models.tokenizer import (SPECIAL_TOKENS,
+                                             load_caption_tokenizer)
+    from .caption_readers import read_annotation_captions
+    captions = read_annotation_captions(ann_file)
+    _, counts = build_vocab(captions, out, min_count=min_count,
+                            max_words=max_words, progress=progress)
+    tokenizer = load_caption_tokenizer(out)
+    held_out = {f: token_coverage(tokenizer, read_annotation_captions(f))
+                for f in coverage_anns}
+    train = token_coverage(tokenizer, captions)
+    return dict(ann_file=ann_file, tokenizer=out, min_count=min_count,
+                max_words=max_words, num_captions=len(captions),
+                distinct_words=len(counts),
+                vocab_words=len(tokenizer) - len(SPECIAL_TOKENS),
+                vocab_size=len(tokenizer),
+                train_token_coverage=train.token_coverage,
+                held_out={f: dict(num_tokens=c.num_tokens,
+                                  num_unk=c.num_unk,
+                                  num_unk_types=c.num_unk_types,
+                                  num_types=c.num_types,
+                                  token_coverage=c.token_coverage,
+                                  type_coverage=c.type_coverage)
+                          for f, c in held_out.items()})

@@ -58,7 +58,7 @@ class SynthCaptionDataset(_FeatureCaptionDataset):
         feature_dir (str): Feature store of the synthetic images; its
             ``.cos.npy`` holds the CLIP image-caption cosines.
         data_fraction (float): Keep a seeded fraction r of the pairs while
-            keeping the number of optimiser steps (method.md §6.4): the
+            keeping the number of optimiser steps (docs/method.md §6.4): the
             dataset still reports the full length and cycles the subset,
             like the official code dividing the epoch length by r.
             Defaults to 1.0.

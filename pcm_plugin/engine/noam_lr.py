@@ -1,6 +1,6 @@
 """Noam learning-rate schedule ("Attention is all you need", §5.3).
 
-PCM-Net trains with it (method.md §6.1): linear warm-up, then decay as
+PCM-Net trains with it (docs/method.md §6.1): linear warm-up, then decay as
 ``1 / sqrt(s)``, stepped every iteration. Written from the formula; the
 mmengine plumbing (state dict, ``begin``/``end``, the optimizer-step
 counter) comes from :class:`mmengine.optim._ParamScheduler`.

@@ -27,7 +27,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .demo import train_and_test, world_config
-from .prepare import WorldSettings, prepare_world, synth_name
+from .prepare import load_world, synth_name
 
 # variant -> (config file in the config dir, training feature store; None
 # means the synthetic renders of the cell's defect rate).
@@ -43,17 +43,27 @@ VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
 DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 
 
+def cell_dir(work_root: str, world: Dict, variant: str, *, rate: float,
+             seed: int) -> str:
+    """Work directory of one cell: ``<work_root>/<world>/<cell>``."""
+    train_set = VARIANTS[variant][1] or synth_name(rate)
+    return osp.join(work_root, world.get('name', 'world'),
+                    f'{variant}_{train_set}_s{seed}')
+
+
 def variant_config(config_dir: str, world: Dict, variant: str, *,
                    rate: float, seed: int, work_root: str,
                    max_epochs: Optional[int] = None):
     """The config of one ablation cell (test only, no validation)."""
     config, train_set = VARIANTS[variant]
-    train_set = train_set or synth_name(rate)
-    work_dir = osp.join(work_root, f'{variant}_{train_set}_s{seed}')
     cfg = world_config(osp.join(config_dir, config), world,
-                       work_dir=work_dir, train_set=train_set,
+                       work_dir=cell_dir(work_root, world, variant,
+                                         rate=rate, seed=seed),
+                       train_set=train_set or synth_name(rate),
                        max_epochs=max_epochs, seed=seed)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    # The tables use CIDEr and BLEU-4: no METEOR JVM per cell.
+    cfg.test_evaluator.scorers = ('bleu', 'rouge', 'cider')
     return cfg
 
 
@@ -64,38 +74,124 @@ def read_results(path: str) -> List[Dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def check_world_has(world: Dict, rates: Sequence[float],
+                    variants: Sequence[str]) -> None:
+    """Refuse (naming the fix) when the world lacks a needed store."""
+    needed = {VARIANTS[v][1] or synth_name(r) for v in variants
+              for r in rates}
+    missing = sorted(needed - set(world['features']))
+    if missing:
+        s = world['settings']
+        rates_all = sorted(set(s['defect_rates']) | set(rates))
+        raise FileNotFoundError(
+            f'the world at {world["root"]} has no feature store '
+            f'{missing}; extend it (nothing prepared is rebuilt) with '
+            f'`python tools/mini_world/prepare.py --root {world["root"]} '
+            f'--seed {s["seed"]} --clip {s.get("clip", "weak")} '
+            f'--num-train {s["num_train"]} --num-val {s["num_val"]} '
+            f'--num-test {s["num_test"]} --defect-rates '
+            + ' '.join(str(r) for r in rates_all)
+            + (' --real-train' if 'real' in variants or s['real_train']
+               else '') + '`')
+
+
+class CellClaim:
+    """An exclusive claim on one cell (``<cell dir>.claim`` holding the
+    owner's pid), so several lanes can share one sweep: a lane skips cells
+    another live lane holds; a dead lane's claim is taken over."""
+
+    def __init__(self, work_dir: str):
+        self.path = work_dir.rstrip('/') + '.claim'
+
+    def acquire(self) -> bool:
+        os.makedirs(osp.dirname(self.path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._owner_alive():
+                    return False
+                os.remove(self.path)  # stale: its lane died
+                continue
+            with os.fdopen(fd, 'w') as f:
+                f.write(str(os.getpid()))
+            return True
+        return False
+
+    def _owner_alive(self) -> bool:
+        try:
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+            os.kill(pid, 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def release(self) -> None:
+        if osp.isfile(self.path):
+            os.remove(self.path)
+
+
+def finished_cells(path: str) -> set:
+    """``(world, variant, rate, seed)`` of every row in a results file."""
+    return {(r.get('world'), r['variant'], r['rate'], r['seed'])
+            for r in read_results(path)}
+
+
+def append_row(path: str, row: Dict) -> None:
+    """One JSON line, written with a single ``write`` (lanes share it)."""
+    with open(path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+
+
 def run_ablation(*, config_dir: str = 'configs',
                  root: str = 'data/mini_world',
                  work_root: str = 'work_dirs/ablation',
                  rates: Sequence[float] = (0.0, 0.3, 0.6),
                  seeds: Sequence[int] = (0, 1, 2),
                  variants: Iterable[str] = DEFAULT_VARIANTS,
-                 max_epochs: Optional[int] = None) -> List[Dict]:
-    """Train and test every (variant, rate, seed) not yet in the results."""
+                 max_epochs: Optional[int] = None,
+                 log=print) -> List[Dict]:
+    """Train and test every (variant, rate, seed) not yet in the results.
+
+    Runs on the world prepared at ``root`` as it is (its seed, CLIP and
+    sizes from ``world.json``); it never prepares or rebuilds anything.
+    Rows go to ``<work_root>/results.jsonl`` with the world's name.
+    """
     variants = list(variants)
-    world = prepare_world(WorldSettings(
-        root=root, defect_rates=list(rates), real_train='real' in variants))
+    world = load_world(root)
+    check_world_has(world, rates, variants)
+    name = world.get('name', 'world')
     out = osp.join(work_root, 'results.jsonl')
     os.makedirs(work_root, exist_ok=True)
-    done = {(r['variant'], r['rate'], r['seed']) for r in read_results(out)}
     for seed in seeds:
         for rate in rates:
             for variant in variants:
                 # The upper bound does not depend on the defect rate.
                 cell_rate = None if variant == 'real' else rate
-                if (variant, cell_rate, seed) in done:
+                key = (name, variant, cell_rate, seed)
+                if key in finished_cells(out):
                     continue
-                start = time.time()
                 cfg = variant_config(config_dir, world, variant, rate=rate,
                                      seed=seed, work_root=work_root,
                                      max_epochs=max_epochs)
-                metrics = train_and_test(cfg)
-                row = dict(variant=variant, rate=cell_rate, seed=seed,
-                           seconds=round(time.time() - start, 1),
-                           **{k: float(v) for k, v in metrics.items()})
-                with open(out, 'a') as f:
-                    f.write(json.dumps(row) + '\n')
-                done.add((variant, cell_rate, seed))
+                claim = CellClaim(cfg.work_dir)
+                if not claim.acquire():
+                    log(f'[ablation] {key}: another lane runs it, skipped')
+                    continue
+                if key in finished_cells(out):  # finished while we looked
+                    claim.release()
+                    continue
+                try:
+                    start = time.time()
+                    metrics = train_and_test(cfg)
+                    append_row(out, dict(
+                        world=name, world_seed=world['settings']['seed'],
+                        variant=variant, rate=cell_rate, seed=seed,
+                        seconds=round(time.time() - start, 1),
+                        **{k: float(v) for k, v in metrics.items()}))
+                finally:
+                    claim.release()
     return read_results(out)
 
 

@@ -1,4 +1,4 @@
-"""Salient-object defects of the synthetic images (method.md §1).
+"""Salient-object defects of the synthetic images (docs/method.md §1).
 
 Text-to-image models get the *salient objects* of a caption wrong: a wrong
 colour, a malformed or missing object, an object nobody asked for. PCM-Net

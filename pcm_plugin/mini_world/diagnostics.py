@@ -101,24 +101,14 @@ def nearest_neighbour_cider(root: str) -> Dict[str, float]:
     return scores
 
 
-def _object_coverage(scene, grid: int) -> np.ndarray:
-    """(num_objects, grid*grid) fraction of each patch an object covers."""
-    from .render import CANVAS, scene_sprites, sprite_alpha
-    cell = CANVAS // grid
-    alphas = np.stack([sprite_alpha(s) for s in scene_sprites(scene)])
-    cover = alphas.reshape(len(alphas), grid, cell, grid, cell).mean((2, 4))
-    return cover.reshape(len(alphas), grid * grid)  # (O, N)
-
-
 def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
                        top_m: float = 5, temperature: float = 0.01,
                        min_cover: float = 0.25) -> Dict[str, Dict]:
     """Where the mix-up's selected (patch, concept) pairs land.
 
-    Runs PCM-Net's own selection (``retrieve_concepts``,
-    ``patch_concept_affinity``, ``top_patch_concept_pairs``) with the
-    world's frozen CLIP head and concept bank on a split's real renders,
-    whose object masks are known exactly.
+    Runs PCM-Net's own selection (:func:`~.localisation.select_pairs`)
+    with the world's frozen CLIP head and concept bank on a split's real
+    renders, whose object masks are known exactly.
 
     Args:
         root (str): World root.
@@ -129,20 +119,13 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
             at least this fraction of it.
 
     Returns:
-        dict: per concept kind (``shape``, ``colour``, ``background``):
-        ``share`` of the selected pairs, ``on_object`` (patch on any
-        object) and ``on_match`` (on an object with that shape / colour;
-        for backgrounds: off every object); plus ``object_patches``, the
-        fraction of all patches on an object (the chance rate).
+        dict: :func:`~.localisation.localisation_stats`.
     """
     import torch
     from pcm_plugin.datasets.feature_store import FeatureStore
     from pcm_plugin.models.clip_head import FrozenCLIPHead
     from pcm_plugin.models.concept_bank import load_concept_bank
-    from pcm_plugin.models.pcm_mixup import (_unit, patch_concept_affinity,
-                                             retrieve_concepts,
-                                             top_patch_concept_pairs)
-    from .scenes import BACKGROUNDS, SHAPES
+    from .localisation import localisation_stats, select_pairs
 
     world = load_world(root)
     scenes = load_scenes(osp.join(root, 'corpus'), split)
@@ -154,45 +137,15 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
         [it['global_feat'] for it in items])).float()  # (n, Dg)
     words, embeds, _ = load_concept_bank(osp.join(root,
                                                   world['concept_bank']))
-    embeds = torch.from_numpy(embeds).float()  # (C, Dg)
     head = FrozenCLIPHead(patch_dim=patches.shape[-1],
                           global_dim=glob.shape[-1])
     head.load_from_file(osp.join(root, world['clip']['checkpoint']))
     with torch.no_grad():
-        concept_idx, keep = retrieve_concepts(
-            glob, embeds, top_k=top_k, temperature=temperature,
-            threshold=0.0)  # (n, K), (n, K)
-        affinity = patch_concept_affinity(
-            head(patches), _unit(embeds)[concept_idx], keep)  # (n, N, K)
-        pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)
-
-    num_patches, K = affinity.shape[1], affinity.shape[2]
-    grid = int(round(num_patches ** 0.5))
-    counts = {kind: dict(n=0, on_object=0, on_match=0)
-              for kind in ('shape', 'colour', 'background')}
-    object_patches = []
-    for b, scene in enumerate(scenes.values()):
-        on = _object_coverage(scene, grid) >= min_cover  # (O, N)
-        object_patches.append(on.any(0).mean())
-        for pair, ok in zip(pair_idx[b].tolist(), pair_ok[b].tolist()):
-            if not ok:
-                continue
-            patch, slot = divmod(pair, K)
-            word = words[concept_idx[b, slot]]
-            kind = ('background' if word in BACKGROUNDS else
-                    'shape' if word in SHAPES else 'colour')
-            attr = [getattr(o, kind, None) for o in scene.objects]
-            hit = on[:, patch]  # (O,)
-            c = counts[kind]
-            c['n'] += 1
-            c['on_object'] += int(hit.any())
-            c['on_match'] += int(not hit.any() if kind == 'background' else
-                                 any(h and a == word
-                                     for h, a in zip(hit, attr)))
-    total = sum(c['n'] for c in counts.values())
-    out = {kind: dict(share=c['n'] / total,
-                      on_object=c['on_object'] / max(c['n'], 1),
-                      on_match=c['on_match'] / max(c['n'], 1))
-           for kind, c in counts.items()}
-    out['object_patches'] = float(np.mean(object_patches))
-    return out
+        patch_proj = head(patches)  # (n, N, Dg)
+    concept_idx, pair_idx, pair_ok = select_pairs(
+        patch_proj, glob, torch.from_numpy(embeds).float(), top_k=top_k,
+        top_m=top_m, temperature=temperature)
+    return localisation_stats(list(scenes.values()), words, concept_idx,
+                              pair_idx, pair_ok,
+                              num_patches=patches.shape[1],
+                              min_cover=min_cover)

@@ -13,8 +13,18 @@ model-config JSON, so::
 loads it, and feature extraction, the frozen PCM head, concept banks and
 CLIP scores run exactly the code they run with real CLIP.
 
-The committed files (``pcm_plugin/resources/mini_clip``) are reproduced by
-``python tools/mini_world/train_mini_clip.py``.
+Two CLIPs are committed (:data:`CLIP_KINDS`):
+
+* ``'weak'`` (``pcm_plugin/resources/mini_clip``): trained through its class
+  token only; its patch tokens are weakly localized (a shape or colour
+  concept's selected patch is on a matching object ~17 % of the time);
+* ``'localized'`` (``pcm_plugin/resources/mini_clip_localized``): the weak
+  one continued with a dense patch-concept objective
+  (:mod:`.mini_clip_dense`), so its projected patch tokens name the object
+  under them, as PCM-Net assumes of real CLIP.
+
+Both are reproduced by ``python tools/mini_world/train_mini_clip.py`` (see
+its docstring for the two commands).
 """
 import json
 import os
@@ -37,15 +47,24 @@ MINI_CLIP_CONFIG: Dict = dict(
 CONCEPT_TEMPLATES = ('a photo of a {}.', 'a {}.', 'a photo of the {}.')
 
 
-def committed_dir() -> str:
-    """Directory of the committed mini CLIP files."""
+# Committed mini CLIPs: kind -> folder under pcm_plugin/resources.
+CLIP_KINDS: Dict[str, str] = {'localized': 'mini_clip_localized',
+                              'weak': 'mini_clip'}
+DEFAULT_CLIP_KIND = 'localized'
+
+
+def committed_dir(kind: str = 'weak') -> str:
+    """Directory of a committed mini CLIP (a key of :data:`CLIP_KINDS`)."""
+    if kind not in CLIP_KINDS:
+        raise ValueError(f'unknown mini CLIP kind {kind!r}; choose one of '
+                         f'{sorted(CLIP_KINDS)}')
     return str(resources.files('pcm_plugin').joinpath(
-        'resources/mini_clip'))
+        'resources', CLIP_KINDS[kind]))
 
 
-def committed_paths() -> Tuple[str, str]:
-    """``(config_json, checkpoint)`` of the committed mini CLIP."""
-    root = committed_dir()
+def committed_paths(kind: str = 'weak') -> Tuple[str, str]:
+    """``(config_json, checkpoint)`` of a committed mini CLIP."""
+    root = committed_dir(kind)
     return (osp.join(root, f'{MINI_CLIP_NAME}.json'),
             osp.join(root, f'{MINI_CLIP_NAME}.pt'))
 

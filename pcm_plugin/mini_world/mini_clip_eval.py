@@ -7,7 +7,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .mini_clip import concept_embeddings, encode_images, encode_texts
+from .mini_clip import (concept_embeddings, encode_images, encode_texts,
+                        images_to_tensor)
 from .render import render_real, render_synthetic
 from .scenes import BACKGROUNDS, COLOURS, SHAPES, generate_split
 
@@ -78,4 +79,38 @@ def evaluate_mini_clip(model, tokenizer, *, num_scenes: int = 500,
                 tokenizer)
         result[domain]['concepts_all'] = _concept_hits(
             image_emb, scenes, model, tokenizer)
+        result[domain]['localisation'] = patch_localisation(
+            model, tokenizer, scenes, images)
     return result
+
+
+def patch_localisation(model, tokenizer, scenes, images,
+                       batch_size: int = 256) -> Dict:
+    """Where PCM's selection lands with this CLIP's own head and bank.
+
+    The same measurement as ``tools/mini_world/diagnose.py`` on a world,
+    straight from the model: patch tokens through ``ln_post`` + ``proj``,
+    the world's concept words through the concept-bank prompt ensemble,
+    PCM-Net's default selection (K=5, M=5, temperature 0.01).
+
+    Returns:
+        dict: :func:`~.localisation.localisation_stats`.
+    """
+    import torch
+    from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
+    from .localisation import localisation_stats, select_pairs
+    from .mini_clip_dense import WORDS
+    patches, globs = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            tokens, glob = encode_image_tokens(
+                model, images_to_tensor(images[i:i + batch_size]))
+            patches.append(model.visual.ln_post(tokens[:, 1:]) @
+                           model.visual.proj)  # (b, N, Dg)
+            globs.append(glob)
+        bank = concept_embeddings(model, tokenizer, WORDS)  # (C, Dg)
+    patch_proj = torch.cat(patches)  # (n, N, Dg)
+    concept_idx, pair_idx, pair_ok = select_pairs(
+        patch_proj, torch.cat(globs), bank)
+    return localisation_stats(scenes, WORDS, concept_idx, pair_idx, pair_ok,
+                              num_patches=patch_proj.shape[1])

@@ -23,8 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .mini_clip import (MINI_CLIP_CONFIG, MINI_CLIP_NAME, images_to_tensor,
-                        register_config, round_to_fp16_, save_mini_clip)
+from pcm_plugin.utils.fileio import file_sha256
+from .mini_clip import (CONCEPT_TEMPLATES, MINI_CLIP_CONFIG, MINI_CLIP_NAME,
+                        images_to_tensor, register_config, round_to_fp16_,
+                        save_mini_clip)
+from .mini_clip_dense import WORDS as DENSE_WORDS
+from .mini_clip_dense import (dense_concept_loss, image_concept_loss,
+                              patch_targets, scene_word_sets)
 from .mini_clip_eval import evaluate_mini_clip
 from .render import render_real
 from .scenes import (COLOURS, SHAPES, Scene, describe, sample_scene,
@@ -64,8 +69,8 @@ def _variant(scene: Scene, rng: np.random.Generator, kind: str) -> Scene:
 
 def training_batch(step: int, batch_size: int, seed: int,
                    short_prob: float = 0.25
-                   ) -> Tuple[List[np.ndarray], List[str]]:
-    """Images and captions of one ClipLoss step.
+                   ) -> Tuple[List[np.ndarray], List[str], List[Scene]]:
+    """Images, captions and scenes of one ClipLoss step.
 
     The batch is made of groups of :data:`GROUP_VARIANTS` scenes sharing a
     layout and background and differing in their shapes or colours: hard
@@ -73,7 +78,7 @@ def training_batch(step: int, batch_size: int, seed: int,
     A caption is a full description or, with probability ``short_prob``, a
     partial one (:func:`~.scenes.short_description`).
     """
-    images, texts = [], []
+    images, texts, scenes = [], [], []
     for group in range(batch_size // len(GROUP_VARIANTS)):
         rng = scene_rng(seed, 'clip', step * batch_size + group)
         base = sample_scene(rng)
@@ -83,7 +88,8 @@ def training_batch(step: int, batch_size: int, seed: int,
             texts.append(short_description(scene, rng)
                          if rng.random() < short_prob
                          else describe(scene, rng))
-    return images, texts
+            scenes.append(scene)
+    return images, texts, scenes
 
 
 def shape_batch(step: int, batch_size: int, seed: int):
@@ -207,25 +213,64 @@ def pretrain_image_tower(model, *, steps: int, batch_size: int, lr: float,
                progress=progress)
 
 
+def concept_word_embeddings(model, tokenizer):
+    """(C, Dg) prompt-ensemble embeddings of the world's concept words, with
+    gradients (the concept bank's recipe: mean of unit template vectors)."""
+    from torch.nn import functional as F
+    total = 0
+    for template in CONCEPT_TEMPLATES:
+        prompts = [template.format(w) for w in DENSE_WORDS]
+        total = total + F.normalize(model.encode_text(tokenizer(prompts)),
+                                    dim=-1)  # (C, Dg)
+    return total / len(CONCEPT_TEMPLATES)
+
+
+def projected_patches(model, tokens):
+    """(B, 1 + N, W) tokens entering ``ln_post`` -> (B, N, Dg) patches in
+    CLIP space: exactly what PCM's frozen head computes."""
+    return model.visual.ln_post(tokens[:, 1:]) @ model.visual.proj
+
+
 def clip_phase(model, tokenizer, *, steps: int, batch_size: int, lr: float,
                weight_decay: float, warmup: int, seed: int, logs: Dict,
-               resume: ResumeFile, state: Optional[Dict],
-               progress: bool) -> None:
-    """``open_clip.loss.ClipLoss`` training of both towers."""
+               resume: ResumeFile, state: Optional[Dict], progress: bool,
+               dense_weight: float = 0.0, dense_scale: float = 10.0,
+               image_concept_weight: float = 0.0) -> None:
+    """``open_clip.loss.ClipLoss`` training of both towers, plus
+    ``dense_weight`` times :func:`~.mini_clip_dense.dense_concept_loss` and
+    ``image_concept_weight`` times
+    :func:`~.mini_clip_dense.image_concept_loss`."""
     import open_clip
     import torch
+    from torch.nn import functional as F
+    from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
     loss_fn = open_clip.loss.ClipLoss()
     optim = torch.optim.AdamW(model.parameters(), lr=lr,
                               weight_decay=weight_decay)
     log = logs.setdefault('clip', dict(loss=[]))
+    grid = model.visual.grid_size[0]
 
     def step_fn(step: int) -> None:
         for group in optim.param_groups:
             group['lr'] = _cosine_lr(step, steps, lr, warmup)
-        images, captions = training_batch(step, batch_size, seed)
-        image_feats, text_feats, logit_scale = model(
-            images_to_tensor(images), tokenizer(captions))[:3]
-        loss = loss_fn(image_feats, text_feats, logit_scale)
+        images, captions, scenes = training_batch(step, batch_size, seed)
+        tokens, image_feats = encode_image_tokens(
+            model, images_to_tensor(images))  # (B, 1+N, W), (B, Dg)
+        text_feats = model.encode_text(tokenizer(captions), normalize=True)
+        loss = loss_fn(F.normalize(image_feats, dim=-1), text_feats,
+                       model.logit_scale.exp())
+        if dense_weight > 0 or image_concept_weight > 0:
+            words = concept_word_embeddings(model, tokenizer)  # (C, Dg)
+            dense = dense_concept_loss(
+                projected_patches(model, tokens), words,
+                torch.from_numpy(patch_targets(scenes, grid)),
+                scale=dense_scale)
+            image = image_concept_loss(
+                image_feats, words,
+                torch.from_numpy(scene_word_sets(scenes)), scale=dense_scale)
+            log.setdefault('dense', []).append(float(dense.detach()))
+            log.setdefault('image_concept', []).append(float(image.detach()))
+            loss = loss + dense_weight * dense + image_concept_weight * image
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -243,8 +288,16 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
                     lr: float = 1e-3, weight_decay: float = 0.1,
                     warmup: int = 50, seed: int = 0, threads: int = 1,
                     eval_scenes: int = 500, resume_every: int = 250,
+                    dense_weight: float = 0.0, dense_scale: float = 10.0,
+                    image_concept_weight: float = 0.0,
+                    init_checkpoint: Optional[str] = None,
                     progress: bool = True) -> Dict:
-    """Train the mini CLIP from scratch and save it to ``out_dir``.
+    """Train a mini CLIP and save it to ``out_dir``.
+
+    With the defaults this is the recipe of the committed, weakly-localized
+    CLIP (from scratch: shape pretraining, then ClipLoss). The localized
+    CLIP continues that one (``init_checkpoint``, ``pretrain_steps=0``) with
+    the dense patch-concept term added (``dense_weight``).
 
     Args:
         out_dir (str): Output directory (config JSON, ``.pt``, metrics).
@@ -262,6 +315,17 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
         eval_scenes (int): Held-out scenes of the final evaluation.
         resume_every (int): Save the training state every this many
             steps (0 = never). Defaults to 250.
+        dense_weight (float): Weight of
+            :func:`~.mini_clip_dense.dense_concept_loss` in the CLIP phase;
+            0 (default) trains through the class token only.
+        dense_scale (float): Its logit scale (and the image term's).
+            Defaults to 10.
+        image_concept_weight (float): Weight of
+            :func:`~.mini_clip_dense.image_concept_loss`, which keeps the
+            image embedding's concept retrieval sharp while the dense term
+            moves the word embeddings. Defaults to 0.
+        init_checkpoint (str, optional): Start from these mini CLIP weights
+            instead of a random initialisation.
         progress (bool): Show progress bars.
 
     Returns:
@@ -274,13 +338,19 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
     settings = dict(steps=steps, pretrain_steps=pretrain_steps,
                     batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                     warmup=warmup, seed=seed, config=MINI_CLIP_CONFIG)
+    if dense_weight > 0 or image_concept_weight > 0:
+        settings.update(dense_weight=dense_weight, dense_scale=dense_scale,
+                        image_concept_weight=image_concept_weight)
+    if init_checkpoint is not None:
+        settings['init_checkpoint_sha256'] = file_sha256(init_checkpoint)
     os.makedirs(out_dir, exist_ok=True)
     cfg_path = osp.join(out_dir, f'{MINI_CLIP_NAME}.json')
     with open(cfg_path, 'w', encoding='utf-8') as f:
         json.dump(MINI_CLIP_CONFIG, f, indent=1)
     name = register_config(cfg_path)
     torch.manual_seed(seed)
-    model = open_clip.create_model(name, pretrained=None).train()
+    model = open_clip.create_model(
+        name, pretrained=init_checkpoint).float().train()
     tokenizer = open_clip.get_tokenizer(name)
     resume = ResumeFile(out_dir=out_dir, settings=settings,
                         every=resume_every)
@@ -289,10 +359,12 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
     start = time.time()
     common = dict(batch_size=batch_size, lr=lr, seed=seed, logs=logs,
                   resume=resume, state=state, progress=progress)
-    if state is None or state['phase'] == 'pretrain':
+    if pretrain_steps and (state is None or state['phase'] == 'pretrain'):
         pretrain_image_tower(model, steps=pretrain_steps, **common)
     clip_phase(model, tokenizer, steps=steps, weight_decay=weight_decay,
-               warmup=warmup, **common)
+               warmup=warmup, dense_weight=dense_weight,
+               dense_scale=dense_scale,
+               image_concept_weight=image_concept_weight, **common)
     model.eval()
     round_to_fp16_(model)
     save_mini_clip(model, out_dir)
@@ -301,9 +373,12 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
         seconds_this_run=round(time.time() - start, 1),
         resumed_from=None if state is None else
         f'{state["phase"]} step {state["step"]}',
-        pretrain_loss=_curve(logs['pretrain']['loss']),
-        pretrain_shape_accuracy=_curve(logs['pretrain']['accuracy']),
+        pretrain_loss=_curve(logs.get('pretrain', {}).get('loss', [])),
+        pretrain_shape_accuracy=_curve(
+            logs.get('pretrain', {}).get('accuracy', [])),
         clip_loss=_curve(logs['clip']['loss']),
+        dense_loss=_curve(logs['clip'].get('dense', [])),
+        image_concept_loss=_curve(logs['clip'].get('image_concept', [])),
         eval=evaluate_mini_clip(model, tokenizer, num_scenes=eval_scenes,
                                 seed=seed))
     with open(osp.join(out_dir, f'{MINI_CLIP_NAME}.metrics.json'), 'w',

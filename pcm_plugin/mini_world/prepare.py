@@ -16,13 +16,12 @@ changed setting rebuilds that step and every step downstream of it)::
 the configs. Entry point: ``python tools/mini_world/prepare.py``.
 """
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -30,14 +29,15 @@ import numpy as np
 from pcm_plugin.datasets.feature_store import atomic_write_json
 from pcm_plugin.utils.fileio import file_sha256
 from .defects import apply_defect, plan_defect
-from .mini_clip import (CONCEPT_TEMPLATES, MINI_CLIP_NAME, committed_paths)
+from .mini_clip import (CONCEPT_TEMPLATES, DEFAULT_CLIP_KIND, MINI_CLIP_NAME,
+                        committed_paths)
 from .render import render_real, render_synthetic, scene_sprites
 from .scenes import Scene, generate_split, world_words
 
 STAMP = 'done.json'
 STAMP_VERSION = 1
 # Image ids: train ids follow the official synthetic numbering
-# (method.md §2.1); val/test ids are integers as the COCO metric needs.
+# (docs/method.md §2.1); val/test ids are integers as the COCO metric needs.
 ID_START = {'train': 6000000, 'val': 100000, 'test': 200000}
 _STYLE_STREAM = 31337
 
@@ -56,23 +56,103 @@ class WorldSettings:
         defect_rates (list[float]): Synthetic training sets to build.
         real_train (bool): Also render and extract the training scenes
             with the real renderer (the train-on-real upper bound).
-        clip_config (str, optional): Mini CLIP config JSON; committed one
-            when None.
-        clip_checkpoint (str, optional): Mini CLIP weights; committed ones
-            when None.
+        clip (str): Which committed mini CLIP sees the world: a key of
+            :data:`~.mini_clip.CLIP_KINDS` (``'localized'``, the default,
+            or ``'weak'``).
+        clip_config (str, optional): Mini CLIP config JSON; overrides
+            ``clip`` (with ``clip_checkpoint``).
+        clip_checkpoint (str, optional): Mini CLIP weights; overrides
+            ``clip``.
         batch_size (int): Feature-extraction batch size.
     """
     root: str = 'data/mini_world'
     seed: int = 0
     num_train: int = 8000
     num_val: int = 200
-    num_test: int = 300
+    num_test: int = 1000
     refs: int = 5
     defect_rates: List[float] = field(default_factory=lambda: [0.3])
     real_train: bool = False
+    clip: str = DEFAULT_CLIP_KIND
     clip_config: Optional[str] = None
     clip_checkpoint: Optional[str] = None
     batch_size: int = 128
+
+
+# Settings that define a world: a prepared world with other values is a
+# different world, never rebuilt in place without an explicit ``rebuild``.
+# (Defect rates and the real training set only add feature stores.)
+IDENTITY_KEYS = ('seed', 'num_train', 'num_val', 'num_test', 'refs', 'clip',
+                 'clip_checkpoint_sha256')
+
+
+class WorldConflict(ValueError):
+    """A prepared world exists at the root with other identity settings."""
+
+
+def world_identity(settings: 'WorldSettings') -> Dict:
+    """The identity settings of a world (what :data:`IDENTITY_KEYS` names),
+    with the CLIP given by the checksum of its weights."""
+    _, checkpoint = resolve_clip(settings)
+    identity = {k: getattr(settings, k) for k in IDENTITY_KEYS[:-2]}
+    identity['clip'] = settings.clip if settings.clip_checkpoint is None \
+        else 'custom'
+    identity['clip_checkpoint_sha256'] = file_sha256(checkpoint)
+    return identity
+
+
+def resolve_clip(settings: 'WorldSettings') -> tuple:
+    """``(config, checkpoint)`` of the world's mini CLIP, checked to exist."""
+    default_cfg, default_ckpt = committed_paths(settings.clip)
+    paths = (settings.clip_config or default_cfg,
+             settings.clip_checkpoint or default_ckpt)
+    for path in paths:
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'mini CLIP file {path} not found; train it with `python '
+                'tools/mini_world/train_mini_clip.py` or pass '
+                '--clip-config/--clip-checkpoint')
+    return paths
+
+
+def check_identity(root: str, identity: Dict) -> None:
+    """Refuse to overwrite a prepared world that is another world.
+
+    Raises:
+        WorldConflict: naming every differing setting and the fixes.
+    """
+    path = osp.join(root, 'world.json')
+    if not osp.isfile(path):
+        return
+    with open(path, encoding='utf-8') as f:
+        old = json.load(f).get('identity')
+    if old is None or old == identity:
+        return
+    diff = ', '.join(f'{k}: prepared {old.get(k)!r} vs asked {identity[k]!r}'
+                     for k in IDENTITY_KEYS if old.get(k) != identity[k])
+    raise WorldConflict(
+        f'{root} holds another prepared world ({diff}). Use another --root, '
+        'pass the prepared settings, or --rebuild to replace it')
+
+
+class world_lock:
+    """Exclusive lock on a world root (``.lock``): lanes sharing a world
+    wait for each other's preparation instead of racing in it."""
+
+    def __init__(self, root: str):
+        self.path = osp.join(root, '.lock')
+
+    def __enter__(self):
+        import fcntl
+        os.makedirs(osp.dirname(self.path), exist_ok=True)
+        self.file = open(self.path, 'w')
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 def synth_name(rate: float) -> str:
@@ -266,61 +346,43 @@ def extract_store(ann_file: str, image_dir: str, out_dir: str,
         progress=progress)
 
 
-def _load_tool(name: str):
-    """Import ``tools/<name>.py`` of this repository as a module."""
-    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    path = osp.join(repo, 'tools', f'{name}.py')
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'{path} not found: the mini world uses the repository tools; '
-            'run it from a source checkout of pcm_plugin')
-    spec = importlib.util.spec_from_file_location(f'_pcm_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run_tool(name: str, argv: List[str]) -> Dict:
-    """Run ``tools/<name>.py`` in-process; raise if it fails.
-
-    Returns:
-        dict: ``command``, the equivalent command line (kept in the stamp).
-    """
-    command = f'python tools/{name}.py ' + ' '.join(argv)
-    code = _load_tool(name).main(argv)
-    if code:
-        raise RuntimeError(f'{command} failed (exit {code})')
-    return dict(command=command)
-
-
 def concept_words() -> List[str]:
     """The world's concept words: shape nouns, colours, backgrounds."""
     return [w for group in world_words().values() for w in group]
 
 
 def build_concepts(folder: str, clip_dir: str) -> Dict:
-    """Concept bank via ``tools/build_concepts.py encode``."""
+    """Concept bank: what ``tools/build_concepts.py encode`` runs."""
+    from pcm_plugin.data_pipeline.concepts import build_concept_bank
     words_file = osp.join(folder, 'words.txt')
     templates_file = osp.join(folder, 'templates.txt')
     with open(words_file, 'w', encoding='utf-8') as f:
         f.write('\n'.join(concept_words()) + '\n')
     with open(templates_file, 'w', encoding='utf-8') as f:
         f.write('\n'.join(CONCEPT_TEMPLATES) + '\n')
-    argv = ['encode', '--words', words_file, '--templates', templates_file,
-            '--clip-model', MINI_CLIP_NAME,
-            '--clip-checkpoint', osp.join(clip_dir, f'{MINI_CLIP_NAME}.pt'),
-            '--model-config', osp.join(clip_dir, f'{MINI_CLIP_NAME}.json'),
-            '--out', osp.join(folder, 'concepts.npz')]
-    return _run_tool('build_concepts', argv)
+    checkpoint = osp.join(clip_dir, f'{MINI_CLIP_NAME}.pt')
+    config = osp.join(clip_dir, f'{MINI_CLIP_NAME}.json')
+    out = osp.join(folder, 'concepts.npz')
+    build_concept_bank(out, clip_model=MINI_CLIP_NAME, words_file=words_file,
+                       templates=templates_file, clip_checkpoint=checkpoint,
+                       model_config=config, progress=False)
+    return dict(command=(
+        f'python tools/build_concepts.py encode --words {words_file} '
+        f'--templates {templates_file} --clip-model {MINI_CLIP_NAME} '
+        f'--clip-checkpoint {checkpoint} --model-config {config} '
+        f'--out {out}'))
 
 
 def build_tokenizer(folder: str, ann_dir: str) -> Dict:
-    """Caption tokenizer via ``tools/build_vocab.py``."""
-    argv = [osp.join(ann_dir, 'train.json'),
-            '--out', osp.join(folder, 'tokenizer.json'),
-            '--coverage-ann', osp.join(ann_dir, 'test.json'),
-            '--stats-out', osp.join(folder, 'stats.json')]
-    return _run_tool('build_vocab', argv)
+    """Caption tokenizer: what ``tools/build_vocab.py`` runs."""
+    from pcm_plugin.data_pipeline.vocab import build_tokenizer_file
+    train, test = (osp.join(ann_dir, f'{k}.json') for k in ('train', 'test'))
+    out = osp.join(folder, 'tokenizer.json')
+    stats = build_tokenizer_file(train, out, coverage_anns=[test],
+                                 progress=False)
+    atomic_write_json(osp.join(folder, 'stats.json'), stats)
+    return dict(command=f'python tools/build_vocab.py {train} --out {out} '
+                f'--coverage-ann {test}')
 
 
 # ------------------------------------------------------------ orchestrate
@@ -334,21 +396,59 @@ def load_world(root: str) -> Dict:
         return json.load(f)
 
 
+def world_name(identity: Dict) -> str:
+    """A short name for result rows: ``'<clip>-seed<seed>'``."""
+    return f'{identity["clip"]}-seed{identity["seed"]}'
+
+
 def prepare_world(settings: WorldSettings, *, progress: bool = True,
+                  rebuild: bool = False,
                   log: Callable[[str], None] = print) -> Dict:
     """Build (or reuse) every step of the mini world.
+
+    A world already prepared at the root with other identity settings
+    (:data:`IDENTITY_KEYS`) is refused unless ``rebuild``; its defect rates
+    and real training set are kept and extended, never dropped. The root is
+    locked while preparing, so several lanes may call this at once.
 
     Args:
         settings (WorldSettings): What to build.
         progress (bool): tqdm bars. Defaults to True.
+        rebuild (bool): Replace a different world at the same root.
         log (callable): Message sink. Defaults to ``print``.
 
     Returns:
         dict: The content of ``world.json``: absolute ``root`` and the
         paths of every artefact relative to it.
     """
-    s = settings
-    root = osp.abspath(s.root)
+    root = osp.abspath(settings.root)
+    identity = world_identity(settings)
+    with world_lock(root):
+        if not rebuild:
+            check_identity(root, identity)
+        settings = _extend_with_prepared(root, settings, identity)
+        return _prepare(settings, root, identity, progress=progress, log=log)
+
+
+def _extend_with_prepared(root: str, settings: WorldSettings,
+                          identity: Dict) -> WorldSettings:
+    """Keep the stores a same-identity world already lists."""
+    path = osp.join(root, 'world.json')
+    if not osp.isfile(path):
+        return settings
+    with open(path, encoding='utf-8') as f:
+        old = json.load(f)
+    if old.get('identity') != identity:
+        return settings
+    rates = sorted(set(settings.defect_rates) |
+                   set(old['settings']['defect_rates']))
+    return replace(settings, defect_rates=rates,
+                   real_train=settings.real_train or
+                   old['settings']['real_train'])
+
+
+def _prepare(s: WorldSettings, root: str, identity: Dict, *, progress: bool,
+             log: Callable[[str], None]) -> Dict:
     os.makedirs(root, exist_ok=True)
     start = time.time()
     seconds: Dict[str, float] = {}
@@ -384,15 +484,7 @@ def prepare_world(settings: WorldSettings, *, progress: bool = True,
             lambda d: build_real_images(d, corpus_dir, ('train',), progress,
                                         nested=False))
 
-    default_cfg, default_ckpt = committed_paths()
-    clip_cfg = s.clip_config or default_cfg
-    clip_ckpt = s.clip_checkpoint or default_ckpt
-    for path in (clip_cfg, clip_ckpt):
-        if not osp.isfile(path):
-            raise FileNotFoundError(
-                f'mini CLIP file {path} not found; train it with `python '
-                'tools/mini_world/train_mini_clip.py` or pass '
-                '--clip-config/--clip-checkpoint')
+    clip_cfg, clip_ckpt = resolve_clip(s)
     clip = step('mini CLIP', 'clip', dict(
         config_sha256=file_sha256(clip_cfg),
         checkpoint_sha256=file_sha256(clip_ckpt)),
@@ -418,7 +510,8 @@ def prepare_world(settings: WorldSettings, *, progress: bool = True,
          lambda d: build_tokenizer(d, ann_dir))
 
     world = dict(
-        root=root, settings=asdict(s),
+        root=root, name=world_name(identity), identity=identity,
+        settings=asdict(s),
         annotations={k: f'corpus/annotations/{k}.json'
                      for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
         images=dict(real='images/real', **{

@@ -1,7 +1,7 @@
 """Does a trained PCM-Net use its concept tokens on real renders?
 
 At test time PCM-Net appends the selected textual (concept) tokens to the
-visual tokens (method.md §3.5). Re-testing a trained ``pcm`` / ``full``
+visual tokens (docs/method.md §3.5). Re-testing a trained ``pcm`` / ``full``
 ablation cell with ``PCMMixup(mode='none')`` — the same weights, the
 textual tokens left out — measures what those tokens contribute at
 inference: a model that ignores them scores the same either way.
@@ -13,7 +13,7 @@ import time
 from typing import Dict, List, Sequence
 
 from .ablation import read_results, variant_config
-from .prepare import WorldSettings, load_world, prepare_world
+from .prepare import load_world
 
 
 def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
@@ -44,17 +44,14 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
         ablation's number) and ``CIDEr_without``, ×1 like the metric.
     """
     out = osp.join(work_root, 'probe.jsonl')
+    world = load_world(root)  # as prepared: nothing is rebuilt
+    name = world.get('name', 'world')
     cells = [r for r in read_results(osp.join(work_root, 'results.jsonl'))
-             if r['variant'] in variants]
-    done = {(r['variant'], r['rate'], r['seed']) for r in read_results(out)}
-    # The world as it was prepared, with every rate the cells trained on
-    # (all cached: nothing is rebuilt).
-    settings = load_world(root)['settings']
-    settings['defect_rates'] = sorted({r['rate'] for r in cells})
-    world = prepare_world(WorldSettings(**settings), progress=False,
-                          log=lambda msg: None)
+             if r['variant'] in variants and r.get('world', 'world') == name]
+    done = {(r.get('world', 'world'), r['variant'], r['rate'], r['seed'])
+            for r in read_results(out)}
     for row in cells:
-        key = (row['variant'], row['rate'], row['seed'])
+        key = (name, row['variant'], row['rate'], row['seed'])
         if key in done:
             continue
         cfg = variant_config(config_dir, world, row['variant'],
@@ -71,7 +68,8 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
         metrics = retest_without_concept_tokens(cfg, checkpoint)
         with open(out, 'a') as f:
             f.write(json.dumps(dict(
-                variant=row['variant'], rate=row['rate'], seed=row['seed'],
+                world=name, variant=row['variant'], rate=row['rate'],
+                seed=row['seed'],
                 CIDEr_with=row['CIDEr'],
                 CIDEr_without=float(metrics['CIDEr']))) + '\n')
         done.add(key)

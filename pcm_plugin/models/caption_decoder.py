@@ -1,6 +1,6 @@
 """Sentence decoder of PCM-Net: post-LN Transformer + cached beam search.
 
-Modified from the official PCM-Net code (method.md §3.7-3.8): the
+Modified from the official PCM-Net code (docs/method.md §3.7-3.8): the
 ``TokenBaseEmbedding`` + ``TransformerDecoder`` + ``BasePredictor`` stack and
 its meshed-memory-style beam search. Where we follow it:
 
@@ -151,7 +151,11 @@ class CaptionTransformerDecoder(BaseModule):
             Defaults to 0.1.
         predictor_drop (float): Dropout before the output Linear.
             Defaults to 0.5.
-        layer_norm_eps (float): LayerNorm epsilon. Defaults to 1e-12.
+        layer_norm_eps (float): Epsilon of the layers' (BERT-style)
+            LayerNorms. Defaults to 1e-12, as the official code.
+        embed_norm_eps (float): Epsilon of the word-embedding LayerNorm.
+            Defaults to 1e-5: the official code leaves that norm at
+            PyTorch's default (docs/method.md §9).
         max_len (int): Default number of decoding steps. Defaults to 20.
         beam_size (int): Default beam size (1 = greedy). Defaults to 3.
         bos_id (int): First input token of every caption. Defaults to 0.
@@ -165,6 +169,7 @@ class CaptionTransformerDecoder(BaseModule):
                  ffn_dim: int = 2048, attn_drop: float = 0.3,
                  hidden_drop: float = 0.2, word_drop: float = 0.1,
                  predictor_drop: float = 0.5, layer_norm_eps: float = 1e-12,
+                 embed_norm_eps: float = 1e-5,
                  max_len: int = 20, beam_size: int = 3, bos_id: int = 0,
                  eos_id: int = 0, max_positions: int = 5000,
                  init_cfg: Optional[dict] = None):
@@ -191,7 +196,7 @@ class CaptionTransformerDecoder(BaseModule):
         self.register_buffer(
             'position_table', sinusoid_table(max_positions, embed_dim),
             persistent=False)
-        self.embed_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.embed_norm = nn.LayerNorm(embed_dim, eps=embed_norm_eps)
         self.embed_drop = nn.Dropout(word_drop)
         self.layers = nn.ModuleList(
             DecoderLayer(

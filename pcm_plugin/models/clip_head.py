@@ -1,7 +1,7 @@
 """The frozen CLIP image head (``ln_post`` + ``proj``) used by PCM.
 
 PCM projects every patch token into CLIP's joint space with CLIP's own head
-(the DenseCLIP trick, method.md §3.2). The weights come from an open_clip
+(the DenseCLIP trick, docs/method.md §3.2). The weights come from an open_clip
 checkpoint (a full model state dict, optionally under ``state_dict`` and with
 a ``module.`` prefix) or from a small file holding only the three tensors.
 """

@@ -1,4 +1,4 @@
-"""Patch-wise Cross-modal feature Mix-up (PCM), method.md §3.1-3.5 and §4.
+"""Patch-wise Cross-modal feature Mix-up (PCM), docs/method.md §3.1-3.5 and §4.
 
 Synthetic images get their salient regions wrong, and those are exactly the
 regions a caption talks about. PCM finds the image's salient concepts in CLIP
@@ -162,7 +162,7 @@ class PCMMixup(BaseModule):
     noise (variance 0.016 on the unit feature) in training only; concept
     retrieval always uses the clean global feature. Follows the official
     code where it differs from the paper: top-M counts (patch, concept) pairs
-    and at test time textual tokens are appended (method.md §9).
+    and at test time textual tokens are appended (docs/method.md §9).
 
     Args:
         patch_dim (int): Dv, raw patch token width (768 for ViT-B/32).
@@ -187,6 +187,9 @@ class PCMMixup(BaseModule):
         noise_var (float): CapDec noise variance on the training global
             token; 0 disables it. Defaults to 0.016.
         dropout (float): Dropout after the LayerNorm. Defaults to 0.5.
+        norm_eps (float): Epsilon of the token LayerNorm. Defaults to
+            1e-5, PyTorch's default, as the official code (unlike the
+            encoder's and decoder's BERT layers, which use 1e-12).
         eval_mode (str): ``'append'`` (official) or ``'replace'`` (use the
             training layout on test images too, for ablations).
         init_cfg (dict, optional): mmengine init config.
@@ -198,7 +201,7 @@ class PCMMixup(BaseModule):
                  top_k: int = 5, top_m: float = 5, temperature: float = 0.01,
                  threshold: float = 0.0, random_prob: float = 0.5,
                  noise_var: float = 0.016, dropout: float = 0.5,
-                 layer_norm_eps: float = 1e-12, eval_mode: str = 'append',
+                 norm_eps: float = 1e-5, eval_mode: str = 'append',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if mode not in MODES:
@@ -215,13 +218,16 @@ class PCMMixup(BaseModule):
         self.random_prob, self.noise_var = random_prob, noise_var
 
         self.patch_proj = nn.Linear(patch_dim, embed_dim)
-        self.text_proj = nn.Linear(global_dim, embed_dim)
+        # Built only where a mode uses it: an unused parameter breaks DDP
+        # with find_unused_parameters=False (and would be dead weight).
+        self.text_proj = (nn.Linear(global_dim, embed_dim)
+                          if mode != 'none' else None)
         self.global_proj = nn.Linear(global_dim, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1,
                                                   embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.type_embed = nn.Embedding(2, embed_dim)
-        self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.drop = nn.Dropout(dropout)
 
         self.concept_words = []

@@ -1,4 +1,4 @@
-"""Visual-semantic encoder (``GTransformerEncoder``), method.md §3.6.
+"""Visual-semantic encoder (``GTransformerEncoder``), docs/method.md §3.6.
 
 A BERT-style post-LN transformer over the mixed token sequence. Its global
 token is re-aggregated from every stage (paper Eq. 6): the position-0 vectors
@@ -51,7 +51,11 @@ class VisualSemanticEncoder(BaseModule):
             to 0.2.
         ffn_drop (float): Dropout after the FFN activation and output.
             Defaults to 0.2 (0.25 in the official COCO ViT-L/14 config).
-        layer_norm_eps (float): LayerNorm epsilon. Defaults to 1e-12.
+        layer_norm_eps (float): Epsilon of the layers' (BERT-style)
+            LayerNorms. Defaults to 1e-12, as the official code.
+        global_norm_eps (float): Epsilon of the LayerNorm after the global
+            aggregation. Defaults to 1e-5: the official code leaves that
+            norm at PyTorch's default (docs/method.md §9).
         aggregate_global (bool): Re-aggregate the global token from all
             stages (Eq. 6). Defaults to True.
         init_cfg (dict, optional): mmengine init config.
@@ -61,6 +65,7 @@ class VisualSemanticEncoder(BaseModule):
                  num_heads: int = 8, ffn_dim: int = 2048,
                  attn_drop: float = 0.3, hidden_drop: float = 0.2,
                  ffn_drop: float = 0.2, layer_norm_eps: float = 1e-12,
+                 global_norm_eps: float = 1e-5,
                  aggregate_global: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -74,7 +79,7 @@ class VisualSemanticEncoder(BaseModule):
         if aggregate_global:
             self.global_fuse = nn.Linear((num_layers + 1) * embed_dim,
                                          embed_dim)
-            self.global_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+            self.global_norm = nn.LayerNorm(embed_dim, eps=global_norm_eps)
 
     def forward(self, tokens: torch.Tensor,
                 token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ WORDS = ['dog', 'surfboard', 'pizza', 'traffic light', 'café']
 
 
 def test_templates():
-    # method.md §2.5, ViECap's 7 templates, in order.
+    # docs/method.md §2.5, ViECap's 7 templates, in order.
     assert resolve_templates('ensemble') == [
         'itap of a {}.', 'a bad photo of the {}.', 'a origami {}.',
         'a photo of the large {}.', 'a {} in a video game.',

@@ -1,4 +1,4 @@
-"""Tests for clip_features + extraction (method.md §2.2), tiny open_clip."""
+"""Tests for clip_features + extraction (docs/method.md §2.2), tiny open_clip."""
 import errno
 import json
 import os

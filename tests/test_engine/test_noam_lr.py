@@ -30,7 +30,7 @@ def test_formula_values():
     assert noam_lr(4 * w) == pytest.approx(d**-0.5 * (4 * w)**-0.5,
                                            rel=1e-15)
     assert noam_lr(4 * w) == pytest.approx(noam_lr(w) / 2, rel=1e-15)
-    # The documented peak (method.md §6.1) and end-of-training values.
+    # The documented peak (docs/method.md §6.1) and end-of-training values.
     assert noam_lr(w) == pytest.approx(4.42e-4, abs=5e-7)
     assert max(noam_lr(s) for s in range(1, 3 * w)) == noam_lr(w)
     assert noam_lr(203400) == pytest.approx(9.8e-5, abs=1e-6)

@@ -76,7 +76,8 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
     assert cfg.model.loss.focal == focal
     assert cfg.train_dataloader.dataset.feature_dir == osp.join(
         root, 'features', train_set)
-    assert cfg.work_dir == str(tmp_path / 'runs' / f'{variant}_{train_set}_s2')
+    assert cfg.work_dir == str(tmp_path / 'runs' / 'world' /
+                               f'{variant}_{train_set}_s2')
     assert cfg.randomness.seed == 2
     assert cfg.val_cfg is None and cfg.val_dataloader is None
     # Everything else is the full model's.

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from pcm_plugin.datasets.feature_store import FeatureStore
-from pcm_plugin.mini_world.diagnostics import (_object_coverage,
-                                               defect_cosines,
+from pcm_plugin.mini_world.diagnostics import (defect_cosines,
                                                mixup_localisation,
                                                nearest_neighbour_cider,
                                                synthetic_sets)
@@ -42,27 +41,6 @@ def test_nearest_neighbour_cider_per_training_set(tiny_world):
     assert all(0 <= v < 1000 for v in scores.values())
 
 
-def test_object_coverage_per_patch():
-    from pcm_plugin.mini_world.render import scene_sprites, sprite_alpha
-    from pcm_plugin.mini_world.scenes import Scene, SceneObject
-    scene = Scene(background='snow', objects=[
-        SceneObject(shape='square', colour='red', size='large', cell=(0, 0),
-                    x=12.0, y=12.0, radius=8.0),
-        SceneObject(shape='circle', colour='blue', size='large', cell=(2, 2),
-                    x=48.0, y=52.0, radius=6.0)])
-    cover = _object_coverage(scene, grid=8)  # (2, 64); 8x8-pixel patches
-    assert cover.shape == (2, 64)
-    # The square is centred at pixel (row 12, col 12): patch (1, 1) = 9.
-    assert cover[0, 9] == pytest.approx(1.0)
-    assert cover[0, 63] == 0 and cover[1, 0] == 0
-    # The circle at (row 52, col 48) lies in patch row 6, column 6 = 54.
-    assert cover[1].argmax() == 54
-    # Coverage conserves each sprite's area.
-    for k, sprite in enumerate(scene_sprites(scene)):
-        assert cover[k].sum() * 64 == pytest.approx(
-            sprite_alpha(sprite).sum(), rel=1e-5)
-
-
 def test_mixup_localisation_accounts_for_every_pair(tiny_world):
     _, world, _ = tiny_world
     where = mixup_localisation(world['root'], 'test', top_m=3)
@@ -88,4 +66,4 @@ def test_diagnose_tool_writes_json(tiny_world, tmp_path):
     assert sorted(diag['cosines']) == ['synth_d000', 'synth_d050']
     assert diag['cosines']['synth_d000']['clean']['n'] == 24
     assert set(diag['mixup_localisation']) == {
-        'shape', 'colour', 'background', 'object_patches'}
+        'shape', 'colour', 'background', 'object_match', 'object_patches'}

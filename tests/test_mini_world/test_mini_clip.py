@@ -72,9 +72,10 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
 def test_training_batches_are_hard_negative_groups():
     from pcm_plugin.mini_world.mini_clip_train import (GROUP_VARIANTS,
                                                        training_batch)
-    images, texts = training_batch(0, 8, seed=0)
+    images, texts, scenes = training_batch(0, 8, seed=0)
     again = training_batch(0, 8, seed=0)
-    assert len(images) == len(texts) == 8 and len(GROUP_VARIANTS) == 4
+    assert len(images) == len(texts) == len(scenes) == 8
+    assert len(GROUP_VARIANTS) == 4
     assert texts == again[1]
     np.testing.assert_array_equal(images[3], again[0][3])
     # Within a group the layout (where the non-background pixels are) is

@@ -12,11 +12,19 @@ CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
 
 def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
                                                      monkeypatch):
+    from mmengine.config import Config
     _, world, _ = tiny_world
+    epochs = Config.fromfile(osp.join(CONFIG_DIR, 'pcm_shapes.py')
+                             ).train_cfg.max_epochs
+    last = f'epoch_{epochs}.pth'
     work_root = tmp_path / 'ablation'
     work_root.mkdir()
-    rows = [dict(variant=v, rate=0.5, seed=s, CIDEr=1.0 + s)
+    rows = [dict(world=world['name'], variant=v, rate=0.5, seed=s,
+                 CIDEr=1.0 + s)
             for v in ('base', 'pcm', 'full') for s in (0, 1)]
+    # A row of another world with the same cell is not this world's.
+    rows.append(dict(world='other-seed3', variant='pcm', rate=0.5, seed=0,
+                     CIDEr=9.0))
     with open(work_root / 'results.jsonl', 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in rows)
     tested = []
@@ -30,16 +38,18 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
               work_root=str(work_root))
     with pytest.raises(FileNotFoundError, match='pcm_synth_d050_s0'):
         probe.probe_concept_tokens(**kw)
-    for row in rows:
-        cell = work_root / f'{row["variant"]}_synth_d050_s{row["seed"]}'
-        cell.mkdir(exist_ok=True)
-        (cell / 'epoch_4.pth').touch()
+    cells = work_root / world['name']
+    for row in rows[:-1]:
+        cell = cells / f'{row["variant"]}_synth_d050_s{row["seed"]}'
+        cell.mkdir(parents=True, exist_ok=True)
+        (cell / last).touch()
     out = probe.probe_concept_tokens(**kw)
     assert [(r['variant'], r['seed'], r['CIDEr_with'], r['CIDEr_without'])
             for r in out] == [('pcm', 0, 1.0, 0.25), ('pcm', 1, 2.0, 0.25),
                               ('full', 0, 1.0, 0.25), ('full', 1, 2.0, 0.25)]
-    cell = str(work_root / 'pcm_synth_d050_s1')
-    assert (cell, osp.join(cell, 'epoch_4.pth'), 'top') in tested
+    cell = str(cells / 'pcm_synth_d050_s1')
+    assert (cell, osp.join(cell, last), 'top') in tested
+    assert {r['world'] for r in out} == {world['name']}
     assert len(tested) == 4
     # A rerun skips finished cells.
     assert probe.probe_concept_tokens(**kw) == out and len(tested) == 4

@@ -1,4 +1,4 @@
-"""Tests for pcm_plugin.models.caption_decoder (method.md §3.7-3.8)."""
+"""Tests for pcm_plugin.models.caption_decoder (docs/method.md §3.7-3.8)."""
 import itertools
 
 import pytest
@@ -260,7 +260,7 @@ class TestStructure:
             CaptionTransformerDecoder(vocab_size=5, eos_id=5, **TINY)
 
     def test_default_layer_parameter_count(self):
-        # method.md §3.7: the 3 decoder layers hold 12.6 M parameters.
+        # docs/method.md §3.7: the 3 decoder layers hold 12.6 M parameters.
         from pcm_plugin.models.caption_decoder import \
             CaptionTransformerDecoder
         decoder = CaptionTransformerDecoder(vocab_size=3)

@@ -20,7 +20,7 @@ PATCHES = torch.tensor([[[0., 0, 1], [1, 1, 0.2], [0.5, 0, 1], [0, 0.4, 1]]])
 
 def reference_mixup(patches, global_feat, concepts, top_k, top_m, tau,
                     threshold):
-    """Loop-by-loop numpy re-statement of method.md §3.1-3.4."""
+    """Loop-by-loop numpy re-statement of docs/method.md §3.1-3.4."""
     p, g, E = (np.asarray(x, dtype=np.float64)
                for x in (patches, global_feat, concepts))
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa
@@ -131,7 +131,7 @@ def features(batch=2, seed=0):
 
 
 def expected_tokens(module, proj, positions, types):
-    """Embedding pipeline of method.md §3.5: ReLU(proj+pos+type)->LN."""
+    """Embedding pipeline of docs/method.md §3.5: ReLU(proj+pos+type)->LN."""
     return module.norm(
         torch.relu(proj + positions + module.type_embed.weight[types]))
 
@@ -267,3 +267,18 @@ def test_clear_errors(mixup_cfg, tmp_path):
         module(torch.randn(1, 64, 48), torch.randn(1, 32))
     with pytest.raises(ValueError, match='mode must be one of'):
         PCMMixup(patch_dim=4, global_dim=4, num_patches=2, mode='all')
+
+
+@pytest.mark.parametrize('mode', ['top', 'random', 'none'])
+def test_every_trainable_parameter_is_used_in_training(mixup_cfg, mode):
+    """DDP with find_unused_parameters=False needs a gradient for every
+    trainable parameter; mode 'none' builds no text projection at all."""
+    cfg = dict(mixup_cfg, mode=mode)
+    if mode == 'none':
+        cfg.update(concept_bank=None, clip_head=None)
+    module = MODELS.build(cfg).train()
+    module(*features(batch=4))['tokens'].pow(2).sum().backward()
+    unused = [n for n, p in module.named_parameters()
+              if p.requires_grad and p.grad is None]
+    assert unused == []
+    assert (module.text_proj is None) == (mode == 'none')

@@ -1,12 +1,14 @@
 """Paper Table 3 on the mini world: Base / +PCM / +CXE / full (+ real).
 
-    python tools/mini_world/ablation.py                    # 3 seeds x 3 rates
+    python tools/mini_world/prepare.py --defect-rates 0 0.3 0.6 --real-train
+    python tools/mini_world/ablation.py                    # 5 seeds x 3 rates
     python tools/mini_world/ablation.py --seeds 0 --rates 0.3 --variants base full
-    python tools/mini_world/ablation.py --summary-only     # print the table
+    python tools/mini_world/ablation.py --summary-only     # print the tables
 
-Results go to work_dirs/ablation/results.jsonl (one line per run, appended as
-runs finish: rerunning skips finished cells) and the markdown table to
-work_dirs/ablation/table.md.
+Runs on the world prepared at --root as it is (never rebuilds it). Results
+go to <work-root>/results.jsonl (one line per run with its world's name,
+appended as runs finish: rerunning skips finished cells; several lanes may
+share one sweep) and the markdown tables to <work-root>/table.md.
 """
 import argparse
 import os
@@ -26,11 +28,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='configs',
                         help="where the variants' configs pcm_shapes*.py are")
-    parser.add_argument('--root', default='data/mini_world')
+    parser.add_argument('--root', default='data/mini_world',
+                        help='a prepared world (tools/mini_world/prepare.py)')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--rates', type=float, nargs='+',
                         default=[0.0, 0.3, 0.6])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--seeds', type=int, nargs='+',
+                        default=[0, 1, 2, 3, 4])
     parser.add_argument('--variants', nargs='+',
                         default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--epochs', type=int, default=None)
@@ -39,14 +43,23 @@ def main(argv=None) -> int:
     if args.summary_only:
         rows = read_results(osp.join(args.work_root, 'results.jsonl'))
     else:
-        rows = run_ablation(config_dir=args.config_dir, root=args.root,
-                            work_root=args.work_root, rates=args.rates,
-                            seeds=args.seeds, variants=args.variants,
-                            max_epochs=args.epochs)
-    table = summarize(rows) + '\n\n' + gaps(rows)
-    print(table)
+        try:
+            rows = run_ablation(
+                config_dir=args.config_dir, root=args.root,
+                work_root=args.work_root, rates=args.rates, seeds=args.seeds,
+                variants=args.variants, max_epochs=args.epochs)
+        except FileNotFoundError as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 1
+    tables = []
+    for world in sorted({r.get('world', 'world') for r in rows}):
+        mine = [r for r in rows if r.get('world', 'world') == world]
+        tables.append(f'### {world}\n\n{summarize(mine)}\n\n{gaps(mine)}')
+    text = '\n\n'.join(tables)
+    print(text)
+    os.makedirs(args.work_root, exist_ok=True)
     with open(osp.join(args.work_root, 'table.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(text + '\n')
     return 0
 
 

@@ -21,6 +21,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from pcm_plugin.mini_world.mini_clip import CLIP_KINDS
     from pcm_plugin.mini_world.prepare import WorldSettings
     d = WorldSettings()
     parser = argparse.ArgumentParser(
@@ -39,8 +40,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='one synthetic training set per rate')
     parser.add_argument('--real-train', action='store_true',
                         help='also build the train-on-real-renders set')
+    parser.add_argument('--clip', default=d.clip, choices=sorted(CLIP_KINDS),
+                        help='which committed mini CLIP sees the world: '
+                        '`localized` (patch tokens name their objects, as '
+                        'PCM-Net assumes; default) or `weak` (class-token '
+                        'training only: the weakly-localized world)')
+    parser.add_argument('--rebuild', action='store_true',
+                        help='replace a different world prepared at --root '
+                        '(without it, that is refused)')
     parser.add_argument('--clip-config', default=None,
-                        help='mini CLIP config JSON (default: committed)')
+                        help='mini CLIP config JSON (overrides --clip)'),
     parser.add_argument('--clip-checkpoint', default=None,
                         help='mini CLIP weights (default: committed)')
     parser.add_argument('--batch-size', type=int, default=d.batch_size,
@@ -60,10 +69,11 @@ def main(argv=None) -> int:
         root=args.root, seed=args.seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, refs=args.refs,
         defect_rates=list(args.defect_rates), real_train=args.real_train,
-        clip_config=args.clip_config, clip_checkpoint=args.clip_checkpoint,
+        clip=args.clip, clip_config=args.clip_config, clip_checkpoint=args.clip_checkpoint,
         batch_size=args.batch_size)
     try:
-        world = prepare_world(settings, progress=not args.no_progress)
+        world = prepare_world(settings, progress=not args.no_progress,
+                              rebuild=args.rebuild)
     except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

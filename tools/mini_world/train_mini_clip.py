@@ -32,6 +32,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--lr', type=float, default=None)
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--dense-weight', type=float, default=None,
+                        help='weight of the dense patch-concept term '
+                        '(default 0: the weakly-localized recipe)')
+    parser.add_argument('--dense-scale', type=float, default=None,
+                        help='logit scale of the dense term (default 10)')
+    parser.add_argument('--image-concept-weight', type=float, default=None,
+                        help='weight of the image-level concept term '
+                        '(default 0)')
+    parser.add_argument('--init-checkpoint', default=None,
+                        help='start from these mini CLIP weights')
     parser.add_argument('--resume-every', type=int, default=None,
                         help='save the training state every N steps; '
                         'rerunning the same command resumes')
@@ -45,7 +55,10 @@ def main(argv=None) -> int:
         steps=args.steps, pretrain_steps=args.pretrain_steps,
         batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, threads=args.threads,
-        resume_every=args.resume_every).items() if v is not None}
+        resume_every=args.resume_every, dense_weight=args.dense_weight,
+        dense_scale=args.dense_scale,
+        image_concept_weight=args.image_concept_weight,
+        init_checkpoint=args.init_checkpoint).items() if v is not None}
     metrics = train_mini_clip(args.out_dir, **overrides)
     print(json.dumps(metrics['eval'], indent=1))
     print(f'trained in {metrics["seconds_this_run"]} s; wrote '

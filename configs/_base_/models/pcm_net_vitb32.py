@@ -1,5 +1,5 @@
 # PCM-Net on CLIP ViT-B/32 features (official COCO/Flickr B/32 configs,
-# method.md §3 and §5): 49 x 768 patches + a 512-d global embedding.
+# docs/method.md §3 and §5): 49 x 768 patches + a 512-d global embedding.
 # The CLIP that extracted the features: its ln_post/proj head is frozen
 # inside PCMMixup, and tools/caption_image.py uses it on raw images.
 clip_model = dict(name='ViT-B-32', checkpoint='data/clip/ViT-B-32.pt')

@@ -1,4 +1,4 @@
-# Official optimisation (method.md §6.1): Adam, no weight decay, Noam
+# Official optimisation (docs/method.md §6.1): Adam, no weight decay, Noam
 # (d=512, warm-up 10k, stepped per iteration; it sets the lr itself, so the
 # optimizer's lr is only a placeholder), gradient clipping by value 0.1,
 # 12 epochs with evaluation every epoch.

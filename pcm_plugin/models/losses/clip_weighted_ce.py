@@ -1,4 +1,4 @@
-"""CLIP-weighted, label-smoothed cross-entropy of PCM-Net (method.md §5).
+"""CLIP-weighted, label-smoothed cross-entropy of PCM-Net (docs/method.md §5).
 
 Modified from the behaviour of the official PCM-Net loss
 (``losses/weighted_label_smoothing.py``), written from the spec in plain

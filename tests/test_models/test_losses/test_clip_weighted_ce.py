@@ -1,4 +1,4 @@
-"""Tests of CLIPWeightedCELoss against the method.md §5 formula by hand."""
+"""Tests of CLIPWeightedCELoss against the docs/method.md §5 formula by hand."""
 import math
 
 import numpy as np
