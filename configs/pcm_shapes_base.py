@@ -2,7 +2,8 @@
 # plain label-smoothed cross-entropy. The train-on-real upper bound is this
 # config on the real renders' features:
 #   python tools/train.py configs/pcm_shapes_base.py --cfg-options \
-#       train_dataloader.dataset.feature_dir=data/mini_world/features/real_train
+#       train_dataloader.dataset.feature_dir=\
+#       data/mini_world/features/real_train
 _base_ = ['./pcm_shapes.py']
 
 model = dict(

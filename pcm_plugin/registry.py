@@ -7,8 +7,15 @@ the way OpenMMLab ``projects/`` plugins do it, so an mmpretrain-style config
 is set. Importing ``mmpretrain.registry`` is cheap: it does not import
 mmpretrain's models.
 """
-from mmpretrain.registry import (DATASETS, HOOKS, METRICS, MODEL_WRAPPERS,
-                                 MODELS, PARAM_SCHEDULERS, TRANSFORMS)
+from mmpretrain.registry import (
+                                 DATASETS,
+                                 HOOKS,
+                                 METRICS,
+                                 MODEL_WRAPPERS,
+                                 MODELS,
+                                 PARAM_SCHEDULERS,
+                                 TRANSFORMS,
+)
 
 __all__ = [
     'DATASETS', 'HOOKS', 'METRICS', 'MODEL_WRAPPERS', 'MODELS',

@@ -60,8 +60,11 @@ CAPTIONS = [
 @pytest.fixture(scope='session')
 def tiny_tokenizer(tmp_path_factory) -> str:
     """``tokenizer.json`` built from :data:`CAPTIONS` (min count 1)."""
-    from pcm_plugin.models.tokenizer import (build_word_tokenizer,
-                                             count_words, save_tokenizer)
+    from pcm_plugin.models.tokenizer import (
+        build_word_tokenizer,
+        count_words,
+        save_tokenizer,
+    )
     path = str(tmp_path_factory.mktemp('tok') / 'tokenizer.json')
     save_tokenizer(build_word_tokenizer(count_words(CAPTIONS), min_count=1),
                    path)

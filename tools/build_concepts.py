@@ -27,7 +27,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from pcm_plugin.data_pipeline.bad_input import BadInputError  # noqa: E402
 from pcm_plugin.models.concept_bank import (  # noqa: E402
-    default_concept_words, save_concept_bank)
+    default_concept_words,
+    save_concept_bank,
+)
 
 
 def add_encode_args(sub) -> None:
@@ -152,8 +154,10 @@ def run_nouns(args: argparse.Namespace) -> None:
 def run_import(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from pcm_plugin.data_pipeline.official_bank import (official_bank_meta,
-                                                        read_official_bank)
+    from pcm_plugin.data_pipeline.official_bank import (
+        official_bank_meta,
+        read_official_bank,
+    )
     words, embeddings = read_official_bank(args.pickle)
     meta = official_bank_meta(args.pickle, embeddings)
     save_concept_bank(args.out, words, embeddings.astype(args.dtype), meta)

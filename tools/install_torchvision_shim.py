@@ -1,4 +1,4 @@
-"""Install the torchvision CPU shim into the current interpreter's site-packages.
+"""Install the torchvision CPU shim into this interpreter's site-packages.
 
 Only acts when torch is a CPU build (``torch.version.cuda is None``) and a
 torchvision is installed whose compiled ops do not load with it. A user with a

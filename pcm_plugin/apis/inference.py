@@ -41,11 +41,13 @@ class ImageCaptioner:
                  pretrained: Optional[str] = None,
                  model_config: Optional[str] = None, device: str = 'cpu',
                  beam_size: Optional[int] = None):
-        import pcm_plugin  # noqa: F401  registers the components
         from mmengine.runner import load_checkpoint
 
-        from pcm_plugin.data_pipeline.clip_features import (load_open_clip,
-                                                            resolve_pool)
+        import pcm_plugin  # noqa: F401  registers the components
+        from pcm_plugin.data_pipeline.clip_features import (
+            load_open_clip,
+            resolve_pool,
+        )
         from pcm_plugin.registry import MODELS
         cfg = config if isinstance(config, Config) else Config.fromfile(
             config)

@@ -199,8 +199,10 @@ def build_concept_bank(out: str, *, clip_model: str,
     Returns:
         dict: ``num_words``, ``num_templates`` and ``shape``.
     """
-    from pcm_plugin.models.concept_bank import (default_concept_words,
-                                                save_concept_bank)
+    from pcm_plugin.models.concept_bank import (
+        default_concept_words,
+        save_concept_bank,
+    )
     if words is None:
         words = read_word_list(words_file) if words_file else \
             default_concept_words()

@@ -25,18 +25,31 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pcm_plugin.datasets.feature_store import (atomic_write_json,
-                                               shard_is_complete,
-                                               write_index, write_shard)
+from pcm_plugin.datasets.feature_store import (
+    atomic_write_json,
+    shard_is_complete,
+    write_index,
+    write_shard,
+)
 from pcm_plugin.utils.fileio import file_sha256
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
-from .image_io import (DEFAULT_MAX_PIXELS, ImageListDataset, candidate_paths,
-                       collate_items)
-from .sharding import (barrier, disk_full_error, dist_env, owned_by_rank,
-                       process_group, remove_stale_temp_files,
-                       sum_across_ranks)
+from .image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageListDataset,
+    candidate_paths,
+    collate_items,
+)
+from .sharding import (
+    barrier,
+    disk_full_error,
+    dist_env,
+    owned_by_rank,
+    process_group,
+    remove_stale_temp_files,
+    sum_across_ranks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +193,7 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
         ``skipped_bad``, ``seconds``, ``images_per_s``, ...).
     """
     import torch
+
     from .clip_features import feature_shapes, load_open_clip, resolve_pool
     start = time.time()
     rank, world, local_rank = dist_env()

@@ -34,11 +34,24 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
-from .sharding import (barrier, dist_env, owned_by_rank, process_group,
-                       remove_stale_temp_files, sum_across_ranks)
-from .synthesis_output import (IMAGE_DIR, MANIFEST, check_settings,
-                               image_is_done, load_records, merge_manifest,
-                               open_part, write_image)
+from .sharding import (
+    barrier,
+    dist_env,
+    owned_by_rank,
+    process_group,
+    remove_stale_temp_files,
+    sum_across_ranks,
+)
+from .synthesis_output import (
+    IMAGE_DIR,
+    MANIFEST,
+    check_settings,
+    image_is_done,
+    load_records,
+    merge_manifest,
+    open_part,
+    write_image,
+)
 
 logger = logging.getLogger(__name__)
 

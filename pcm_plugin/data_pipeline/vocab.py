@@ -8,8 +8,12 @@ annotation file and measures how much of a corpus it covers.
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from pcm_plugin.models.tokenizer import (UNK_ID, build_word_tokenizer,
-                                         count_words, save_tokenizer)
+from pcm_plugin.models.tokenizer import (
+    UNK_ID,
+    build_word_tokenizer,
+    count_words,
+    save_tokenizer,
+)
 
 
 @dataclass
@@ -121,8 +125,11 @@ def build_tokenizer_file(ann_file: str, out: str, *, min_count: int = 5,
     Returns:
         dict: The statistics (also what ``--stats-out`` writes).
     """
-    from pcm_plugin.models.tokenizer import (SPECIAL_TOKENS,
-                                             load_caption_tokenizer)
+    from pcm_plugin.models.tokenizer import (
+        SPECIAL_TOKENS,
+        load_caption_tokenizer,
+    )
+
     from .caption_readers import read_annotation_captions
     captions = read_annotation_captions(ann_file)
     _, counts = build_vocab(captions, out, min_count=min_count,

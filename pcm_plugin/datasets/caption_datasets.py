@@ -12,6 +12,7 @@ from typing import List
 from mmengine.dataset import BaseDataset
 
 from pcm_plugin.registry import DATASETS
+
 from .transforms import open_feature_store
 
 

@@ -7,6 +7,7 @@ from mmcv.transforms import BaseTransform
 from mmpretrain.structures import DataSample
 
 from pcm_plugin.registry import TRANSFORMS
+
 from .feature_store import FeatureStore
 
 _STORES: Dict[str, FeatureStore] = {}

@@ -1,5 +1,6 @@
 """DistributedDataParallel wrapper that also works for CPU-only training."""
 from mmengine.model import MMDistributedDataParallel
+
 # mmengine's Runner looks wrappers up with a plain ``get`` on its own root
 # registry (no scope switch), so this one is registered there; mmpretrain's
 # child registry still finds it through its parent.

@@ -163,8 +163,9 @@ def teardown_distributed() -> None:
 
 def build_runner(cfg: Config):
     """``Runner.from_cfg`` (or the configured runner type)."""
-    import pcm_plugin  # noqa: F401  registers components + ckpt loader
     from mmengine.runner import Runner
+
+    import pcm_plugin  # noqa: F401  registers components + ckpt loader
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)

@@ -20,6 +20,7 @@ from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 from mmengine.evaluator import BaseMetric
 
 from pcm_plugin.registry import METRICS
+
 from .coco_gt import References, check_references, load_coco_gt, to_image_id
 
 # Output keys per scorer, in pycocoevalcap's order.

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .render import SHAPE_POLYGONS, Sprite
-from .scenes import (COLOURS, GRID, RADIUS, SHAPES, Scene, cell_centre)
+from .scenes import COLOURS, GRID, RADIUS, SHAPES, Scene, cell_centre
 
 DEFECT_TYPES = ('wrong_colour', 'distorted', 'missing', 'extra')
 _STREAM = 7919  # separates defect streams from scene and style streams

@@ -79,6 +79,7 @@ def run_digest(cfg: Config) -> str:
     world, their ``index.json``.
     """
     import hashlib
+
     from pcm_plugin.utils.fileio import file_sha256
     features = cfg.train_dataloader.dataset.feature_dir
     stamp = osp.join(features, 'done.json')
@@ -102,6 +103,7 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
         dict: Test metrics of the last checkpoint.
     """
     from mmengine.runner import Runner
+
     import pcm_plugin  # noqa: F401
     os.makedirs(cfg.work_dir, exist_ok=True)
     stamp_path = osp.join(cfg.work_dir, 'demo_done.json')

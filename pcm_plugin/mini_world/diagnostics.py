@@ -47,6 +47,7 @@ def defect_cosines(root: str, name: str,
         'p90', 'weight'}}``.
     """
     import torch
+
     from pcm_plugin.models.losses.clip_weighted_ce import clip_sample_weights
 
     world = load_world(root)
@@ -122,9 +123,11 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
         dict: :func:`~.localisation.localisation_stats`.
     """
     import torch
+
     from pcm_plugin.datasets.feature_store import FeatureStore
     from pcm_plugin.models.clip_head import FrozenCLIPHead
     from pcm_plugin.models.concept_bank import load_concept_bank
+
     from .localisation import localisation_stats, select_pairs
 
     world = load_world(root)

@@ -54,9 +54,13 @@ def select_pairs(patch_proj, global_feat, concept_embeds, *, top_k: int = 5,
         flattened (N, K) affinity, ``pair_ok`` (B, M) bool.
     """
     import torch
-    from pcm_plugin.models.pcm_mixup import (_unit, patch_concept_affinity,
-                                             retrieve_concepts,
-                                             top_patch_concept_pairs)
+
+    from pcm_plugin.models.pcm_mixup import (
+        _unit,
+        patch_concept_affinity,
+        retrieve_concepts,
+        top_patch_concept_pairs,
+    )
     with torch.no_grad():
         concept_idx, keep = retrieve_concepts(
             global_feat, concept_embeds, top_k=top_k,

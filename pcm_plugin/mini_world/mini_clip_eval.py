@@ -7,8 +7,12 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .mini_clip import (concept_embeddings, encode_images, encode_texts,
-                        images_to_tensor)
+from .mini_clip import (
+    concept_embeddings,
+    encode_images,
+    encode_texts,
+    images_to_tensor,
+)
 from .render import render_real, render_synthetic
 from .scenes import BACKGROUNDS, COLOURS, SHAPES, generate_split
 
@@ -97,7 +101,9 @@ def patch_localisation(model, tokenizer, scenes, images,
         dict: :func:`~.localisation.localisation_stats`.
     """
     import torch
+
     from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
+
     from .localisation import localisation_stats, select_pairs
     from .mini_clip_dense import WORDS
     patches, globs = [], []

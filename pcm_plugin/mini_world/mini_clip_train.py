@@ -24,16 +24,34 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from pcm_plugin.utils.fileio import file_sha256
-from .mini_clip import (CONCEPT_TEMPLATES, MINI_CLIP_CONFIG, MINI_CLIP_NAME,
-                        images_to_tensor, register_config, round_to_fp16_,
-                        save_mini_clip)
+
+from .mini_clip import (
+    CONCEPT_TEMPLATES,
+    MINI_CLIP_CONFIG,
+    MINI_CLIP_NAME,
+    images_to_tensor,
+    register_config,
+    round_to_fp16_,
+    save_mini_clip,
+)
 from .mini_clip_dense import WORDS as DENSE_WORDS
-from .mini_clip_dense import (dense_concept_loss, image_concept_loss,
-                              patch_targets, scene_word_sets)
+from .mini_clip_dense import (
+    dense_concept_loss,
+    image_concept_loss,
+    patch_targets,
+    scene_word_sets,
+)
 from .mini_clip_eval import evaluate_mini_clip
 from .render import render_real
-from .scenes import (COLOURS, SHAPES, Scene, describe, sample_scene,
-                     scene_rng, short_description)
+from .scenes import (
+    COLOURS,
+    SHAPES,
+    Scene,
+    describe,
+    sample_scene,
+    scene_rng,
+    short_description,
+)
 
 # A training group: one scene and variants with the same layout.
 GROUP_VARIANTS = ('base', 'shapes', 'shapes', 'colours')
@@ -243,6 +261,7 @@ def clip_phase(model, tokenizer, *, steps: int, batch_size: int, lr: float,
     import open_clip
     import torch
     from torch.nn import functional as F
+
     from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
     loss_fn = open_clip.loss.ClipLoss()
     optim = torch.optim.AdamW(model.parameters(), lr=lr,

@@ -28,9 +28,14 @@ import numpy as np
 
 from pcm_plugin.datasets.feature_store import atomic_write_json
 from pcm_plugin.utils.fileio import file_sha256
+
 from .defects import apply_defect, plan_defect
-from .mini_clip import (CONCEPT_TEMPLATES, DEFAULT_CLIP_KIND, MINI_CLIP_NAME,
-                        committed_paths)
+from .mini_clip import (
+    CONCEPT_TEMPLATES,
+    DEFAULT_CLIP_KIND,
+    MINI_CLIP_NAME,
+    committed_paths,
+)
 from .render import render_real, render_synthetic, scene_sprites
 from .scenes import Scene, generate_split, world_words
 
@@ -222,9 +227,12 @@ def _image_id(split: str, index: int) -> str:
 def build_corpus(folder: str, s: WorldSettings, progress: bool) -> Dict:
     """Scenes, annotation files and COCO ground truth of all splits."""
     from tqdm import tqdm
-    from pcm_plugin.data_pipeline.annotations import (ImageCaptions,
-                                                      coco_ground_truth,
-                                                      eval_entries)
+
+    from pcm_plugin.data_pipeline.annotations import (
+        ImageCaptions,
+        coco_ground_truth,
+        eval_entries,
+    )
     ann_dir = osp.join(folder, 'annotations')
     scene_dir = osp.join(folder, 'scenes')
     os.makedirs(ann_dir)

@@ -19,6 +19,7 @@ from .prepare import load_world
 def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
     """Test metrics of ``checkpoint`` with the mix-up switched off."""
     from mmengine.runner import Runner
+
     import pcm_plugin  # noqa: F401
     cfg = copy.deepcopy(cfg)  # Config.copy() shares the nested dicts
     cfg.model.mixup.mode = 'none'

@@ -1,8 +1,11 @@
 """PCM-Net model components, registered in mmpretrain's MODELS."""
 from .caption_decoder import CaptionTransformerDecoder
 from .captioner import CaptionFeaturePreprocessor, PCMCaptioner
-from .concept_bank import (default_concept_words, load_concept_bank,
-                           save_concept_bank)
+from .concept_bank import (
+                           default_concept_words,
+                           load_concept_bank,
+                           save_concept_bank,
+)
 from .losses import CLIPWeightedCELoss, clip_weighted_ce
 from .pcm_mixup import PCMMixup, retrieve_concepts, salient_patch_mixup
 from .vs_encoder import VisualSemanticEncoder

@@ -27,7 +27,9 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from pcm_plugin.registry import MODELS
+
 from .layers import FeedForward, MultiHeadAttention
+
 
 def sinusoid_table(num_positions: int, dim: int) -> Tensor:
     """Fixed sine/cosine position table (Vaswani et al., base 10000).

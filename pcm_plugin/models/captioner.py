@@ -9,6 +9,7 @@ from mmpretrain.structures import DataSample
 from torch import nn
 
 from pcm_plugin.registry import MODELS
+
 from .tokenizer import decode_ids, encode_captions, load_caption_tokenizer
 
 INPUT_KEYS = ('patch_feats', 'global_feat')

@@ -21,6 +21,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from pcm_plugin.registry import MODELS
+
 from .clip_head import FrozenCLIPHead
 from .concept_bank import load_concept_bank
 

@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from pcm_plugin.registry import MODELS
+
 from .layers import FeedForward, MultiHeadAttention
 
 

@@ -1,6 +1,9 @@
 """Tiny randomly initialised models for tests and the offline demo."""
-from .tiny_clip import (TINY_CLIP_CONFIGS, build_tiny_open_clip,
-                        register_model_config)
+from .tiny_clip import (
+                        TINY_CLIP_CONFIGS,
+                        build_tiny_open_clip,
+                        register_model_config,
+)
 from .tiny_diffusion import build_clip_tokenizer_files, build_tiny_sd_pipeline
 
 __all__ = [

@@ -68,8 +68,12 @@ def build_tiny_sd_pipeline(out_dir: str, seed: int = 0) -> str:
         str: ``out_dir``.
     """
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler,
-                           StableDiffusionPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(seed)

@@ -15,8 +15,11 @@ import numpy as np
 
 from pcm_plugin.datasets.feature_store import write_feature_store
 from pcm_plugin.models.concept_bank import save_concept_bank
-from pcm_plugin.models.tokenizer import (build_word_tokenizer, count_words,
-                                         save_tokenizer)
+from pcm_plugin.models.tokenizer import (
+    build_word_tokenizer,
+    count_words,
+    save_tokenizer,
+)
 
 COLOURS = ('red', 'green', 'blue', 'yellow')
 SHAPES = ('circle', 'square', 'triangle')

@@ -5,8 +5,15 @@ import random
 import pytest
 
 from pcm_plugin.data_pipeline.annotations import (
-    ImageCaptions, check_disjoint, coco_ground_truth, derive_image_ids,
-    parse_split_spec, split_by_image, train_entries, write_annotation_files)
+    ImageCaptions,
+    check_disjoint,
+    coco_ground_truth,
+    derive_image_ids,
+    parse_split_spec,
+    split_by_image,
+    train_entries,
+    write_annotation_files,
+)
 
 
 def make_images(n: int, caps_per_image: int = 2):

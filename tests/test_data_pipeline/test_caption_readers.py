@@ -5,8 +5,12 @@ import pytest
 
 from pcm_plugin.data_pipeline.bad_input import BadInputError, BadInputPolicy
 from pcm_plugin.data_pipeline.caption_readers import (
-    read_annotation_captions, read_caption_corpus, read_caption_csv,
-    read_coco_captions, read_karpathy)
+    read_annotation_captions,
+    read_caption_corpus,
+    read_caption_csv,
+    read_coco_captions,
+    read_karpathy,
+)
 
 
 def karpathy_image(imgid, split, raws, cocoid=None, filepath='val2014'):

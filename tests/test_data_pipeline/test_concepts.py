@@ -4,11 +4,13 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.data_pipeline.concepts import (ENSEMBLE_TEMPLATES,
-                                               encode_concepts,
-                                               load_open_clip_text_model,
-                                               read_word_list,
-                                               resolve_templates)
+from pcm_plugin.data_pipeline.concepts import (
+    ENSEMBLE_TEMPLATES,
+    encode_concepts,
+    load_open_clip_text_model,
+    read_word_list,
+    resolve_templates,
+)
 
 WORDS = ['dog', 'surfboard', 'pizza', 'traffic light', 'café']
 

@@ -1,4 +1,4 @@
-"""Tests for clip_features + extraction (docs/method.md §2.2), tiny open_clip."""
+"""clip_features + extraction (docs/method.md §2.2) with a tiny open_clip."""
 import errno
 import json
 import os
@@ -74,8 +74,11 @@ def extract(ann, image_dir, out_dir, clips, name='pcm-tiny-vit-b32',
 def direct_features(clips, paths, captions, name='pcm-tiny-vit-b32'):
     """Features computed image by image, without the tool."""
     import torch
-    from pcm_plugin.data_pipeline.clip_features import (caption_cosine,
-                                                        extract_batch)
+
+    from pcm_plugin.data_pipeline.clip_features import (
+        caption_cosine,
+        extract_batch,
+    )
     from pcm_plugin.data_pipeline.image_io import load_rgb_image
     model, preprocess, tokenizer = load(clips, name)
     pool = 2 if name.endswith('l14') else 1
@@ -103,6 +106,7 @@ class TestPatchTokens:
 
     def test_tokens_are_the_last_block_output_before_ln_post(self, clips):
         import torch
+
         from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
         model, _, _ = load(clips)
         visual = model.visual
@@ -130,6 +134,7 @@ class TestPatchTokens:
 
     def test_pooling_averages_2x2_blocks_row_major(self):
         import torch
+
         from pcm_plugin.data_pipeline.clip_features import pool_patch_grid
         grid = torch.arange(16, dtype=torch.float32)  # 4x4, row-major
         patch = torch.stack([grid, -grid], dim=-1)[None]  # (1, 16, 2)
@@ -155,8 +160,13 @@ class TestPatchTokens:
     def test_feature_shapes_of_both_layouts(self, clips, name, patch_shape,
                                             global_dim):
         import torch
+
         from pcm_plugin.data_pipeline.clip_features import (
-            encode_image_tokens, extract_batch, feature_shapes, resolve_pool)
+            encode_image_tokens,
+            extract_batch,
+            feature_shapes,
+            resolve_pool,
+        )
         model, _, _ = load(clips, name)
         pool = resolve_pool(tuple(model.visual.grid_size), 'auto')
         images = torch.randn(3, 3, 224, 224)  # (B, 3, H, W)
@@ -176,6 +186,7 @@ class TestPatchTokens:
     def test_caption_cosine_and_nan_without_caption(self, clips):
         import torch
         import torch.nn.functional as F
+
         from pcm_plugin.data_pipeline.clip_features import caption_cosine
         model, _, tokenizer = load(clips)
         global_feat = torch.randn(3, 32)
@@ -233,6 +244,7 @@ class TestLoadOpenClip:
     def test_custom_config_and_non_vit_tower(self, tmp_path):
         import open_clip
         import torch
+
         from pcm_plugin.data_pipeline.clip_features import load_open_clip
         config = dict(embed_dim=16, vision_cfg=dict(
             image_size=64, layers=[1, 1, 1, 1], width=8, head_width=8),

@@ -50,6 +50,7 @@ class TestLoadRgbImage:
 
     def test_palette_with_transparency_and_16_bit(self, tmp_path):
         from PIL import Image
+
         from pcm_plugin.data_pipeline.image_io import load_rgb_image
         pal = Image.new('P', (3, 3), 0)
         pal.putpalette([10, 20, 30] + [0, 0, 0] * 255)
@@ -69,8 +70,10 @@ class TestLoadRgbImage:
         ('missing', 'image file not found'),
     ])
     def test_bad_files_name_the_file(self, tmp_path, good_png, kind, reason):
-        from pcm_plugin.data_pipeline.image_io import (BadImageError,
-                                                       load_rgb_image)
+        from pcm_plugin.data_pipeline.image_io import (
+            BadImageError,
+            load_rgb_image,
+        )
         path = tmp_path / f'{kind}.png'
         data = open(good_png, 'rb').read()
         if kind == 'zero':
@@ -85,8 +88,10 @@ class TestLoadRgbImage:
         assert info.value.path == str(path)
 
     def test_huge_image_respects_max_pixels(self, tmp_path):
-        from pcm_plugin.data_pipeline.image_io import (BadImageError,
-                                                       load_rgb_image)
+        from pcm_plugin.data_pipeline.image_io import (
+            BadImageError,
+            load_rgb_image,
+        )
         path = save(tmp_path / 'huge.png', np.zeros((1000, 1200),
                                                     dtype=np.uint8))
         with pytest.raises(BadImageError, match='1200x1000 = 1200000 pixels '
@@ -98,6 +103,7 @@ class TestLoadRgbImage:
     def test_limit_above_pil_bomb_threshold_is_honoured(self, tmp_path,
                                                         monkeypatch):
         from PIL import Image
+
         from pcm_plugin.data_pipeline.image_io import load_rgb_image
         path = save(tmp_path / 'big.png', np.zeros((100, 100),
                                                    dtype=np.uint8))
@@ -111,8 +117,10 @@ class TestImageListDataset:
 
     def test_bad_items_become_messages_not_exceptions(self, tmp_path,
                                                       good_png):
-        from pcm_plugin.data_pipeline.image_io import (ImageListDataset,
-                                                       candidate_paths)
+        from pcm_plugin.data_pipeline.image_io import (
+            ImageListDataset,
+            candidate_paths,
+        )
         (tmp_path / 'empty.png').write_bytes(b'')
         dataset = ImageListDataset(
             candidates=[[good_png], candidate_paths(str(tmp_path), 'empty'),
@@ -125,8 +133,10 @@ class TestImageListDataset:
         assert 'nope.png' in error and 'nope.jpg' in error
 
     def test_candidates_prefer_file_name_then_extensions(self, tmp_path):
-        from pcm_plugin.data_pipeline.image_io import (candidate_paths,
-                                                       resolve_path)
+        from pcm_plugin.data_pipeline.image_io import (
+            candidate_paths,
+            resolve_path,
+        )
         assert candidate_paths('root', '7', 'val/x_7.jpg') == [
             osp.join('root', 'val/x_7.jpg')]
         save(tmp_path / '7.jpg', np.zeros((4, 4, 3), dtype=np.uint8))

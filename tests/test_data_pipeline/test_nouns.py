@@ -1,9 +1,13 @@
 """The frequent-noun heuristic on hand-built captions."""
 import pytest
 
-from pcm_plugin.data_pipeline.nouns import (caption_words, count_nouns,
-                                            frequent_nouns, phrase_heads,
-                                            singular)
+from pcm_plugin.data_pipeline.nouns import (
+    caption_words,
+    count_nouns,
+    frequent_nouns,
+    phrase_heads,
+    singular,
+)
 
 
 @pytest.mark.parametrize('caption,heads', [

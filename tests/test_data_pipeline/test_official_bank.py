@@ -7,8 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from pcm_plugin.data_pipeline.official_bank import (UnsafePickleError,
-                                                    read_official_bank)
+from pcm_plugin.data_pipeline.official_bank import (
+    UnsafePickleError,
+    read_official_bank,
+)
 
 
 def write_pickle(path, obj) -> str:

@@ -25,8 +25,11 @@ def test_ranks_partition_the_units():
 
 
 def test_single_process_helpers_are_identities():
-    from pcm_plugin.data_pipeline.sharding import (barrier, process_group,
-                                                   sum_across_ranks)
+    from pcm_plugin.data_pipeline.sharding import (
+        barrier,
+        process_group,
+        sum_across_ranks,
+    )
     with process_group(1):
         barrier()
         assert sum_across_ranks([1, 2.5]) == [1, 2.5]

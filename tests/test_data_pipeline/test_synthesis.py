@@ -65,8 +65,10 @@ class TestCaptions:
         assert caption_seed(3, 'abc') == expected
 
     def test_empty_caption_is_an_error_or_a_counted_skip(self, tmp_path):
-        from pcm_plugin.data_pipeline.bad_input import (BadInputError,
-                                                        BadInputPolicy)
+        from pcm_plugin.data_pipeline.bad_input import (
+            BadInputError,
+            BadInputPolicy,
+        )
         from pcm_plugin.data_pipeline.synthesis import load_captions
         ann = write_ann(tmp_path / 'train.json')
         with pytest.raises(BadInputError, match=r'train.json: '
@@ -120,8 +122,10 @@ class TestLoadPipeline:
             load_pipeline(pipe_dir, dtype='fp16')
 
     def test_default_size_of_the_tiny_pipeline(self, pipe_dir):
-        from pcm_plugin.data_pipeline.synthesis import (default_image_size,
-                                                        load_pipeline)
+        from pcm_plugin.data_pipeline.synthesis import (
+            default_image_size,
+            load_pipeline,
+        )
         assert default_image_size(load_pipeline(pipe_dir)) == (64, 64)
 
 
@@ -130,6 +134,7 @@ class TestFingerprint:
     def test_moved_copy_matches_other_weights_do_not(self, pipe_dir,
                                                      tmp_path):
         import shutil
+
         from pcm_plugin.data_pipeline.synthesis import pipeline_fingerprint
         from pcm_plugin.testing import build_tiny_sd_pipeline
         copy = shutil.copytree(pipe_dir, tmp_path / 'moved')

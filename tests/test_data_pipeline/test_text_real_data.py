@@ -59,8 +59,10 @@ def imported_banks(shared_data, tmp_path_factory):
 
 @pytest.mark.parametrize('key', list(BANKS))
 def test_official_bank_import(key, imported_banks, shared_data, tmp_path):
-    from pcm_plugin.models.concept_bank import (default_concept_words,
-                                                load_concept_bank)
+    from pcm_plugin.models.concept_bank import (
+        default_concept_words,
+        load_concept_bank,
+    )
     words, emb, meta = load_concept_bank(imported_banks[key])
     assert words == default_concept_words() and len(words) == 446
     assert emb.shape == (446, BANKS[key])

@@ -30,9 +30,13 @@ def test_min_count_exact(tmp_path):
 
 
 def test_round_trip_through_transformers_loader(tmp_path):
-    from pcm_plugin.models.tokenizer import (EOS_ID, UNK_ID, decode_ids,
-                                             encode_captions,
-                                             load_caption_tokenizer)
+    from pcm_plugin.models.tokenizer import (
+        EOS_ID,
+        UNK_ID,
+        decode_ids,
+        encode_captions,
+        load_caption_tokenizer,
+    )
     out = str(tmp_path / 'vocab' / 'tokenizer.json')
     build_vocab(CORPUS, out, min_count=2)
     tokenizer = load_caption_tokenizer(out)

@@ -3,9 +3,12 @@ import json
 
 import pytest
 
-from pcm_plugin.evaluation.caption_metric import (COCOCaptionMetric,
-                                                  check_spice_jars,
-                                                  ptb_tokenize, score_captions)
+from pcm_plugin.evaluation.caption_metric import (
+    COCOCaptionMetric,
+    check_spice_jars,
+    ptb_tokenize,
+    score_captions,
+)
 from pcm_plugin.evaluation.coco_gt import load_coco_gt, write_coco_gt
 
 REFERENCES = {

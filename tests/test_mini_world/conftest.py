@@ -12,9 +12,12 @@ def tiny_world(tmp_path_factory):
     """A prepared world of 24 training captions with a random mini CLIP."""
     import open_clip
     import torch
-    from pcm_plugin.mini_world.mini_clip import (MINI_CLIP_CONFIG,
-                                                 MINI_CLIP_NAME,
-                                                 save_mini_clip)
+
+    from pcm_plugin.mini_world.mini_clip import (
+        MINI_CLIP_CONFIG,
+        MINI_CLIP_NAME,
+        save_mini_clip,
+    )
     clip_dir = str(tmp_path_factory.mktemp('clip'))
     path = osp.join(clip_dir, f'{MINI_CLIP_NAME}.json')
     with open(path, 'w') as f:

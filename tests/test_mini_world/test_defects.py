@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.defects import (DEFECT_TYPES, apply_defect,
-                                           plan_defect)
+from pcm_plugin.mini_world.defects import (
+    DEFECT_TYPES,
+    apply_defect,
+    plan_defect,
+)
 from pcm_plugin.mini_world.render import scene_sprites
 from pcm_plugin.mini_world.scenes import COLOURS, generate_split
 

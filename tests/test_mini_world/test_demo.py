@@ -25,7 +25,8 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     with open(tmp_path / 'world' / 'world.json') as f:
         world = json.load(f)
     with open(osp.join(world['root'], world['annotations']['test'])) as f:
-        test_ids = sorted(int(e['image_id']) for e in json.load(f)['data_list'])
+        test_ids = sorted(int(e['image_id'])
+                          for e in json.load(f)['data_list'])
     assert [p['image_id'] for p in preds] == test_ids
     assert osp.getsize(work / 'test_predictions.png') > 1000
     # A second run reuses the world and the trained model.
@@ -38,6 +39,7 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 
 def test_run_digest_follows_config_and_input_files(tmp_path):
     from mmengine.config import Config
+
     from pcm_plugin.mini_world.demo import run_digest
     features = tmp_path / 'features'
     features.mkdir()

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from pcm_plugin.datasets.feature_store import FeatureStore
-from pcm_plugin.mini_world.diagnostics import (defect_cosines,
-                                               mixup_localisation,
-                                               nearest_neighbour_cider,
-                                               synthetic_sets)
+from pcm_plugin.mini_world.diagnostics import (
+    defect_cosines,
+    mixup_localisation,
+    nearest_neighbour_cider,
+    synthetic_sets,
+)
 from tests import conftest
 
 

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.mini_world.localisation import (localisation_stats,
-                                                object_coverage,
-                                                select_pairs)
+from pcm_plugin.mini_world.localisation import (
+    localisation_stats,
+    object_coverage,
+    select_pairs,
+)
 from pcm_plugin.mini_world.scenes import Scene, SceneObject
 
 

@@ -6,17 +6,25 @@ import numpy as np
 import pytest
 
 from pcm_plugin.mini_world.render import render_real
-from pcm_plugin.mini_world.scenes import (COLOURS, Scene, SceneObject,
-                                          generate_split)
+from pcm_plugin.mini_world.scenes import (
+    COLOURS,
+    Scene,
+    SceneObject,
+    generate_split,
+)
 
 
 @pytest.fixture(scope='module')
 def random_mini_clip():
+    import tempfile
+
     import open_clip
     import torch
-    from pcm_plugin.mini_world.mini_clip import (MINI_CLIP_CONFIG,
-                                                 register_config)
-    import tempfile
+
+    from pcm_plugin.mini_world.mini_clip import (
+        MINI_CLIP_CONFIG,
+        register_config,
+    )
     folder = tempfile.mkdtemp()
     path = osp.join(folder, 'pcm-mini-clip-test.json')
     with open(path, 'w') as f:
@@ -30,9 +38,12 @@ def random_mini_clip():
 def test_round_trip_through_open_clip_loading(random_mini_clip):
     import open_clip
     import torch
-    from pcm_plugin.mini_world.mini_clip import (images_to_tensor,
-                                                 round_to_fp16_,
-                                                 save_mini_clip)
+
+    from pcm_plugin.mini_world.mini_clip import (
+        images_to_tensor,
+        round_to_fp16_,
+        save_mini_clip,
+    )
     model, name, folder = random_mini_clip
     round_to_fp16_(model)
     cfg, ckpt = save_mini_clip(model, osp.join(folder, 'out'), name=name,
@@ -60,6 +71,7 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
     import open_clip
     import torch
     from PIL import Image
+
     from pcm_plugin.mini_world.mini_clip import images_to_tensor
     _, name, _ = random_mini_clip
     _, _, preprocess = open_clip.create_model_and_transforms(name)
@@ -70,8 +82,10 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
 
 
 def test_training_batches_are_hard_negative_groups():
-    from pcm_plugin.mini_world.mini_clip_train import (GROUP_VARIANTS,
-                                                       training_batch)
+    from pcm_plugin.mini_world.mini_clip_train import (
+        GROUP_VARIANTS,
+        training_batch,
+    )
     images, texts, scenes = training_batch(0, 8, seed=0)
     again = training_batch(0, 8, seed=0)
     assert len(images) == len(texts) == len(scenes) == 8
@@ -89,10 +103,12 @@ def test_training_batches_are_hard_negative_groups():
 
 def test_committed_mini_clip_knows_shapes_colours_backgrounds():
     """The shipped checkpoint loads and retrieves the true concept words."""
-    from pcm_plugin.mini_world.mini_clip import (committed_paths,
-                                                 concept_embeddings,
-                                                 encode_images,
-                                                 load_mini_clip)
+    from pcm_plugin.mini_world.mini_clip import (
+        committed_paths,
+        concept_embeddings,
+        encode_images,
+        load_mini_clip,
+    )
     from pcm_plugin.mini_world.scenes import BACKGROUNDS, SHAPES
     cfg, ckpt = committed_paths()
     assert osp.isfile(cfg) and osp.isfile(ckpt)
@@ -114,6 +130,7 @@ def test_committed_mini_clip_knows_shapes_colours_backgrounds():
 
 def test_killed_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     import torch
+
     from pcm_plugin.mini_world import mini_clip_train as train
     kw = dict(steps=3, pretrain_steps=2, batch_size=4, eval_scenes=6,
               resume_every=1, progress=False)

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.mini_world.mini_clip_dense import (IGNORE, WORDS,
-                                                   dense_concept_loss,
-                                                   patch_targets)
+from pcm_plugin.mini_world.mini_clip_dense import (
+    IGNORE,
+    WORDS,
+    dense_concept_loss,
+    patch_targets,
+)
 from pcm_plugin.mini_world.scenes import Scene, SceneObject
 
 
@@ -53,7 +56,8 @@ def test_dense_loss_with_no_object_patch_has_zero_object_terms():
     patches = torch.zeros(1, 1, C, dtype=torch.float64)
     patches[0, 0, sky] = 1.0
     targets = torch.tensor([[[IGNORE, IGNORE, sky]]])
-    loss = dense_concept_loss(patches.requires_grad_(), torch.eye(C, dtype=torch.float64),
+    loss = dense_concept_loss(patches.requires_grad_(),
+                              torch.eye(C, dtype=torch.float64),
                               targets, scale=10.0)
     expected = -math.log(math.exp(10) / (math.exp(10) + 17)) / 3
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-9)

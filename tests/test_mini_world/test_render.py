@@ -2,12 +2,21 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.render import (SHAPE_POLYGONS, render_real,
-                                          render_synthetic, scene_sprites,
-                                          sprite_alpha)
-from pcm_plugin.mini_world.scenes import (BACKGROUNDS, COLOURS, SHAPES,
-                                          Scene, SceneObject,
-                                          generate_split)
+from pcm_plugin.mini_world.render import (
+    SHAPE_POLYGONS,
+    render_real,
+    render_synthetic,
+    scene_sprites,
+    sprite_alpha,
+)
+from pcm_plugin.mini_world.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    Scene,
+    SceneObject,
+    generate_split,
+)
 
 
 def _scene(shape, colour='red', background='snow', x=32.0, y=32.0,

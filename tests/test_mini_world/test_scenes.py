@@ -2,11 +2,19 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.scenes import (CANVAS, COLOURS, SHAPES, Scene,
-                                          SceneObject, describe,
-                                          describe_many, generate_split,
-                                          num_templates, relation,
-                                          scene_rng)
+from pcm_plugin.mini_world.scenes import (
+    CANVAS,
+    COLOURS,
+    SHAPES,
+    Scene,
+    SceneObject,
+    describe,
+    describe_many,
+    generate_split,
+    num_templates,
+    relation,
+    scene_rng,
+)
 
 
 def _obj(shape, colour, cell, size='medium'):

@@ -6,8 +6,12 @@ import threading
 import pytest
 
 from pcm_plugin.mini_world import ablation
-from pcm_plugin.mini_world.prepare import (WorldConflict, WorldSettings,
-                                           load_world, prepare_world)
+from pcm_plugin.mini_world.prepare import (
+    WorldConflict,
+    WorldSettings,
+    load_world,
+    prepare_world,
+)
 from pcm_plugin.utils.fileio import file_sha256
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(

@@ -243,8 +243,7 @@ class TestMasking:
 class TestStructure:
 
     def test_shapes_registry_and_bad_input(self):
-        from pcm_plugin.models.caption_decoder import \
-            CaptionTransformerDecoder
+        from pcm_plugin.models.caption_decoder import CaptionTransformerDecoder
         from pcm_plugin.registry import MODELS
         decoder = MODELS.build(
             dict(type='CaptionTransformerDecoder', vocab_size=11, **TINY))
@@ -261,8 +260,7 @@ class TestStructure:
 
     def test_default_layer_parameter_count(self):
         # docs/method.md §3.7: the 3 decoder layers hold 12.6 M parameters.
-        from pcm_plugin.models.caption_decoder import \
-            CaptionTransformerDecoder
+        from pcm_plugin.models.caption_decoder import CaptionTransformerDecoder
         decoder = CaptionTransformerDecoder(vocab_size=3)
         count = sum(p.numel() for p in decoder.layers.parameters())
         per_layer = 2 * 4 * (512 * 512 + 512) + (

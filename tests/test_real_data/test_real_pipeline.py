@@ -80,8 +80,10 @@ def clip_args(tiny_clip) -> list:
 @pytest.fixture(scope='module')
 def official_banks(shared_data, tmp_path_factory) -> dict:
     """Both official pickles imported with ``build_concepts.py``'s code."""
-    from pcm_plugin.data_pipeline.official_bank import (official_bank_meta,
-                                                        read_official_bank)
+    from pcm_plugin.data_pipeline.official_bank import (
+        official_bank_meta,
+        read_official_bank,
+    )
     from pcm_plugin.models.concept_bank import save_concept_bank
     out = tmp_path_factory.mktemp('banks')
     paths = {}
@@ -101,6 +103,7 @@ def vit_b32_head(tmp_path_factory) -> str:
     """``ln_post`` + ``proj`` of a random full-size open_clip ViT-B/32."""
     import open_clip
     import torch
+
     from pcm_plugin.models.clip_head import HEAD_KEYS
     torch.manual_seed(0)
     state = open_clip.create_model('ViT-B-32', pretrained=None).state_dict()
@@ -140,8 +143,11 @@ def patch_onto(direction, proj):
 def test_official_b32_bank_plugs_into_pcm_coco_mixup(official_banks,
                                                      vit_b32_head):
     import torch
-    from pcm_plugin.models.concept_bank import (default_concept_words,
-                                                load_concept_bank)
+
+    from pcm_plugin.models.concept_bank import (
+        default_concept_words,
+        load_concept_bank,
+    )
     mixup = build(pcm_coco_mixup(official_banks['B32'], vit_b32_head))
     mixup.eval()
     words, emb, _ = load_concept_bank(official_banks['B32'])

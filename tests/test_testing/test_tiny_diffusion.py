@@ -11,6 +11,7 @@ TEXTS = ['a man riding a horse', 'Un café à Paris, 東京 🚲!',
 def test_bpe_files_give_open_clip_token_ids(tmp_path):
     import open_clip
     from transformers import CLIPTokenizer
+
     from pcm_plugin.testing import build_clip_tokenizer_files
     folder = build_clip_tokenizer_files(str(tmp_path))
     vocab = json.load(open(osp.join(folder, 'vocab.json'), encoding='utf-8'))

@@ -19,6 +19,7 @@ def run_tool(args, torchrun_port=None, check=True):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     from PIL import Image
+
     from pcm_plugin.testing import build_tiny_open_clip
     root = tmp_path_factory.mktemp('extract_tool')
     model, ckpt = build_tiny_open_clip(str(root / 'clip'),

@@ -180,8 +180,10 @@ def test_build_vocab_tool(tmp_path, capsys):
 
 
 def test_build_concepts_encode(tiny_clip, tmp_path):
-    from pcm_plugin.data_pipeline.concepts import (encode_concepts,
-                                                   load_open_clip_text_model)
+    from pcm_plugin.data_pipeline.concepts import (
+        encode_concepts,
+        load_open_clip_text_model,
+    )
     from pcm_plugin.models.concept_bank import load_concept_bank
     name, ckpt = tiny_clip
     config = osp.join(osp.dirname(ckpt), f'{name}.json')
@@ -221,6 +223,7 @@ def test_build_concepts_nouns(tmp_path, capsys):
 
 def test_build_concepts_import_official(tmp_path, capsys):
     import torch
+
     from pcm_plugin.models.concept_bank import load_concept_bank
     rows = torch.nn.functional.normalize(torch.randn(3, 8), dim=1).half()
     src = tmp_path / 'coco400_embeddings_ViT-B32_with_ensemble.pickle'

@@ -2,7 +2,8 @@
 
     python tools/mini_world/prepare.py --defect-rates 0 0.3 0.6 --real-train
     python tools/mini_world/ablation.py                    # 5 seeds x 3 rates
-    python tools/mini_world/ablation.py --seeds 0 --rates 0.3 --variants base full
+    python tools/mini_world/ablation.py --seeds 0 --rates 0.3 \
+        --variants base full
     python tools/mini_world/ablation.py --summary-only     # print the tables
 
 Runs on the world prepared at --root as it is (never rebuilds it). Results
@@ -22,9 +23,14 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.ablation import (DEFAULT_VARIANTS, VARIANTS,
-                                                gaps, read_results,
-                                                run_ablation, summarize)
+    from pcm_plugin.mini_world.ablation import (
+        DEFAULT_VARIANTS,
+        VARIANTS,
+        gaps,
+        read_results,
+        run_ablation,
+        summarize,
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='configs',
                         help="where the variants' configs pcm_shapes*.py are")

@@ -22,10 +22,12 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.diagnostics import (defect_cosines,
-                                                   mixup_localisation,
-                                                   nearest_neighbour_cider,
-                                                   synthetic_sets)
+    from pcm_plugin.mini_world.diagnostics import (
+        defect_cosines,
+        mixup_localisation,
+        nearest_neighbour_cider,
+        synthetic_sets,
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--alpha', type=float, default=2.5,

@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         root=args.root, seed=args.seed, num_train=args.num_train,
         num_val=args.num_val, num_test=args.num_test, refs=args.refs,
         defect_rates=list(args.defect_rates), real_train=args.real_train,
-        clip=args.clip, clip_config=args.clip_config, clip_checkpoint=args.clip_checkpoint,
+        clip=args.clip, clip_config=args.clip_config,
+        clip_checkpoint=args.clip_checkpoint,
         batch_size=args.batch_size)
     try:
         world = prepare_world(settings, progress=not args.no_progress,

@@ -1,12 +1,14 @@
-"""Tests of CLIPWeightedCELoss against the docs/method.md §5 formula by hand."""
+"""CLIPWeightedCELoss against the docs/method.md §5 formula, by hand."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.models.losses.clip_weighted_ce import (CLIPWeightedCELoss,
-                                                       clip_weighted_ce)
+from pcm_plugin.models.losses.clip_weighted_ce import (
+    CLIPWeightedCELoss,
+    clip_weighted_ce,
+)
 
 PAD = -100
 EPS = 0.1

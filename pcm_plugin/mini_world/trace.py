@@ -1,0 +1,167 @@
+"""Follow a mini-world training run epoch by epoch: where does it go wrong?
+
+For every epoch checkpoint of a run, on the world's *real* validation
+renders and on a slice of its *synthetic* training set:
+
+* teacher-forced cross-entropy of the references (how well each domain is
+  fitted, with the layout the model uses at test time);
+* CIDEr of the beam-search captions, with the concept tokens (the official
+  test layout), without them (``mode='none'``: the visual pathway alone)
+  and with the training layout (``eval_mode='replace'``);
+* attribute errors of the captions: the share of colour and shape words
+  that name no object of the scene (the scenes are known exactly).
+
+Used to tell a bug from training dynamics when a seed "collapses"
+(docs/benchmarks.md §4).
+"""
+import copy
+import json
+import os.path as osp
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .prepare import load_scenes
+from .scenes import COLOURS, SHAPES
+
+LAYOUTS = {'append': dict(), 'none': dict(mode='none'),
+           'replace': dict(eval_mode='replace')}
+
+
+def attribute_errors(captions: Sequence[str], scenes: Sequence
+                     ) -> Dict[str, float]:
+    """Share of colour / shape words in ``captions`` absent from the scene.
+
+    Returns:
+        dict: ``colour`` and ``shape``: wrong words / all such words.
+    """
+    wrong = dict(colour=0, shape=0)
+    total = dict(colour=0, shape=0)
+    for caption, scene in zip(captions, scenes):
+        words = caption.lower().split()
+        truth = dict(colour={o.colour for o in scene.objects},
+                     shape={o.shape for o in scene.objects})
+        for kind, vocab in (('colour', COLOURS), ('shape', SHAPES)):
+            for word in words:
+                if word.rstrip('s') in vocab or word in vocab:
+                    total[kind] += 1
+                    base = word if word in vocab else word.rstrip('s')
+                    wrong[kind] += base not in truth[kind]
+    return {k: wrong[k] / max(total[k], 1) for k in wrong}
+
+
+def _model(cfg, checkpoint: str, layout: Dict):
+    import torch
+    from pcm_plugin.registry import MODELS
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.mixup.update(layout)
+    model = MODELS.build(model_cfg)
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    model.load_state_dict(state['state_dict'], strict=False)
+    return model.eval()
+
+
+def _batches(cfg, loader_key: str, limit: int):
+    from mmengine.runner import Runner
+    loader_cfg = copy.deepcopy(cfg[loader_key])
+    loader_cfg.batch_size = 100
+    loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
+    seen = 0
+    for batch in Runner.build_dataloader(loader_cfg):
+        yield batch
+        seen += len(batch['data_samples'])
+        if seen >= limit:
+            return
+
+
+def teacher_forced_loss(model, cfg, loader_key: str, limit: int) -> float:
+    """Mean per-word CE of each sample's (first) reference."""
+    import torch
+    from pcm_plugin.models.tokenizer import encode_captions
+    from torch.nn import functional as F
+    total, words = 0.0, 0
+    with torch.no_grad():
+        for batch in _batches(cfg, loader_key, limit):
+            data = model.data_preprocessor(batch, False)
+            memory, mask = model.encode(data['inputs'])
+            refs = [s.get('gt_caption') or s.get('captions')[0]
+                    for s in data['data_samples']]
+            input_ids, targets, input_mask = encode_captions(
+                model.tokenizer, refs, max_len=model.max_len)  # (B, T)
+            logits = model.decoder(input_ids, memory, mask, input_mask)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                   ignore_index=-100, reduction='sum')
+            total += float(loss)
+            words += int((targets != -100).sum())
+    return total / max(words, 1)
+
+
+def captions_and_ids(model, cfg, limit: int):
+    out, ids = [], []
+    for batch in _batches(cfg, 'val_dataloader', limit):
+        data = model.data_preprocessor(batch, False)
+        out += model.generate(data['inputs'])
+        ids += [str(s.get('image_id')) for s in data['data_samples']]
+    return out, ids
+
+
+def trace_run(cfg, work_dir: str, *, epochs: Sequence[int],
+              world_root: str, num_val: int = 200,
+              num_train: int = 500) -> List[Dict]:
+    """One row per epoch checkpoint ``<work_dir>/epoch_<e>.pth``.
+
+    Args:
+        cfg (Config): The run's config (pointed at the world).
+        work_dir (str): The run's work directory.
+        epochs (list[int]): Epochs whose checkpoints exist.
+        world_root (str): The world (for the validation scenes).
+        num_val (int): Real validation renders used.
+        num_train (int): Synthetic training samples for the loss.
+
+    Returns:
+        list[dict]: ``epoch``, ``loss_real``, ``loss_synthetic``,
+        ``CIDEr_<layout>`` and ``<kind>_errors_<layout>`` per layout.
+    """
+    from pycocoevalcap.cider.cider import Cider
+    with open(cfg.val_dataloader.dataset.ann_file) as f:
+        refs = {str(e['image_id']): e['captions']
+                for e in json.load(f)['data_list']}
+    scenes = load_scenes(osp.join(world_root, 'corpus'), 'val')
+    rows = []
+    for epoch in epochs:
+        checkpoint = osp.join(work_dir, f'epoch_{epoch}.pth')
+        row = dict(epoch=epoch)
+        for name, layout in LAYOUTS.items():
+            if name != 'append' and cfg.model.mixup.get('mode') == 'none':
+                continue
+            model = _model(cfg, checkpoint, layout)
+            if name == 'append':
+                row['loss_real'] = teacher_forced_loss(
+                    model, cfg, 'val_dataloader', num_val)
+                row['loss_synthetic'] = teacher_forced_loss(
+                    model, cfg, 'train_dataloader', num_train)
+            captions, ids = captions_and_ids(model, cfg, num_val)
+            gts = {i: refs[i] for i in ids}
+            preds = {i: [c] for i, c in zip(ids, captions)}
+            row[f'CIDEr_{name}'] = float(
+                Cider().compute_score(gts, preds)[0])
+            errors = attribute_errors(captions, [scenes[i] for i in ids])
+            for kind, value in errors.items():
+                row[f'{kind}_errors_{name}'] = value
+        rows.append(row)
+    return rows
+
+
+def summarize_trace(rows: List[Dict]) -> str:
+    """A markdown table of :func:`trace_run` rows."""
+    keys = [k for k in rows[0] if k != 'epoch']
+    lines = ['| epoch | ' + ' | '.join(keys) + ' |',
+             '|' + ' --- |' * (1 + len(keys))]
+    for row in rows:
+        lines.append(f'| {row["epoch"]} | ' + ' | '.join(
+            f'{row[k]:.3f}' if k in row else '–' for k in keys) + ' |')
+    return '\n'.join(lines)
+
+
+def mean_rows(rows: List[Dict]) -> Dict:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

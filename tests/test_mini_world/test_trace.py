@@ -1,0 +1,33 @@
+"""The training trace's attribute-error count on hand-built captions."""
+import pytest
+
+from pcm_plugin.mini_world.scenes import Scene, SceneObject
+from pcm_plugin.mini_world.trace import attribute_errors, summarize_trace
+
+
+def _scene(*objects):
+    return Scene(background='snow', objects=[
+        SceneObject(shape=s, colour=c, size='large', cell=(1, 1), x=32.0,
+                    y=32.0, radius=8.0) for s, c in objects])
+
+
+def test_attribute_errors_count_words_absent_from_the_scene():
+    scenes = [_scene(('star', 'red')), _scene(('circle', 'blue'),
+                                              ('square', 'green'))]
+    captions = ['a red star on the snow',           # all right
+                'a blue circle left of a red square',  # red is wrong
+                ]
+    errors = attribute_errors(captions, scenes)
+    # colours: red, blue, red -> 1 wrong of 3; shapes: 3 right.
+    assert errors == {'colour': pytest.approx(1 / 3), 'shape': 0.0}
+    # Plural shape words count as their shape.
+    assert attribute_errors(['two stars'], [_scene(('heart', 'red'))]) == {
+        'colour': 0.0, 'shape': 1.0}
+
+
+def test_summarize_trace_one_line_per_epoch():
+    rows = [dict(epoch=1, loss_real=2.0, CIDEr_append=0.5),
+            dict(epoch=2, loss_real=1.5, CIDEr_append=1.25)]
+    assert summarize_trace(rows).splitlines() == [
+        '| epoch | loss_real | CIDEr_append |', '| --- | --- | --- |',
+        '| 1 | 2.000 | 0.500 |', '| 2 | 1.500 | 1.250 |']
