@@ -19,7 +19,7 @@ _base_ = [
 custom_imports = dict(imports=['pcm_plugin'], allow_failed_imports=False)
 
 # The world's files the model reads (mmengine cannot share a variable with
-# a _base_ file: tests/test_configs.py checks this equals its `world`).
+# a _base_ file; tests/test_mini_world/test_prepare.py checks they agree).
 world = 'data/mini_world'
 clip_model = dict(
     name='pcm-mini-clip',

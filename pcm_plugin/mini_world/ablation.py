@@ -222,32 +222,41 @@ def _cell_values(rows: List[Dict], variant: str, rate: float,
 
 def gaps(rows: List[Dict], reference: str = 'base',
          key: str = 'CIDEr') -> str:
-    """A markdown table of each variant's gain over ``reference``.
+    """A markdown table of each variant's gain over ``reference``, ×100.
 
-    Each cell is ``mean(variant) - mean(reference)`` ± its standard error
-    ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` (unpaired: different seeds of
-    different models share nothing but the data), ×100.
+    The cells are paired by seed: a variant and the reference trained with
+    the same seed share their initial weights (the mix-up's own modules are
+    initialised off the global RNG stream), data order and every dropout
+    and noise draw, so each seed gives one difference ``d_s``. A cell is
+    ``mean(d) ± sd(d) / sqrt(n)`` over the seeds both have (n >= 2).
     """
     rates = sorted({r['rate'] for r in rows if r['rate'] is not None})
     order = [v for v in VARIANTS if v != reference
              and any(r['variant'] == v for r in rows)]
-    lines = [f'| {key} gain over {reference} | ' + ' | '.join(
-        f'@ {rate}' for rate in rates) + ' |',
-        '|' + ' --- |' * (1 + len(rates))]
+    lines = [f'| {key} gain over {reference} (paired by seed) | ' +
+             ' | '.join(f'@ {rate}' for rate in rates) + ' |',
+             '|' + ' --- |' * (1 + len(rates))]
     for variant in order:
         cells = []
         for rate in rates:
-            a = _cell_values(rows, variant, rate, key)
-            b = _cell_values(rows, reference, rate, key)
-            if len(a) < 2 or len(b) < 2:
+            a = _by_seed(rows, variant, rate, key)
+            b = _by_seed(rows, reference, rate, key)
+            diffs = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
+            if len(diffs) < 2:
                 cells.append('–')
                 continue
-            diff = statistics.mean(a) - statistics.mean(b)
-            se = (statistics.variance(a) / len(a) +
-                  statistics.variance(b) / len(b)) ** 0.5
-            cells.append(f'{diff:+.1f} ± {se:.1f}')
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5
+            cells.append(f'{statistics.mean(diffs):+.1f} ± {se:.1f} '
+                         f'(n={len(diffs)})')
         lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def _by_seed(rows: List[Dict], variant: str, rate: float,
+             key: str) -> Dict[int, float]:
+    """``seed -> value ×100`` of one cell (``real`` counts at every rate)."""
+    return {r['seed']: 100 * r[key] for r in rows if r['variant'] == variant
+            and r['rate'] in (rate, None) and key in r}
 
 
 def _mean_std(values: List[float]) -> str:

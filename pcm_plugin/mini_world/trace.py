@@ -51,18 +51,22 @@ def attribute_errors(captions: Sequence[str], scenes: Sequence
 
 
 def _model(cfg, checkpoint: str, layout: Dict):
-    import torch
+    from mmengine.runner import load_checkpoint
+
     from pcm_plugin.registry import MODELS
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.mixup.update(layout)
     model = MODELS.build(model_cfg)
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    model.load_state_dict(state['state_dict'], strict=False)
+    # A Base checkpoint has no text projection for a mix-up layout.
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=False,
+                    logger='silent')
     return model.eval()
 
 
 def _batches(cfg, loader_key: str, limit: int):
+    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
+    init_default_scope('mmpretrain')  # where pcm_plugin registers
     loader_cfg = copy.deepcopy(cfg[loader_key])
     loader_cfg.batch_size = 100
     loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
@@ -77,8 +81,9 @@ def _batches(cfg, loader_key: str, limit: int):
 def teacher_forced_loss(model, cfg, loader_key: str, limit: int) -> float:
     """Mean per-word CE of each sample's (first) reference."""
     import torch
-    from pcm_plugin.models.tokenizer import encode_captions
     from torch.nn import functional as F
+
+    from pcm_plugin.models.tokenizer import encode_captions
     total, words = 0.0, 0
     with torch.no_grad():
         for batch in _batches(cfg, loader_key, limit):

@@ -10,7 +10,12 @@ from torch import nn
 
 from pcm_plugin.registry import MODELS
 
-from .tokenizer import decode_ids, encode_captions, load_caption_tokenizer
+from .tokenizer import (
+    EOS_ID,
+    decode_ids,
+    encode_captions,
+    load_caption_tokenizer,
+)
 
 INPUT_KEYS = ('patch_feats', 'global_feat')
 
@@ -53,6 +58,21 @@ def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
     return MODELS.build(cfg)
 
 
+def _width_of(module: nn.Module) -> Optional[int]:
+    """A component's model width d, when it declares one."""
+    if hasattr(module, 'embed_dim'):
+        return module.embed_dim
+    norm = getattr(module, 'norm', None)  # PCMMixup: LayerNorm over d
+    if isinstance(norm, nn.LayerNorm):
+        return norm.normalized_shape[0]
+    layers = getattr(module, 'layers', None)  # VisualSemanticEncoder
+    if layers is not None and len(layers):
+        first = next(m for m in layers[0].modules()
+                     if isinstance(m, nn.LayerNorm))
+        return first.normalized_shape[0]
+    return None
+
+
 @MODELS.register_module()
 class PCMCaptioner(BaseModel):
     """PCM-Net: an encoder-decoder captioner over CLIP features.
@@ -68,7 +88,8 @@ class PCMCaptioner(BaseModel):
             ``loss(logits, targets, clip_cos)``.
         tokenizer (str): ``tokenizer.json`` from ``tools/build_vocab.py``.
         max_len (int): Maximum caption length in words (training clip and
-            decoding steps). Defaults to 20.
+            decoding steps). Defaults to 20. The decoder's own ``max_len``
+            (its default when used alone) must equal it.
         clip_weighted (bool): Pass each sample's CLIP image-caption cosine
             to the loss. False gives plain (label-smoothed) CE, the "Base"
             and "+PCM" ablation rows. Defaults to True.
@@ -95,6 +116,7 @@ class PCMCaptioner(BaseModel):
         if isinstance(decoder, dict):
             decoder = dict(decoder)
             decoder.setdefault('vocab_size', len(self.tokenizer))
+            decoder.setdefault('max_len', max_len)
         self.mixup, self.encoder = _build(mixup), _build(encoder)
         self.decoder, self.loss_module = _build(decoder), _build(loss)
         if self.decoder.vocab_size != len(self.tokenizer):
@@ -102,6 +124,31 @@ class PCMCaptioner(BaseModel):
                 f'decoder.vocab_size={self.decoder.vocab_size} but the '
                 f'tokenizer {tokenizer} has {len(self.tokenizer)} entries')
         self.max_len, self.clip_weighted = max_len, clip_weighted
+        self._check_agreement()
+
+    def _check_agreement(self) -> None:
+        """Settings given to several components must agree (one value)."""
+        widths = dict(mixup=_width_of(self.mixup),
+                      encoder=_width_of(self.encoder),
+                      decoder=getattr(self.decoder, 'embed_dim', None))
+        known = {k: v for k, v in widths.items() if v is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(
+                f'model widths disagree: {known}; set the same embed_dim in '
+                'model.mixup, model.encoder and model.decoder')
+        checks = (('max_len', getattr(self.decoder, 'max_len', None),
+                   self.max_len, 'model.max_len'),
+                  ('eos_id', getattr(self.decoder, 'eos_id', None), EOS_ID,
+                   f'the tokenizer\'s [EOS] id {EOS_ID}'),
+                  ('bos_id', getattr(self.decoder, 'bos_id', None), EOS_ID,
+                   f'the tokenizer\'s [EOS] id {EOS_ID} (it starts every '
+                   'caption)'))
+        for name, value, expected, source in checks:
+            if value is not None and value != expected:
+                raise ValueError(
+                    f'model.decoder.{name}={value} disagrees with {source} '
+                    f'({expected}); leave it out of the decoder config or '
+                    'make them equal')
 
     def forward(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[List[DataSample]] = None,

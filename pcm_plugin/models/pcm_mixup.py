@@ -12,6 +12,7 @@ registered :class:`PCMMixup` adds the frozen CLIP head, the concept bank, the
 trainable token embedding (projections, positions, token types) and CapDec
 noise on the global token.
 """
+from contextlib import contextmanager
 from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -145,6 +146,22 @@ def salient_patch_mixup(
     return textual_patches, replace_mask, concept_idx
 
 
+@contextmanager
+def _off_global_stream():
+    """Initialise modules without advancing the global RNG.
+
+    The mix-up's own modules (text projection, CLIP head) draw from a
+    stream derived from the run's seed, so a model with the mix-up and one
+    without it (``mode='none'``, the Base model) built with the same seed
+    share every other initial weight, the data order and every dropout and
+    noise draw: ablations compare them as pairs (common random numbers,
+    docs/benchmarks.md §4).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed() ^ 0x7E47)
+        yield
+
+
 @MODELS.register_module()
 class PCMMixup(BaseModule):
     """PCM token embedding: salient concept detection + patch mix-up.
@@ -221,8 +238,10 @@ class PCMMixup(BaseModule):
         self.patch_proj = nn.Linear(patch_dim, embed_dim)
         # Built only where a mode uses it: an unused parameter breaks DDP
         # with find_unused_parameters=False (and would be dead weight).
-        self.text_proj = (nn.Linear(global_dim, embed_dim)
-                          if mode != 'none' else None)
+        self.text_proj = None
+        if mode != 'none':
+            with _off_global_stream():
+                self.text_proj = nn.Linear(global_dim, embed_dim)
         self.global_proj = nn.Linear(global_dim, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1,
                                                   embed_dim))
@@ -242,8 +261,9 @@ class PCMMixup(BaseModule):
                         f'PCMMixup(mode={mode!r}) needs `{key}`: set it in '
                         "the model config, or use mode='none' for a model "
                         'without mix-up')
-            self.clip_head = FrozenCLIPHead(patch_dim=patch_dim,
-                                            global_dim=global_dim)
+            with _off_global_stream():
+                self.clip_head = FrozenCLIPHead(patch_dim=patch_dim,
+                                                global_dim=global_dim)
             self.clip_head.load_from_file(clip_head)
             self.set_concept_bank(concept_bank)
 

@@ -25,25 +25,27 @@ def test_summary_table_mean_std_per_cell():
     ]
 
 
-def test_gap_table_difference_and_standard_error():
+def test_gap_table_pairs_seeds():
     rows = [
         dict(variant='base', rate=0.3, seed=0, CIDEr=1.00),
         dict(variant='base', rate=0.3, seed=1, CIDEr=1.20),
+        dict(variant='base', rate=0.3, seed=2, CIDEr=1.10),
         dict(variant='full', rate=0.3, seed=0, CIDEr=1.30),
         dict(variant='full', rate=0.3, seed=1, CIDEr=1.40),
-        dict(variant='full', rate=0.3, seed=2, CIDEr=1.50),
+        dict(variant='full', rate=0.3, seed=2, CIDEr=1.60),
+        dict(variant='full', rate=0.3, seed=7, CIDEr=9.00),  # no partner
         dict(variant='pcm', rate=0.3, seed=0, CIDEr=1.50),
         dict(variant='real', rate=None, seed=0, CIDEr=1.60),
         dict(variant='real', rate=None, seed=1, CIDEr=1.80),
     ]
-    # full: mean 140, var 100, n 3; base: mean 110, var 200, n 2;
-    # SE = sqrt(100 / 3 + 200 / 2) = 11.5. pcm has one seed: no cell.
+    # full - base per seed: 30, 20, 50 -> mean 33.3, sd 15.3, SE 8.8.
+    # real - base: 60, 60 -> SE 0. pcm has one seed: no cell.
     assert gaps(rows).splitlines() == [
-        '| CIDEr gain over base | @ 0.3 |',
+        '| CIDEr gain over base (paired by seed) | @ 0.3 |',
         '| --- | --- |',
         '| pcm | – |',
-        '| full | +30.0 ± 11.5 |',
-        '| real | +60.0 ± 14.1 |',
+        '| full | +33.3 ± 8.8 (n=3) |',
+        '| real | +60.0 ± 0.0 (n=2) |',
     ]
 
 

@@ -88,3 +88,26 @@ def test_configuration_errors(cfg, tmp_path):
     model = MODELS.build(cfg)
     with pytest.raises(KeyError, match='LoadCLIPFeatures'):
         model(dict(patch_feats=torch.randn(1, 49, 48)), mode='tensor')
+
+
+@pytest.mark.parametrize('component, key, value, message', [
+    ('decoder', 'max_len', 12, 'decoder.max_len=12 disagrees with '
+     'model.max_len'),
+    ('decoder', 'eos_id', 3, 'decoder.eos_id=3 disagrees'),
+    ('decoder', 'embed_dim', 64, 'model widths disagree'),
+    ('encoder', 'embed_dim', 64, 'model widths disagree'),
+])
+def test_settings_given_twice_must_agree(cfg, component, key, value,
+                                         message):
+    part = dict(cfg[component], **{key: value})
+    if key == 'embed_dim':
+        part['num_heads'] = 2
+    with pytest.raises(ValueError, match=message):
+        MODELS.build(dict(cfg, **{component: part}))
+
+
+def test_decoder_takes_the_captioner_max_len(cfg):
+    decoder = dict(cfg['decoder'])
+    decoder.pop('max_len', None)
+    model = MODELS.build(dict(cfg, max_len=5, decoder=decoder))
+    assert model.decoder.max_len == model.max_len == 5

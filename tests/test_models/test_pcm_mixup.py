@@ -282,3 +282,20 @@ def test_every_trainable_parameter_is_used_in_training(mixup_cfg, mode):
               if p.requires_grad and p.grad is None]
     assert unused == []
     assert (module.text_proj is None) == (mode == 'none')
+
+
+def test_base_and_mixup_models_share_initial_weights(mixup_cfg):
+    """Same seed, with and without the mix-up: every parameter Base has is
+    equal, and the global RNG is where Base leaves it (paired ablations)."""
+    torch.manual_seed(3)
+    pcm = MODELS.build(mixup_cfg)
+    after_pcm = torch.rand(1)
+    torch.manual_seed(3)
+    base = MODELS.build(dict(mixup_cfg, mode='none', concept_bank=None,
+                             clip_head=None))
+    assert torch.equal(torch.rand(1), after_pcm)
+    pcm_state = pcm.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(value, pcm_state[name]), name
+    # The text projection is not a copy of another projection.
+    assert not torch.equal(pcm.text_proj.weight, pcm.global_proj.weight)

@@ -64,18 +64,40 @@ def test_two_process_test_equals_single_process(trained):
         assert json.load(f) == pytest.approx(json.load(g), abs=1e-12)
 
 
+# Every ablation variant (docs/benchmarks.md §4) and both test layouts:
+# with find_unused_parameters=False, DDP fails at the second iteration if
+# any trainable parameter gets no gradient (Base once built an unused
+# text projection).
+VARIANT_OPTIONS = {
+    'base': ['model.mixup.mode=none', 'model.clip_weighted=False',
+             'model.loss.focal=none'],
+    'pcm': ['model.clip_weighted=False', 'model.loss.focal=none'],
+    'cxe': ['model.mixup.mode=none'],
+    'full': [],
+    'pcm_replace': ['model.clip_weighted=False', 'model.loss.focal=none',
+                    'model.mixup.eval_mode=replace'],
+    'full_replace': ['model.mixup.eval_mode=replace'],
+}
+
+
 @pytest.mark.slow
-def test_two_process_training(toy_world, tmp_path):
+@pytest.mark.parametrize('variant', list(VARIANT_OPTIONS))
+def test_two_process_training(toy_world, tmp_path, variant):
     config = str(tmp_path / 'toy_pcm.py')
     toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
-    os.environ['PORT'] = '29631'
+    os.environ['PORT'] = str(29631 + 10 * list(VARIANT_OPTIONS).index(
+        variant))
     try:
         out = run(['bash', 'tools/dist_train.sh', config, '2', '--cfg-options',
-                   'default_hooks.checkpoint.save_best=None'])
+                   'default_hooks.checkpoint.save_best=None',
+                   'train_cfg.val_interval=1', *VARIANT_OPTIONS[variant]])
     finally:
         os.environ.pop('PORT')
-    # 64 samples, batch 8 per rank, 2 ranks: 4 iterations per epoch.
-    assert 'Epoch(train) [1][4/4]' in out.stdout + out.stderr
+    # 64 samples, batch 8 per rank, 2 ranks: 4 iterations per epoch, then
+    # validation on both ranks.
+    log = out.stdout + out.stderr
+    assert 'Epoch(train) [1][4/4]' in log
+    assert 'Epoch(val) [1]' in log
     assert osp.isfile(str(tmp_path / 'work' / 'epoch_1.pth'))
 
 

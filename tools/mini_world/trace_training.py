@@ -1,12 +1,14 @@
 """Follow one mini-world training run epoch by epoch (collapse diagnosis).
 
     python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
-        --root data/mini_world --rate 0.3 --seed 2 --work-dir work_dirs/trace/full_s2
+        --root data/mini_world --rate 0.3 --seed 2 \\
+        --work-dir work_dirs/trace/full_s2
     # the same run without CapDec noise, or with the textual tokens zeroed:
-    python tools/mini_world/trace_training.py configs/pcm_shapes.py --seed 2 \\
-        --work-dir work_dirs/trace/full_s2_nonoise --set model.mixup.noise_var=0
-    python tools/mini_world/trace_training.py configs/pcm_shapes.py --seed 2 \\
-        --work-dir work_dirs/trace/full_s2_zero --zero-textual
+    python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
+        --seed 2 --work-dir work_dirs/trace/full_s2_nonoise \\
+        --set model.mixup.noise_var=0
+    python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
+        --seed 2 --work-dir work_dirs/trace/full_s2_zero --zero-textual
 
 Trains the config on the world's synthetic set of ``--rate`` with a
 checkpoint every epoch (unless they exist), then prints and writes

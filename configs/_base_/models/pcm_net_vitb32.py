@@ -42,7 +42,6 @@ model = dict(
         hidden_drop=0.2,
         word_drop=0.1,
         predictor_drop=0.5,
-        max_len=20,
         beam_size=3),
     loss=dict(
         type='CLIPWeightedCELoss',
