@@ -29,8 +29,16 @@ def main() -> None:
     parser.add_argument('--beam-size', type=int)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--out', help='write {image: caption} JSON here')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='allow full unpickling of a checkpoint that needs it (it can '
+        'run code from the file: only for files you trust). Without it such '
+        'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
     from pcm_plugin.apis import ImageCaptioner
+    if args.trust_checkpoint:
+        from pcm_plugin.engine.checkpoint import trust_checkpoints
+        trust_checkpoints()
     captioner = ImageCaptioner(
         args.config, args.checkpoint, clip_model=args.clip_model,
         clip_checkpoint=args.clip_checkpoint, pretrained=args.pretrained,

@@ -1,22 +1,58 @@
-"""Local checkpoint loading that works with torch >= 2.6.
+"""Local checkpoint loading that never runs code from a file by default.
 
-torch 2.6 switched ``torch.load`` to ``weights_only=True``. mmengine 0.10.7
-checkpoints hold a ``message_hub`` with ``HistoryBuffer`` objects and numpy
-arrays, so ``--resume``, ``load_from`` and ``tools/test.py CHECKPOINT`` fail
-with ``UnpicklingError: Weights only load failed``. We register a loader for
-local paths that first tries the safe mode and, only for files that need it,
-falls back to full unpickling. Checkpoints are code: load only your own or
-ones you trust (the same contract as torch < 2.6).
+torch 2.6 switched ``torch.load`` to ``weights_only=True``, which mmengine
+0.10.7 checkpoints fail: their ``message_hub`` holds ``HistoryBuffer``
+objects and numpy arrays. Instead of falling back to full unpickling (which
+executes whatever a file names), we keep ``weights_only=True`` and allow the
+few *data-only* types those checkpoints contain (:data:`SAFE_GLOBALS`:
+numpy arrays, dtypes and scalars, mmengine's ``HistoryBuffer``), so
+``--resume``, ``load_from``, ``tools/test.py`` and the inference API load
+them safely. A file that needs anything else is refused with a message
+naming it; only an explicit trust switch (``--trust-checkpoint`` in the
+tools, :func:`trust_checkpoints` or ``PCM_TRUST_CHECKPOINT=1``) unpickles
+it fully.
 """
+import os
 import os.path as osp
 import pickle
+from typing import List
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 
+TRUST_ENV = 'PCM_TRUST_CHECKPOINT'
+
+
+def safe_globals() -> List:
+    """The data-only types mmengine checkpoints hold, allowed under
+    ``weights_only=True`` (their unpickling builds data, calls nothing
+    else: a callable the file returns can still not be invoked)."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    dtypes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray,
+            np.dtype, HistoryBuffer, getattr, *sorted(dtypes, key=str)]
+
+
+def trust_checkpoints(trust: bool = True) -> None:
+    """Allow (or forbid again) full unpickling of checkpoints that need it,
+    for this process and the processes it starts."""
+    if trust:
+        os.environ[TRUST_ENV] = '1'
+    else:
+        os.environ.pop(TRUST_ENV, None)
+
+
+def _trusted() -> bool:
+    return os.environ.get(TRUST_ENV, '') not in ('', '0')
+
 
 def load_local_checkpoint(filename: str, map_location=None):
-    """Load a local checkpoint file written by mmengine or plain torch.
+    """Load a local checkpoint written by mmengine or plain torch, safely.
 
     Args:
         filename (str): Path of the checkpoint.
@@ -24,6 +60,11 @@ def load_local_checkpoint(filename: str, map_location=None):
 
     Returns:
         dict: The loaded checkpoint.
+
+    Raises:
+        FileNotFoundError: No such file.
+        pickle.UnpicklingError: The file needs code execution to load (or
+            is not a checkpoint) and checkpoints are not trusted.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -31,12 +72,24 @@ def load_local_checkpoint(filename: str, map_location=None):
             f'checkpoint {filename} not found: check `load_from`, `--resume` '
             'or the CHECKPOINT argument of tools/test.py')
     try:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=True)
-    except pickle.UnpicklingError:
-        # mmengine's message_hub/HistoryBuffer: a trusted local file.
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True)
+    except pickle.UnpicklingError as err:
+        if _trusted():
+            return torch.load(filename, map_location=map_location,
+                              weights_only=False)
+        first = str(err).strip().splitlines()[0][:200]
+        raise pickle.UnpicklingError(
+            f'checkpoint {filename} was refused: loading it would need full '
+            f'unpickling, which can run code from the file ({first}). Load '
+            'only files you trust; if you trust this one, pass '
+            f'--trust-checkpoint to the tool (or set {TRUST_ENV}=1)'
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise RuntimeError(
+            f'checkpoint {filename} could not be read ({err}); it is '
+            'truncated or not a checkpoint') from None
 
 
 def register_checkpoint_loader() -> None:

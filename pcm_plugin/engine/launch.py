@@ -31,6 +31,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                                                'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument('--no-pin-memory', action='store_true')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='allow full unpickling of a checkpoint that needs it (it can '
+        'run code from the file: only for files you trust). Without it such '
+        'files are refused; mmengine checkpoints do not need it')
 
 
 def train_arg_parser() -> argparse.ArgumentParser:
@@ -71,6 +76,9 @@ def load_config(args: argparse.Namespace) -> Config:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config {args.config} not found')
+    if args.trust_checkpoint:
+        from .checkpoint import trust_checkpoints
+        trust_checkpoints()
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -1,0 +1,115 @@
+"""Checkpoint loading never runs code from a file unless told to."""
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pcm_plugin.engine.checkpoint import (TRUST_ENV, load_local_checkpoint,
+                                          trust_checkpoints)
+from tests.conftest import REPO_ROOT
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'released_model.pth'
+    torch.save(dict(state_dict={'w': torch.zeros(2)},
+                    meta=_RunsCode(str(marker))), path)
+    return str(path), marker
+
+
+@pytest.fixture(autouse=True)
+def untrusted(monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+
+
+def test_mmengine_style_checkpoint_loads_in_safe_mode(tmp_path):
+    from mmengine.logging.history_buffer import HistoryBuffer
+    path = tmp_path / 'epoch_1.pth'
+    buffer = HistoryBuffer()
+    buffer.update(0.5)
+    torch.save(dict(state_dict={'w': torch.ones(3)},
+                    message_hub=dict(log_scalars={'loss': buffer},
+                                     runtime_info={'x': np.float64(2.5),
+                                                   'a': np.arange(3)})),
+               path)
+    loaded = load_local_checkpoint(str(path))
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(3))
+    assert loaded['message_hub']['log_scalars']['loss'].current() == 0.5
+    np.testing.assert_array_equal(
+        loaded['message_hub']['runtime_info']['a'], np.arange(3))
+
+
+def test_crafted_checkpoint_is_refused_and_nothing_runs(crafted):
+    path, marker = crafted
+    with pytest.raises(pickle.UnpicklingError,
+                       match=r'released_model.pth was refused.*'
+                       r'--trust-checkpoint'):
+        load_local_checkpoint(path)
+    assert not marker.exists()
+    # Through mmengine's loader (load_from, --resume, tools/test.py).
+    from mmengine.runner import load_checkpoint
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(torch.nn.Linear(2, 2), path)
+    assert not marker.exists()
+
+
+def test_trust_switch_unpickles_fully(crafted):
+    path, marker = crafted
+    trust_checkpoints()
+    try:
+        load_local_checkpoint(path)
+    finally:
+        trust_checkpoints(False)
+    assert marker.exists()
+
+
+def test_text_file_as_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / 'notes.pth'
+    path.write_text('not a checkpoint')
+    with pytest.raises((RuntimeError, pickle.UnpicklingError),
+                       match='notes.pth'):
+        load_local_checkpoint(str(path))
+
+
+@pytest.mark.parametrize('tool', ['tools/test.py', 'tools/caption_image.py'])
+def test_tools_refuse_the_crafted_checkpoint(crafted, toy_world, tmp_path,
+                                             tool):
+    """A runnable toy config: the tools get as far as the checkpoint."""
+    from PIL import Image
+
+    from pcm_plugin.testing.toy_features import toy_config
+    path, marker = crafted
+    cfg = toy_config(toy_world, str(tmp_path / 'work'))
+    clip_dir = osp.dirname(toy_world['clip_head'])
+    cfg.clip_model = dict(
+        name='pcm-tiny-vit-b32', checkpoint=toy_world['clip_head'],
+        model_config=osp.join(clip_dir, 'pcm-tiny-vit-b32.json'))
+    config = str(tmp_path / 'toy.py')
+    cfg.dump(config)
+    image = tmp_path / 'a.png'
+    Image.new('RGB', (40, 40)).save(image)
+    extra = [str(image)] if 'caption' in tool else []
+    env = dict(os.environ, HF_HUB_OFFLINE='1')
+    env.pop(TRUST_ENV, None)
+    out = subprocess.run([sys.executable, tool, config, path, *extra],
+                         cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'released_model.pth was refused' in out.stderr
+    assert not marker.exists()
