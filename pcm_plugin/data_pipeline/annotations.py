@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pcm_plugin.datasets.feature_store import atomic_write_json
+from pcm_plugin.utils.fileio import atomic_write_json
 
 SPLITS = ('train', 'val', 'test')
 # The official synthetic image ids start here (docs/method.md §2.1).

@@ -26,12 +26,11 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from pcm_plugin.datasets.feature_store import (
-    atomic_write_json,
     shard_is_complete,
     write_index,
     write_shard,
 )
-from pcm_plugin.utils.fileio import file_sha256
+from pcm_plugin.utils.fileio import atomic_write_json, file_sha256
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json

@@ -23,10 +23,7 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pcm_plugin.datasets.feature_store import (
-    atomic_write_bytes,
-    atomic_write_json,
-)
+from pcm_plugin.utils.fileio import atomic_write_bytes, atomic_write_json
 
 from .sharding import disk_full_error
 

@@ -22,28 +22,10 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from pcm_plugin.utils.fileio import atomic_write_bytes, atomic_write_json
+
 FORMAT = 'pcm_plugin.features/1'
 INDEX = 'index.json'
-
-
-def atomic_write_bytes(path: str, write_fn) -> None:
-    """Call ``write_fn(file)`` on a temp file, fsync, then rename to path."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON atomically."""
-    atomic_write_bytes(
-        path, lambda f: f.write(json.dumps(obj, indent=1).encode('utf-8')))
 
 
 def write_shard(root: str, name: str, ids: Sequence[str], patch: np.ndarray,

@@ -9,9 +9,10 @@ read::
 Integer image ids; several annotations per image (the references).
 """
 import json
-import os
 import os.path as osp
 from typing import Dict, List, Mapping, Sequence
+
+from pcm_plugin.utils.fileio import atomic_write_json
 
 __all__ = ['load_coco_gt', 'write_coco_gt']
 
@@ -113,8 +114,5 @@ def write_coco_gt(references: Mapping[int, Sequence[str]],
                 'id': len(annotations) + 1,
                 'caption': caption
             })
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'w', encoding='utf-8') as f:
-        json.dump({'images': images, 'annotations': annotations}, f)
-    os.replace(tmp_path, path)
+    atomic_write_json(path, {'images': images, 'annotations': annotations},
+                      indent=None)

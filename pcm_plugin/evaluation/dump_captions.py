@@ -1,12 +1,10 @@
 """Write predicted captions as a COCO results JSON (no pickle)."""
-import json
-import os
-import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.evaluator import BaseMetric
 
 from pcm_plugin.registry import METRICS
+from pcm_plugin.utils.fileio import atomic_write_json
 
 
 @METRICS.register_module()
@@ -43,9 +41,5 @@ class DumpCaptions(BaseMetric):
         for item in results:
             unique.setdefault(item['image_id'], item['caption'])
         rows = [dict(image_id=i, caption=unique[i]) for i in sorted(unique)]
-        os.makedirs(osp.dirname(osp.abspath(self.out_file)), exist_ok=True)
-        tmp = f'{self.out_file}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, self.out_file)
+        atomic_write_json(self.out_file, rows)
         return {}

@@ -34,6 +34,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pcm_plugin.utils.fileio import atomic_path
+
 MINI_CLIP_NAME = 'pcm-mini-clip'
 MINI_CLIP_CONFIG: Dict = dict(
     embed_dim=64,
@@ -142,9 +144,8 @@ def save_mini_clip(model, out_dir: str, name: str = MINI_CLIP_NAME,
         json.dump(config or MINI_CLIP_CONFIG, f, indent=1)
     state = {k: v.half() if v.is_floating_point() else v
              for k, v in model.state_dict().items()}
-    tmp = f'{ckpt_path}.tmp{os.getpid()}'
-    torch.save(state, tmp)
-    os.replace(tmp, ckpt_path)
+    with atomic_path(ckpt_path) as tmp:
+        torch.save(state, tmp)
     return cfg_path, ckpt_path
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from pcm_plugin.utils.fileio import file_sha256
+from pcm_plugin.utils.fileio import atomic_path, file_sha256
 
 from .mini_clip import (
     CONCEPT_TEMPLATES,
@@ -160,9 +160,9 @@ class ResumeFile:
         import torch
         if not self.every or (step + 1) % self.every or step + 1 == steps:
             return
-        tmp = f'{self.path}.tmp{os.getpid()}'
-        torch.save(dict(state, settings=self.settings, step=step + 1), tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save(dict(state, settings=self.settings, step=step + 1),
+                       tmp)
 
     def remove(self) -> None:
         if osp.isfile(self.path):

@@ -26,8 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pcm_plugin.datasets.feature_store import atomic_write_json
-from pcm_plugin.utils.fileio import file_sha256
+from pcm_plugin.utils.fileio import atomic_write_json, file_sha256
 
 from .defects import apply_defect, plan_defect
 from .mini_clip import (

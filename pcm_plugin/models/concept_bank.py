@@ -5,12 +5,13 @@ Stored as ``.npz`` (``words``, ``embeddings``, ``meta``) and always read with
 ``tools/build_concepts.py import-official`` converts without executing them.
 """
 import json
-import os
 import os.path as osp
 from importlib import resources
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from pcm_plugin.utils.fileio import atomic_path
 
 # A row norm outside this range is not a unit embedding (fp16 rounding of
 # the official banks stays within 0.9988-1.0107).
@@ -57,12 +58,10 @@ def save_concept_bank(path: str, words: Sequence[str], embeddings: np.ndarray,
     """Validate and write a concept bank ``.npz`` atomically."""
     embeddings = np.asarray(embeddings)
     validate_concept_bank(words, embeddings, path)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}.npz'
-    np.savez(tmp, words=np.asarray(list(words), dtype=str),
-             embeddings=embeddings,
-             meta=np.asarray(json.dumps(meta or {})))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix='.npz') as tmp:
+        np.savez(tmp, words=np.asarray(list(words), dtype=str),
+                 embeddings=embeddings,
+                 meta=np.asarray(json.dumps(meta or {})))
 
 
 def load_concept_bank(path: str) -> Tuple[List[str], np.ndarray, Dict]:

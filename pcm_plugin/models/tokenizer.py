@@ -6,7 +6,6 @@ that convention and build the vocabulary from the training captions with the
 Hugging Face ``tokenizers`` library, so the file loads offline through
 ``transformers.PreTrainedTokenizerFast`` like any other tokenizer.
 """
-import os
 import os.path as osp
 from collections import Counter
 from typing import Iterable, List, Sequence, Tuple
@@ -79,10 +78,9 @@ def build_word_tokenizer(counts: Counter, *, min_count: int = 5,
 
 def save_tokenizer(tokenizer, path: str) -> None:
     """Write ``tokenizer.json`` atomically."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    tokenizer.save(tmp)
-    os.replace(tmp, path)
+    from pcm_plugin.utils.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        tokenizer.save(tmp)
 
 
 def load_caption_tokenizer(path: str):

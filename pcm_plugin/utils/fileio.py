@@ -1,5 +1,14 @@
-"""Small file helpers shared by the data tools."""
+"""File helpers: checksums and atomic writes (temp file, then rename).
+
+Every writer of the project goes through :func:`atomic_path`, so a killed
+process never leaves a half-written file under the final name; a leftover
+``<name>.tmp<pid>`` is what :mod:`pcm_plugin.data_pipeline.sharding` cleans.
+"""
 import hashlib
+import json
+import os
+import os.path as osp
+from contextlib import contextmanager
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -9,3 +18,38 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(path: str, suffix: str = ''):
+    """Yield a temporary path next to ``path``; rename it to ``path`` when
+    the block succeeds, delete it when it fails.
+
+    Args:
+        path (str): The final file.
+        suffix (str): Kept at the end of the temporary name (``np.savez``
+            appends ``.npz`` to names without it).
+    """
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}{suffix}'
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_bytes(path: str, write_fn) -> None:
+    """Call ``write_fn(file)`` on a temp file, fsync, then rename to path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_json(path: str, obj, indent: int = 1) -> None:
+    """Write ``obj`` as JSON atomically."""
+    atomic_write_bytes(path, lambda f: f.write(
+        json.dumps(obj, indent=indent).encode('utf-8')))

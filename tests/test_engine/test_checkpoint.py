@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.engine.checkpoint import (TRUST_ENV, load_local_checkpoint,
-                                          trust_checkpoints)
+from pcm_plugin.engine.checkpoint import (
+    TRUST_ENV,
+    load_local_checkpoint,
+    trust_checkpoints,
+)
 from tests.conftest import REPO_ROOT
 
 
