@@ -3,10 +3,15 @@
     python tools/test.py configs/pcm_coco.py work_dirs/pcm_coco/best.pth
     bash tools/dist_test.sh configs/pcm_coco.py CKPT 8 --out results.json
 """
+import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# Offline by default (set before any Hugging Face library is imported).
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 from pcm_plugin.engine import launch  # noqa: E402
 

@@ -3,10 +3,15 @@
     python tools/train.py configs/pcm_coco.py [--work-dir DIR] [--resume]
     bash tools/dist_train.sh configs/pcm_coco.py 8
 """
+import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# Offline by default (set before any Hugging Face library is imported).
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 from pcm_plugin.engine import launch  # noqa: E402
 

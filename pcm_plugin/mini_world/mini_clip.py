@@ -34,6 +34,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pcm_plugin.data_pipeline.clip_features import register_model_config
 from pcm_plugin.utils.fileio import atomic_path
 
 MINI_CLIP_NAME = 'pcm-mini-clip'
@@ -71,25 +72,6 @@ def committed_paths(kind: str = 'weak') -> Tuple[str, str]:
             osp.join(root, f'{MINI_CLIP_NAME}.pt'))
 
 
-def register_config(config_path: str) -> str:
-    """Register a model-config JSON with open_clip; return the model name.
-
-    Args:
-        config_path (str): ``<name>.json``; open_clip names the model after
-            the file stem.
-
-    Returns:
-        str: The model name.
-    """
-    import open_clip
-    if not osp.isfile(config_path):
-        raise FileNotFoundError(
-            f'mini CLIP config {config_path} not found; train one with '
-            '`python tools/mini_world/train_mini_clip.py`')
-    open_clip.add_model_config(config_path)
-    return osp.splitext(osp.basename(config_path))[0]
-
-
 def load_mini_clip(config_path: Optional[str] = None,
                    checkpoint: Optional[str] = None):
     """Load a mini CLIP through open_clip (eval mode, CPU).
@@ -110,7 +92,7 @@ def load_mini_clip(config_path: Optional[str] = None,
         raise FileNotFoundError(
             f'mini CLIP checkpoint {checkpoint} not found; train one with '
             '`python tools/mini_world/train_mini_clip.py`')
-    name = register_config(config_path)
+    name = register_model_config(config_path)
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=checkpoint)
     return model.eval(), preprocess, open_clip.get_tokenizer(name), name

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
+from pcm_plugin.data_pipeline.clip_features import register_model_config
 from pcm_plugin.utils.fileio import atomic_path, file_sha256
 
 from .mini_clip import (
@@ -30,7 +31,6 @@ from .mini_clip import (
     MINI_CLIP_CONFIG,
     MINI_CLIP_NAME,
     images_to_tensor,
-    register_config,
     round_to_fp16_,
     save_mini_clip,
 )
@@ -366,7 +366,7 @@ def train_mini_clip(out_dir: str, *, steps: int = 3000,
     cfg_path = osp.join(out_dir, f'{MINI_CLIP_NAME}.json')
     with open(cfg_path, 'w', encoding='utf-8') as f:
         json.dump(MINI_CLIP_CONFIG, f, indent=1)
-    name = register_config(cfg_path)
+    name = register_model_config(cfg_path)
     torch.manual_seed(seed)
     model = open_clip.create_model(
         name, pretrained=init_checkpoint).float().train()

@@ -30,14 +30,14 @@ TINY_CLIP_CONFIGS: Dict[str, Dict] = {
 }
 
 
-def register_model_config(name: str, config: Dict, config_dir: str) -> None:
-    """Make ``name`` known to ``open_clip.create_model``."""
-    import open_clip
+def write_model_config(name: str, config: Dict, config_dir: str) -> str:
+    """Write ``<config_dir>/<name>.json`` and register it with open_clip."""
+    from pcm_plugin.data_pipeline.clip_features import register_model_config
     os.makedirs(config_dir, exist_ok=True)
     path = osp.join(config_dir, f'{name}.json')
     with open(path, 'w') as f:
         json.dump(config, f)
-    open_clip.add_model_config(path)
+    return register_model_config(path)
 
 
 def build_tiny_open_clip(out_dir: str, name: str = 'pcm-tiny-vit-b32',
@@ -55,7 +55,7 @@ def build_tiny_open_clip(out_dir: str, name: str = 'pcm-tiny-vit-b32',
     """
     import open_clip
     import torch
-    register_model_config(name, TINY_CLIP_CONFIGS[name], out_dir)
+    write_model_config(name, TINY_CLIP_CONFIGS[name], out_dir)
     torch.manual_seed(seed)
     model = open_clip.create_model(name, pretrained=None)
     ckpt = osp.join(out_dir, f'{name}.pt')

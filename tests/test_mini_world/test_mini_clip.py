@@ -21,15 +21,13 @@ def random_mini_clip():
     import open_clip
     import torch
 
-    from pcm_plugin.mini_world.mini_clip import (
-        MINI_CLIP_CONFIG,
-        register_config,
-    )
+    from pcm_plugin.data_pipeline.clip_features import register_model_config
+    from pcm_plugin.mini_world.mini_clip import MINI_CLIP_CONFIG
     folder = tempfile.mkdtemp()
     path = osp.join(folder, 'pcm-mini-clip-test.json')
     with open(path, 'w') as f:
         json.dump(MINI_CLIP_CONFIG, f)
-    name = register_config(path)
+    name = register_model_config(path)
     torch.manual_seed(0)
     model = open_clip.create_model(name, pretrained=None).eval()
     return model, name, folder
