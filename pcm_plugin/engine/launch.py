@@ -17,7 +17,6 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 
 
-
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
