@@ -1,9 +1,9 @@
 """Datasets of precomputed CLIP features with captions.
 
 Both read the project's JSON annotation files (mmengine ``BaseDataset``
-layout, see ``docs/architecture.md``) and point the pipeline at a feature
-store through ``data_prefix=dict(feature_dir=...)``, the way image datasets
-point ``LoadImageFromFile`` at ``img_path``.
+layout, see ``docs/architecture.md``) and give every sample the
+``feature_dir`` of their feature store (the ``feature_dir`` argument), the
+way image datasets give ``LoadImageFromFile`` an ``img_path``.
 """
 import os.path as osp
 import random

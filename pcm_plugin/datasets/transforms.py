@@ -27,7 +27,7 @@ class LoadCLIPFeatures(BaseTransform):
     **Required Keys:**
 
     - image_id
-    - feature_dir (set by the dataset from ``data_prefix``)
+    - feature_dir (set by the dataset from its ``feature_dir`` argument)
 
     **Added Keys:**
 
