@@ -41,8 +41,9 @@ def load_clip_head_state(path: str) -> Dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f'CLIP head weights {path} not found. Point `clip_head` to the '
             'open_clip checkpoint used for feature extraction (e.g. '
-            'data/clip/ViT-B-32.pt), or export the head with `python '
-            'tools/export_clip_head.py`')
+            'data/clip/ViT-B-32.pt), or to a file holding just its '
+            '`visual.ln_post.weight`, `visual.ln_post.bias` and '
+            '`visual.proj` tensors')
     state = _read_state_dict(path)
     missing = [k for k in HEAD_KEYS if k not in state]
     if missing:

@@ -172,8 +172,9 @@ class PCMMixup(BaseModule):
     * training (``self.training``): ``[g, v_1 .. v_N]`` where each selected
       patch token is *replaced* by its textual token, type id 1 marking it;
     * evaluation: ``[g, v_1 .. v_N, t_1 .. t_N]``: all textual tokens are
-      appended with their patch's position and type id 1, and only the
-      selected ones are visible to attention (``token_mask``).
+      appended with their patch's position; the selected ones get type id 1
+      and are the only ones visible to attention (``token_mask``; the
+      others keep type 0 and are masked out).
 
     Every token is ``ReLU(proj + position + type)``, then LayerNorm and
     dropout (0.5 in the official configs). The global token gets CapDec
