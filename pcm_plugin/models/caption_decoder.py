@@ -52,15 +52,17 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
 
 @dataclass
 class DecoderCache:
-    """Key/value cache for incremental decoding of ``N`` sequences.
+    """Key/value cache for incremental decoding of ``R`` sequences.
+
+    ``R`` rows: B, or B * W in a beam search of width W.
 
     Attributes:
         self_kv (list[tuple[Tensor, Tensor]]): Per layer, the self-attention
-            keys and values of all past steps, each ``(N, H, t, d_head)``.
+            keys and values of all past steps, each ``(R, H, t, d_head)``.
         cross_kv (list[tuple[Tensor, Tensor]]): Per layer, the
             cross-attention keys and values of the memory, each
-            ``(N, H, L, d_head)``; computed once per ``generate`` call.
-        memory_mask (Tensor): ``(N, L)`` bool, True = visible.
+            ``(R, H, L, d_head)``; computed once per ``generate`` call.
+        memory_mask (Tensor): ``(R, L)`` bool, True = visible.
     """
     self_kv: List[Tuple[Tensor, Tensor]]
     cross_kv: List[Tuple[Tensor, Tensor]]
@@ -365,33 +367,33 @@ class CaptionTransformerDecoder(BaseModule):
         cache = self.init_cache(memory, memory_mask)
         sample = torch.arange(batch, device=device)
         cache = self.reorder_cache(
-            cache, sample.repeat_interleave(beam))  # (B * K) rows
+            cache, sample.repeat_interleave(beam))  # (B * W) rows
         # All beams of a sample start identical: only beam 0 may expand.
         scores = torch.full((batch, beam), -math.inf,
-                            device=device)  # (B, K), float32
+                            device=device)  # (B, W), float32
         scores[:, 0] = 0.0
         finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
         ids = torch.full((batch, beam, steps), self.eos_id,
-                         dtype=torch.long, device=device)  # (B, K, T)
+                         dtype=torch.long, device=device)  # (B, W, T)
         tokens = torch.full((batch * beam, ), self.bos_id, dtype=torch.long,
-                            device=device)  # (B * K,)
+                            device=device)  # (B * W,)
         for t in range(steps):
-            logits, cache = self.step(tokens, cache)  # (B * K, V)
+            logits, cache = self.step(tokens, cache)  # (B * W, V)
             log_probs = logits.float().log_softmax(dim=-1)
-            log_probs = log_probs.view(batch, beam, vocab)  # (B, K, V)
+            log_probs = log_probs.view(batch, beam, vocab)  # (B, W, V)
             log_probs = self.freeze_finished(log_probs, finished)
-            candidates = scores[..., None] + log_probs  # (B, K, V)
+            candidates = scores[..., None] + log_probs  # (B, W, V)
             scores, flat = candidates.view(batch, beam * vocab).topk(
-                beam, dim=-1)  # (B, K)
-            parent, word = flat // vocab, flat % vocab  # (B, K) each
+                beam, dim=-1)  # (B, W)
+            parent, word = flat // vocab, flat % vocab  # (B, W) each
             ids = ids.gather(1, parent[..., None].expand(-1, -1, steps))
             ids[:, :, t] = word
             finished = finished.gather(1, parent) | (word == self.eos_id)
             if bool(finished.all()):
                 break
-            rows = (parent + sample[:, None] * beam).view(-1)  # (B * K,)
+            rows = (parent + sample[:, None] * beam).view(-1)  # (B * W,)
             cache = self.reorder_cache(cache, rows, include_memory=False)
-            tokens = word.view(-1)  # (B * K,)
+            tokens = word.view(-1)  # (B * W,)
         best = scores.argmax(dim=-1)  # (B,)
         return ids[sample, best], scores[sample, best]
 
@@ -399,11 +401,11 @@ class CaptionTransformerDecoder(BaseModule):
         """Finished beams may only repeat EOS, at zero cost (score kept).
 
         Args:
-            log_probs (Tensor): ``(B, K, V)`` next-word log-probabilities.
-            finished (Tensor): ``(B, K)`` bool, beam already emitted EOS.
+            log_probs (Tensor): ``(B, W, V)`` next-word log-probabilities.
+            finished (Tensor): ``(B, W)`` bool, beam already emitted EOS.
 
         Returns:
-            Tensor: ``(B, K, V)`` with finished rows = 0 at EOS, -inf else.
+            Tensor: ``(B, W, V)`` with finished rows = 0 at EOS, -inf else.
         """
         frozen = torch.full_like(log_probs[0, 0], -math.inf)  # (V,)
         frozen[self.eos_id] = 0.0
