@@ -3,6 +3,20 @@
 # Usage: bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [extra args]
 # Env: PYTHON (python), NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)
 set -euo pipefail
+if [ "$#" -lt 3 ]; then
+    echo "usage: bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [extra args]" >&2
+    echo "  env: PYTHON, NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)" >&2
+    exit 2
+fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The interpreter: $PYTHON, else `python` when it has torch, else the
+# project's .venv (what `make test` / `make demo` build).
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python
+    if ! "$PYTHON" -c 'import torch' 2>/dev/null && [ -x "$ROOT/.venv/bin/python" ]; then
+        PYTHON="$ROOT/.venv/bin/python"
+    fi
+fi
 CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3
@@ -10,8 +24,8 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
-"${PYTHON:-python}" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
+PYTHONPATH="$ROOT":${PYTHONPATH:-} \
+"$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" --master_port="$PORT" \
     --nproc_per_node="$NPROC" \
-    "$(dirname "$0")/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
+    "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

@@ -3,14 +3,28 @@
 # Usage: bash tools/dist_train.sh CONFIG NPROC [extra args]
 # Env: PYTHON (python), NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)
 set -euo pipefail
+if [ "$#" -lt 2 ]; then
+    echo "usage: bash tools/dist_train.sh CONFIG NPROC [extra args]" >&2
+    echo "  env: PYTHON, NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)" >&2
+    exit 2
+fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The interpreter: $PYTHON, else `python` when it has torch, else the
+# project's .venv (what `make test` / `make demo` build).
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python
+    if ! "$PYTHON" -c 'import torch' 2>/dev/null && [ -x "$ROOT/.venv/bin/python" ]; then
+        PYTHON="$ROOT/.venv/bin/python"
+    fi
+fi
 CONFIG=$1
 NPROC=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHONPATH="$(dirname "$0")/..":${PYTHONPATH:-} \
-"${PYTHON:-python}" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
+PYTHONPATH="$ROOT":${PYTHONPATH:-} \
+"$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" --master_port="$PORT" \
     --nproc_per_node="$NPROC" \
-    "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "${@:3}"

@@ -18,7 +18,10 @@ from pcm_plugin.engine import launch  # noqa: E402
 
 def main() -> None:
     args = launch.test_arg_parser().parse_args()
-    cfg = launch.merge_test_args(launch.load_config(args), args)
+    try:
+        cfg = launch.merge_test_args(launch.load_config(args), args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
         metrics = launch.build_runner(cfg).test()

@@ -18,7 +18,10 @@ from pcm_plugin.engine import launch  # noqa: E402
 
 def main() -> None:
     args = launch.train_arg_parser().parse_args()
-    cfg = launch.merge_train_args(launch.load_config(args), args)
+    try:
+        cfg = launch.merge_train_args(launch.load_config(args), args)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
         launch.build_runner(cfg).train()

@@ -99,6 +99,31 @@ def _dataloader_defaults(cfg: Config, key: str, *, pin_memory: bool,
         loader['persistent_workers'] = False
 
 
+def check_resumable(work_dir: str) -> str:
+    """The checkpoint ``--resume`` (no path) would continue from.
+
+    mmengine would silently start from scratch when the work dir has no
+    checkpoint; a user asking to resume wants to know.
+
+    Raises:
+        FileNotFoundError: No ``last_checkpoint`` in ``work_dir``, or it
+            names a file that does not exist.
+    """
+    from mmengine.runner import find_latest_checkpoint
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        raise FileNotFoundError(
+            f'--resume: no checkpoint to resume in {work_dir} (no '
+            '`last_checkpoint` file); drop --resume to start training, or '
+            'pass --resume PATH/TO/CHECKPOINT')
+    latest = find_latest_checkpoint(work_dir)
+    if not latest or not osp.isfile(latest):
+        raise FileNotFoundError(
+            f'--resume: {marker} names {latest}, which does not exist; '
+            'pass --resume PATH/TO/CHECKPOINT of a checkpoint that does')
+    return latest
+
+
 def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``tools/train.py`` flags (same meaning as mmpretrain's)."""
     if args.no_validate:
@@ -111,7 +136,11 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
+        check_resumable(cfg.work_dir)
     elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume}: no such '
+                                    'checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr', {}), enable=True)

@@ -118,3 +118,33 @@ def test_test_tool_dumps_captions_as_coco_results(trained, toy_world):
         image_ids = sorted(im['id'] for im in json.load(f)['images'])
     assert [p['image_id'] for p in preds] == image_ids
     assert all(isinstance(p['caption'], str) for p in preds)
+
+
+@pytest.mark.parametrize('script, usage', [
+    ('tools/dist_train.sh', 'CONFIG NPROC'),
+    ('tools/dist_test.sh', 'CONFIG CHECKPOINT NPROC')])
+def test_bad_input_launcher_without_arguments_prints_usage(script, usage):
+    out = subprocess.run(['bash', script], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert f'usage: bash {script} {usage}' in out.stderr
+    assert 'unbound variable' not in out.stderr
+
+
+def test_bad_input_resume_without_checkpoint_is_an_error(toy_world,
+                                                          tmp_path):
+    config = str(tmp_path / 'toy_pcm.py')
+    toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
+    out = subprocess.run([sys.executable, 'tools/train.py', config,
+                          '--resume'], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'no checkpoint to resume in' in out.stderr
+    assert 'Epoch(train)' not in out.stdout + out.stderr  # nothing trained
+    (tmp_path / 'work').mkdir(exist_ok=True)
+    (tmp_path / 'work' / 'last_checkpoint').write_text(
+        str(tmp_path / 'work' / 'epoch_3.pth'))
+    out = subprocess.run([sys.executable, 'tools/train.py', config,
+                          '--resume'], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode != 0 and 'epoch_3.pth, which does not' in out.stderr
