@@ -13,7 +13,7 @@ from mmengine.dataset import BaseDataset
 
 from pcm_plugin.registry import DATASETS
 
-from .transforms import open_feature_store
+from .feature_store import open_feature_store
 
 
 class _FeatureCaptionDataset(BaseDataset):

@@ -186,3 +186,13 @@ class FeatureStore:
 
     def iter_ids(self) -> Iterable[str]:
         return iter(self._rows)
+
+
+_STORES: Dict[str, FeatureStore] = {}
+
+
+def open_feature_store(root: str) -> FeatureStore:
+    """A process-wide cached :class:`FeatureStore` per directory."""
+    if root not in _STORES:
+        _STORES[root] = FeatureStore(root)
+    return _STORES[root]

@@ -1,6 +1,5 @@
 """Pipeline transforms: read CLIP features, pack model inputs."""
 import math
-from typing import Dict
 
 import torch
 from mmcv.transforms import BaseTransform
@@ -8,16 +7,7 @@ from mmpretrain.structures import DataSample
 
 from pcm_plugin.registry import TRANSFORMS
 
-from .feature_store import FeatureStore
-
-_STORES: Dict[str, FeatureStore] = {}
-
-
-def open_feature_store(root: str) -> FeatureStore:
-    """A process-wide cached :class:`FeatureStore` per directory."""
-    if root not in _STORES:
-        _STORES[root] = FeatureStore(root)
-    return _STORES[root]
+from .feature_store import open_feature_store
 
 
 @TRANSFORMS.register_module()

@@ -26,8 +26,8 @@ import statistics
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .demo import train_and_test, world_config
 from .prepare import load_world, synth_name
+from .runs import train_and_test, world_config
 
 # variant -> (config file in the config dir, training feature store; None
 # means the synthetic renders of the cell's defect rate).

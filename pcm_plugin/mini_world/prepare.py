@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from pcm_plugin.data_pipeline.annotations import TRAIN_ID_START
 from pcm_plugin.utils.fileio import atomic_write_json, file_sha256
 
 from .defects import apply_defect, plan_defect
@@ -42,7 +43,7 @@ STAMP = 'done.json'
 STAMP_VERSION = 1
 # Image ids: train ids follow the official synthetic numbering
 # (docs/method.md §2.1); val/test ids are integers as the COCO metric needs.
-ID_START = {'train': 6000000, 'val': 100000, 'test': 200000}
+ID_START = {'train': TRAIN_ID_START, 'val': 100000, 'test': 200000}
 _STYLE_STREAM = 31337
 
 

@@ -78,8 +78,10 @@ def _batches(cfg, loader_key: str, limit: int):
             return
 
 
-def teacher_forced_loss(model, cfg, loader_key: str, limit: int) -> float:
-    """Mean per-word CE of each sample's (first) reference."""
+def teacher_forced_loss(model, cfg, loader_key: str, limit: int,
+                        refs: Dict[str, List[str]] = None) -> float:
+    """Mean per-word CE of each sample's caption (training samples) or
+    first reference (``refs``: image id -> references, for eval sets)."""
     import torch
     from torch.nn import functional as F
 
@@ -89,10 +91,10 @@ def teacher_forced_loss(model, cfg, loader_key: str, limit: int) -> float:
         for batch in _batches(cfg, loader_key, limit):
             data = model.data_preprocessor(batch, False)
             memory, mask = model.encode(data['inputs'])
-            refs = [s.get('gt_caption') or s.get('captions')[0]
-                    for s in data['data_samples']]
+            captions = [s.get('gt_caption') or refs[str(s.image_id)][0]
+                        for s in data['data_samples']]
             input_ids, targets, input_mask = encode_captions(
-                model.tokenizer, refs, max_len=model.max_len)  # (B, T)
+                model.tokenizer, captions, max_len=model.max_len)  # (B, T)
             logits = model.decoder(input_ids, memory, mask, input_mask)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(),
                                    ignore_index=-100, reduction='sum')
@@ -142,7 +144,7 @@ def trace_run(cfg, work_dir: str, *, epochs: Sequence[int],
             model = _model(cfg, checkpoint, layout)
             if name == 'append':
                 row['loss_real'] = teacher_forced_loss(
-                    model, cfg, 'val_dataloader', num_val)
+                    model, cfg, 'val_dataloader', num_val, refs)
                 row['loss_synthetic'] = teacher_forced_loss(
                     model, cfg, 'train_dataloader', num_train)
             captions, ids = captions_and_ids(model, cfg, num_val)

@@ -13,6 +13,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from pcm_plugin.data_pipeline.annotations import TRAIN_ID_START
 from pcm_plugin.datasets.feature_store import write_feature_store
 from pcm_plugin.models.concept_bank import save_concept_bank
 from pcm_plugin.models.tokenizer import (
@@ -78,7 +79,7 @@ def make_toy_feature_world(root: str, *, clip_checkpoint: str,
             patches.append(patch), globs.append(glob @ proj)
         return ids, caps, np.stack(patches), np.stack(globs)
 
-    ids, train_caps, patches, globs = split(num_train, 6000000)
+    ids, train_caps, patches, globs = split(num_train, TRAIN_ID_START)
     cos = rng.uniform(0.1, 0.5, size=num_train).astype(np.float32)
     write_feature_store(paths['train_feats'], ids, patches, globs, cos)
     _dump(paths['train_ann'], [dict(image_id=i, caption=c)

@@ -40,7 +40,7 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 def test_run_digest_follows_config_and_input_files(tmp_path):
     from mmengine.config import Config
 
-    from pcm_plugin.mini_world.demo import run_digest
+    from pcm_plugin.mini_world.runs import run_digest
     features = tmp_path / 'features'
     features.mkdir()
     files = dict(stamp=features / 'done.json', tok=tmp_path / 'tok.json',

@@ -124,7 +124,7 @@ def test_pcm_shapes_default_paths_are_the_prepared_layout(tiny_world):
     """``tools/train.py configs/pcm_shapes.py`` reads what prepare wrote."""
     from mmengine.config import Config
 
-    from pcm_plugin.mini_world.demo import world_config
+    from pcm_plugin.mini_world.runs import world_config
     _, world, _ = tiny_world
     config = osp.join(osp.dirname(osp.dirname(osp.dirname(
         osp.abspath(__file__)))), 'configs', 'pcm_shapes.py')

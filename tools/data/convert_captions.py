@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(error, skip and count, or keep as a caption); '
                         'Flickr8k has 10 such rows')
     parser.add_argument('--train-id-start', type=int, default=TRAIN_ID_START,
-                        help='first synthetic image id (default 6000000)')
+                        help='first synthetic image id (default '
+                        f'{TRAIN_ID_START})')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip and count bad rows/images instead of '
                         'stopping at the first one')

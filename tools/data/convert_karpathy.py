@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'numeric file stem (auto: cocoid if present, else '
                         'stem if numeric, else imgid)')
     parser.add_argument('--train-id-start', type=int, default=TRAIN_ID_START,
-                        help='first synthetic image id (default 6000000, '
+                        help=f'first synthetic image id (default {TRAIN_ID_START}, '
                         'as the official data)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip and count bad entries instead of '
