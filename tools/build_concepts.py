@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pcm_plugin.data_pipeline.bad_input import BadInputError  # noqa: E402
+from pcm_plugin.data_prep.bad_input import BadInputError  # noqa: E402
 from pcm_plugin.models.concept_bank import (  # noqa: E402
     default_concept_words,
     save_concept_bank,
@@ -69,7 +69,7 @@ def add_nouns_args(sub) -> None:
         'nouns', help='frequent nouns of a caption corpus (heuristic)',
         description='Rank the nouns of caption corpora by frequency with a '
         'tagger-free HEURISTIC (noun-phrase heads after determiners and '
-        'prepositions, plural folding); see pcm_plugin/data_pipeline/'
+        'prepositions, plural folding); see pcm_plugin/data_prep/'
         'nouns.py. Prints the overlap with the official 446 words.')
     parser.add_argument('corpus', nargs='+',
                         help='annotation JSON, COCO caption JSON, Karpathy '
@@ -110,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from pcm_plugin.data_pipeline.concepts import build_concept_bank
+    from pcm_plugin.data_prep.concepts import build_concept_bank
     info = build_concept_bank(
         args.out, clip_model=args.clip_model, words_file=args.words,
         templates=args.templates, clip_checkpoint=args.clip_checkpoint,
@@ -124,8 +124,8 @@ def run_encode(args: argparse.Namespace) -> None:
 
 
 def run_nouns(args: argparse.Namespace) -> None:
-    from pcm_plugin.data_pipeline.caption_readers import read_caption_corpus
-    from pcm_plugin.data_pipeline.nouns import frequent_nouns
+    from pcm_plugin.data_prep.caption_readers import read_caption_corpus
+    from pcm_plugin.data_prep.nouns import frequent_nouns
     captions = []
     for path in args.corpus:
         captions.extend(read_caption_corpus(path))
@@ -154,7 +154,7 @@ def run_nouns(args: argparse.Namespace) -> None:
 def run_import(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from pcm_plugin.data_pipeline.official_bank import (
+    from pcm_plugin.data_prep.official_bank import (
         official_bank_meta,
         read_official_bank,
     )

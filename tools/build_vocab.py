@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from pcm_plugin.data_pipeline.bad_input import BadInputError  # noqa: E402
-from pcm_plugin.data_pipeline.vocab import build_tokenizer_file  # noqa: E402
+from pcm_plugin.data_prep.bad_input import BadInputError  # noqa: E402
+from pcm_plugin.data_prep.vocab import build_tokenizer_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

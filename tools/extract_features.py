@@ -94,11 +94,11 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('pcm_plugin').setLevel(logging.INFO)
-    from pcm_plugin.data_pipeline.extraction import (
+    from pcm_plugin.data_prep.extraction import (
         extract_features,
         merge_index,
     )
-    from pcm_plugin.data_pipeline.sharding import dist_env
+    from pcm_plugin.data_prep.sharding import dist_env
     try:
         if args.merge_only:
             index = merge_index(args.out_dir)

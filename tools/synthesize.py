@@ -67,8 +67,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('pcm_plugin').setLevel(logging.INFO)
-    from pcm_plugin.data_pipeline.sharding import dist_env
-    from pcm_plugin.data_pipeline.synthesis import synthesize
+    from pcm_plugin.data_prep.sharding import dist_env
+    from pcm_plugin.data_prep.synthesis import synthesize
     try:
         summary = synthesize(
             args.ann_file, model_dir=args.model_dir, out_dir=args.out_dir,

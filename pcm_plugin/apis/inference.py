@@ -44,7 +44,7 @@ class ImageCaptioner:
         from mmengine.runner import load_checkpoint
 
         import pcm_plugin  # noqa: F401  registers the components
-        from pcm_plugin.data_pipeline.clip_features import (
+        from pcm_plugin.data_prep.clip_features import (
             load_open_clip,
             resolve_pool,
         )
@@ -75,8 +75,8 @@ class ImageCaptioner:
     @torch.no_grad()
     def features(self, images: Sequence) -> dict:
         """CLIP inputs of the captioner for image paths or PIL images."""
-        from pcm_plugin.data_pipeline.clip_features import extract_batch
-        from pcm_plugin.data_pipeline.image_io import load_rgb_image
+        from pcm_plugin.data_prep.clip_features import extract_batch
+        from pcm_plugin.data_prep.image_io import load_rgb_image
         pil = [load_rgb_image(im) if isinstance(im, str) else im.convert(
             'RGB') for im in images]
         batch = torch.stack([self.preprocess(im) for im in pil])

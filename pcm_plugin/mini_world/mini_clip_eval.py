@@ -102,7 +102,7 @@ def patch_localisation(model, tokenizer, scenes, images,
     """
     import torch
 
-    from pcm_plugin.data_pipeline.clip_features import encode_image_tokens
+    from pcm_plugin.data_prep.clip_features import encode_image_tokens
 
     from .localisation import localisation_stats, select_pairs
     from .mini_clip_dense import WORDS

@@ -22,11 +22,12 @@ import os.path as osp
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pcm_plugin.data_pipeline.annotations import TRAIN_ID_START
+from pcm_plugin.data_prep.annotations import TRAIN_ID_START
 from pcm_plugin.utils.fileio import atomic_write_json, file_sha256
 
 from .defects import apply_defect, plan_defect
@@ -228,7 +229,7 @@ def build_corpus(folder: str, s: WorldSettings, progress: bool) -> Dict:
     """Scenes, annotation files and COCO ground truth of all splits."""
     from tqdm import tqdm
 
-    from pcm_plugin.data_pipeline.annotations import (
+    from pcm_plugin.data_prep.annotations import (
         ImageCaptions,
         coco_ground_truth,
         eval_entries,
@@ -344,7 +345,7 @@ def extract_store(ann_file: str, image_dir: str, out_dir: str,
                   clip_dir: str, *, batch_size: int,
                   progress: bool) -> Dict:
     """Features of one annotation file with the project's extractor."""
-    from pcm_plugin.data_pipeline.extraction import extract_features
+    from pcm_plugin.data_prep.extraction import extract_features
     return extract_features(
         ann_file, image_dir=image_dir, out_dir=out_dir,
         clip_model=MINI_CLIP_NAME,
@@ -361,7 +362,7 @@ def concept_words() -> List[str]:
 
 def build_concepts(folder: str, clip_dir: str) -> Dict:
     """Concept bank: what ``tools/build_concepts.py encode`` runs."""
-    from pcm_plugin.data_pipeline.concepts import build_concept_bank
+    from pcm_plugin.data_prep.concepts import build_concept_bank
     words_file = osp.join(folder, 'words.txt')
     templates_file = osp.join(folder, 'templates.txt')
     with open(words_file, 'w', encoding='utf-8') as f:
@@ -383,7 +384,7 @@ def build_concepts(folder: str, clip_dir: str) -> Dict:
 
 def build_tokenizer(folder: str, ann_dir: str) -> Dict:
     """Caption tokenizer: what ``tools/build_vocab.py`` runs."""
-    from pcm_plugin.data_pipeline.vocab import build_tokenizer_file
+    from pcm_plugin.data_prep.vocab import build_tokenizer_file
     train, test = (osp.join(ann_dir, f'{k}.json') for k in ('train', 'test'))
     out = osp.join(folder, 'tokenizer.json')
     stats = build_tokenizer_file(train, out, coverage_anns=[test],
@@ -455,67 +456,117 @@ def _extend_with_prepared(root: str, settings: WorldSettings,
                    old['settings']['real_train'])
 
 
+class _WorldBuilder:
+    """The steps of :func:`prepare_world`, in order, each one method.
+
+    Every step is :func:`run_step` on one folder with the settings its
+    output depends on (upstream steps enter through their stamps'
+    digests), so a changed setting rebuilds that step and what follows.
+    """
+
+    def __init__(self, s: WorldSettings, root: str, *, progress: bool,
+                 log: Callable[[str], None]):
+        self.s, self.root, self.progress, self.log = s, root, progress, log
+        self.corpus_dir = osp.join(root, 'corpus')
+        self.ann_dir = osp.join(self.corpus_dir, 'annotations')
+        self.clip_dir = osp.join(root, 'clip')
+        self.seconds: Dict[str, float] = {}
+
+    def step(self, name: str, folder: str, settings: Dict,
+             build: Callable[[str], Optional[Dict]]) -> Dict:
+        start = time.time()
+        stamp = run_step(name, osp.join(self.root, folder), settings, build,
+                         self.log)
+        self.seconds[name] = round(time.time() - start, 1)
+        return stamp
+
+    def corpus(self) -> Dict:
+        s = self.s
+        return self.step('corpus', 'corpus', dict(
+            seed=s.seed, num_train=s.num_train, num_val=s.num_val,
+            num_test=s.num_test, refs=s.refs),
+            partial(build_corpus, s=s, progress=self.progress))
+
+    def real_images(self, corpus: Dict) -> Dict:
+        return self.step(
+            'real images', 'images/real', dict(corpus=corpus['digest']),
+            partial(build_real_images, corpus_dir=self.corpus_dir,
+                    splits=('val', 'test'), progress=self.progress))
+
+    def training_images(self, corpus: Dict) -> Dict[str, Dict]:
+        """Synthetic sets per defect rate (+ real renders): name -> stamp."""
+        stamps = {}
+        for rate in self.s.defect_rates:
+            name = synth_name(rate)
+            stamps[name] = self.step(
+                f'synthetic images {rate}', f'images/{name}',
+                dict(corpus=corpus['digest'], rate=rate, seed=self.s.seed),
+                partial(build_synth_images, corpus_dir=self.corpus_dir,
+                        rate=rate, seed=self.s.seed, progress=self.progress))
+        if self.s.real_train:
+            stamps['real_train'] = self.step(
+                'real training images', 'images/real_train',
+                dict(corpus=corpus['digest']),
+                partial(build_real_images, corpus_dir=self.corpus_dir,
+                        splits=('train',), progress=self.progress,
+                        nested=False))
+        return stamps
+
+    def clip(self) -> Dict:
+        config, checkpoint = resolve_clip(self.s)
+        return self.step('mini CLIP', 'clip', dict(
+            config_sha256=file_sha256(config),
+            checkpoint_sha256=file_sha256(checkpoint)),
+            partial(build_clip, config=config, checkpoint=checkpoint))
+
+    def features(self, name: str, split: str, image_dir: str, *,
+                 images: Dict, corpus: Dict, clip: Dict) -> Dict:
+        return self.step(f'features {name}', f'features/{name}', dict(
+            clip=clip['digest'], images=images['digest'],
+            corpus=corpus['digest'], batch_size=self.s.batch_size),
+            partial(extract_store_into,
+                    ann_file=osp.join(self.ann_dir, f'{split}.json'),
+                    image_dir=image_dir, clip_dir=self.clip_dir,
+                    batch_size=self.s.batch_size, progress=self.progress))
+
+    def concepts(self, clip: Dict) -> Dict:
+        return self.step('concept bank', 'concepts', dict(
+            clip=clip['digest'], words=concept_words(),
+            templates=list(CONCEPT_TEMPLATES)),
+            partial(build_concepts, clip_dir=self.clip_dir))
+
+    def tokenizer(self, corpus: Dict) -> Dict:
+        return self.step('tokenizer', 'tokenizer',
+                         dict(corpus=corpus['digest']),
+                         partial(build_tokenizer, ann_dir=self.ann_dir))
+
+
+def extract_store_into(folder: str, *, ann_file: str, image_dir: str,
+                       clip_dir: str, batch_size: int,
+                       progress: bool) -> Dict:
+    """:func:`extract_store` with the output folder first (a step build)."""
+    return extract_store(ann_file, image_dir, folder, clip_dir,
+                         batch_size=batch_size, progress=progress)
+
+
 def _prepare(s: WorldSettings, root: str, identity: Dict, *, progress: bool,
              log: Callable[[str], None]) -> Dict:
     os.makedirs(root, exist_ok=True)
     start = time.time()
-    seconds: Dict[str, float] = {}
-
-    def step(name, folder, step_settings, build):
-        t0 = time.time()
-        stamp = run_step(name, osp.join(root, folder), step_settings,
-                         build, log)
-        seconds[name] = round(time.time() - t0, 1)
-        return stamp
-
-    corpus = step('corpus', 'corpus', dict(
-        seed=s.seed, num_train=s.num_train, num_val=s.num_val,
-        num_test=s.num_test, refs=s.refs),
-        lambda d: build_corpus(d, s, progress))
-    corpus_dir = osp.join(root, 'corpus')
-    ann_dir = osp.join(corpus_dir, 'annotations')
-    real = step('real images', 'images/real', dict(corpus=corpus['digest']),
-                lambda d: build_real_images(d, corpus_dir, ('val', 'test'),
-                                            progress))
-    image_stamps = {}
-    for rate in s.defect_rates:
-        name = synth_name(rate)
-        image_stamps[name] = step(
-            f'synthetic images {rate}', f'images/{name}',
-            dict(corpus=corpus['digest'], rate=rate, seed=s.seed),
-            lambda d, r=rate: build_synth_images(d, corpus_dir, r, s.seed,
-                                                 progress))
-    if s.real_train:
-        image_stamps['real_train'] = step(
-            'real training images', 'images/real_train',
-            dict(corpus=corpus['digest']),
-            lambda d: build_real_images(d, corpus_dir, ('train',), progress,
-                                        nested=False))
-
-    clip_cfg, clip_ckpt = resolve_clip(s)
-    clip = step('mini CLIP', 'clip', dict(
-        config_sha256=file_sha256(clip_cfg),
-        checkpoint_sha256=file_sha256(clip_ckpt)),
-        lambda d: build_clip(d, clip_cfg, clip_ckpt))
-    clip_dir = osp.join(root, 'clip')
-
-    stores = dict(val=('val', osp.join(root, 'images/real'), real),
-                  test=('test', osp.join(root, 'images/real'), real))
-    for name, stamp in image_stamps.items():
+    b = _WorldBuilder(s, root, progress=progress, log=log)
+    corpus = b.corpus()
+    real = b.real_images(corpus)
+    training = b.training_images(corpus)
+    clip = b.clip()
+    real_dir = osp.join(root, 'images/real')
+    stores = dict(val=('val', real_dir, real), test=('test', real_dir, real))
+    for name, stamp in training.items():
         stores[name] = ('train', osp.join(root, 'images', name), stamp)
-    for name, (split, image_dir, stamp) in stores.items():
-        step(f'features {name}', f'features/{name}', dict(
-            clip=clip['digest'], images=stamp['digest'],
-            corpus=corpus['digest'], batch_size=s.batch_size),
-            lambda d, sp=split, im=image_dir: extract_store(
-                osp.join(ann_dir, f'{sp}.json'), im, d, clip_dir,
-                batch_size=s.batch_size, progress=progress))
-    step('concept bank', 'concepts', dict(
-        clip=clip['digest'], words=concept_words(),
-        templates=list(CONCEPT_TEMPLATES)),
-        lambda d: build_concepts(d, clip_dir))
-    step('tokenizer', 'tokenizer', dict(corpus=corpus['digest']),
-         lambda d: build_tokenizer(d, ann_dir))
+    for name, (split, image_dir, images) in stores.items():
+        b.features(name, split, image_dir, images=images, corpus=corpus,
+                   clip=clip)
+    b.concepts(clip)
+    b.tokenizer(corpus)
 
     world = dict(
         root=root, name=world_name(identity), identity=identity,
@@ -523,14 +574,14 @@ def _prepare(s: WorldSettings, root: str, identity: Dict, *, progress: bool,
         annotations={k: f'corpus/annotations/{k}.json'
                      for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
         images=dict(real='images/real', **{
-            k: f'images/{k}' for k in image_stamps}),
+            k: f'images/{k}' for k in training}),
         features={k: f'features/{k}' for k in stores},
         clip=dict(name=MINI_CLIP_NAME,
                   config=f'clip/{MINI_CLIP_NAME}.json',
                   checkpoint=f'clip/{MINI_CLIP_NAME}.pt'),
         concept_bank='concepts/concepts.npz',
         tokenizer='tokenizer/tokenizer.json',
-        seconds=dict(seconds, total=round(time.time() - start, 1)))
+        seconds=dict(b.seconds, total=round(time.time() - start, 1)))
     atomic_write_json(osp.join(root, 'world.json'), world)
     log(f'[mini world] ready in {world["seconds"]["total"]} s: {root}')
     return world

@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from pcm_plugin.data_pipeline.annotations import TRAIN_ID_START
+from pcm_plugin.data_prep.annotations import TRAIN_ID_START
 from pcm_plugin.datasets.feature_store import write_feature_store
 from pcm_plugin.models.concept_bank import save_concept_bank
 from pcm_plugin.models.tokenizer import (

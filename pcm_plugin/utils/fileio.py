@@ -2,7 +2,7 @@
 
 Every writer of the project goes through :func:`atomic_path`, so a killed
 process never leaves a half-written file under the final name; a leftover
-``<name>.tmp<pid>`` is what :mod:`pcm_plugin.data_pipeline.sharding` cleans.
+``<name>.tmp<pid>`` is what :mod:`pcm_plugin.data_prep.sharding` cleans.
 """
 import hashlib
 import json

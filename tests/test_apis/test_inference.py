@@ -47,7 +47,7 @@ def write_images(root, n=3):
 def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,
                                                       tmp_path):
     from pcm_plugin.apis import ImageCaptioner
-    from pcm_plugin.data_pipeline.extraction import extract_features
+    from pcm_plugin.data_prep.extraction import extract_features
     from pcm_plugin.datasets import FeatureStore
     config, ckpt, model = checkpoint
     paths = write_images(str(tmp_path))

@@ -1,5 +1,5 @@
 """encode_captions: clipping to max_len, EOS, padding and the input mask."""
-from pcm_plugin.data_pipeline.vocab import build_vocab
+from pcm_plugin.data_prep.vocab import build_vocab
 from pcm_plugin.models.tokenizer import (
     EOS_ID,
     PAD_ID,

@@ -80,7 +80,7 @@ def clip_args(tiny_clip) -> list:
 @pytest.fixture(scope='module')
 def official_banks(shared_data, tmp_path_factory) -> dict:
     """Both official pickles imported with ``build_concepts.py``'s code."""
-    from pcm_plugin.data_pipeline.official_bank import (
+    from pcm_plugin.data_prep.official_bank import (
         official_bank_meta,
         read_official_bank,
     )

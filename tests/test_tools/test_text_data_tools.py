@@ -180,7 +180,7 @@ def test_build_vocab_tool(tmp_path, capsys):
 
 
 def test_build_concepts_encode(tiny_clip, tmp_path):
-    from pcm_plugin.data_pipeline.concepts import (
+    from pcm_plugin.data_prep.concepts import (
         encode_concepts,
         load_open_clip_text_model,
     )

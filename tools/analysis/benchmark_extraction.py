@@ -3,7 +3,7 @@
 No real CLIP weights exist offline, so the script builds the full
 architecture with random weights (``open_clip.create_model(name,
 pretrained=None)``), saves it as an ordinary checkpoint and runs the
-project's extraction code (``pcm_plugin.data_pipeline.extraction``) over
+project's extraction code (``pcm_plugin.data_prep.extraction``) over
 every image of a folder. Random weights cost exactly what trained ones cost,
 so the speed is the real one; the features are meaningless. The store is
 then read back and checked: one row per image, nothing skipped, the
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict:
     """Build the model, extract, check; returns the report."""
     import torch
 
-    from pcm_plugin.data_pipeline.extraction import extract_features
+    from pcm_plugin.data_prep.extraction import extract_features
     if args.threads:
         torch.set_num_threads(args.threads)
     names = list_images(args.image_dir, args.limit)

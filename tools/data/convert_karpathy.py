@@ -17,11 +17,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-from pcm_plugin.data_pipeline.annotations import (  # noqa: E402
+from pcm_plugin.data_prep.annotations import (  # noqa: E402
     TRAIN_ID_START, split_summary, write_annotation_files)
-from pcm_plugin.data_pipeline.bad_input import (  # noqa: E402
+from pcm_plugin.data_prep.bad_input import (  # noqa: E402
     BadInputError, BadInputPolicy)
-from pcm_plugin.data_pipeline.caption_readers import \
+from pcm_plugin.data_prep.caption_readers import \
     read_karpathy  # noqa: E402
 
 

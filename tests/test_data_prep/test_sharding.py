@@ -1,11 +1,11 @@
-"""Tests for pcm_plugin.data_pipeline.sharding."""
+"""Tests for pcm_plugin.data_prep.sharding."""
 import errno
 
 import pytest
 
 
 def test_dist_env_defaults_and_errors(monkeypatch):
-    from pcm_plugin.data_pipeline.sharding import dist_env
+    from pcm_plugin.data_prep.sharding import dist_env
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(key, raising=False)
     assert dist_env() == (0, 1, 0)
@@ -18,14 +18,14 @@ def test_dist_env_defaults_and_errors(monkeypatch):
 
 
 def test_ranks_partition_the_units():
-    from pcm_plugin.data_pipeline.sharding import owned_by_rank
+    from pcm_plugin.data_prep.sharding import owned_by_rank
     parts = [owned_by_rank(7, r, 3) for r in range(3)]
     assert parts == [[0, 3, 6], [1, 4], [2, 5]]
     assert owned_by_rank(7, 0, 1) == list(range(7))
 
 
 def test_single_process_helpers_are_identities():
-    from pcm_plugin.data_pipeline.sharding import (
+    from pcm_plugin.data_prep.sharding import (
         barrier,
         process_group,
         sum_across_ranks,
@@ -36,7 +36,7 @@ def test_single_process_helpers_are_identities():
 
 
 def test_only_owned_temp_files_are_removed(tmp_path):
-    from pcm_plugin.data_pipeline.sharding import remove_stale_temp_files
+    from pcm_plugin.data_prep.sharding import remove_stale_temp_files
     for name in ('a.png.tmp12', 'b.png.tmp7', 'a.png', 'a.png.tmpx',
                  'c.png.tmp3'):
         (tmp_path / name).write_text('x')
@@ -47,7 +47,7 @@ def test_only_owned_temp_files_are_removed(tmp_path):
 
 
 def test_disk_full_error_names_the_path():
-    from pcm_plugin.data_pipeline.sharding import disk_full_error
+    from pcm_plugin.data_prep.sharding import disk_full_error
     err = disk_full_error(OSError(errno.ENOSPC, 'No space'), '/x/y.png',
                           'free space')
     assert err.errno == errno.ENOSPC

@@ -1,7 +1,7 @@
 """The frequent-noun heuristic on hand-built captions."""
 import pytest
 
-from pcm_plugin.data_pipeline.nouns import (
+from pcm_plugin.data_prep.nouns import (
     caption_words,
     count_nouns,
     frequent_nouns,

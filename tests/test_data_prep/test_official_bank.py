@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pcm_plugin.data_pipeline.official_bank import (
+from pcm_plugin.data_prep.official_bank import (
     UnsafePickleError,
     read_official_bank,
 )

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pcm_plugin.data_pipeline.bad_input import BadInputError, BadInputPolicy
-from pcm_plugin.data_pipeline.caption_readers import (
+from pcm_plugin.data_prep.bad_input import BadInputError, BadInputPolicy
+from pcm_plugin.data_prep.caption_readers import (
     read_annotation_captions,
     read_caption_corpus,
     read_caption_csv,

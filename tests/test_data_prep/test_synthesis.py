@@ -1,4 +1,4 @@
-"""Tests for pcm_plugin.data_pipeline.synthesis (tiny random SD pipeline)."""
+"""Tests for pcm_plugin.data_prep.synthesis (tiny random SD pipeline)."""
 import errno
 import hashlib
 import json
@@ -36,7 +36,7 @@ def image_bytes(out_dir):
 
 
 def run(ann, pipe_dir, out_dir, **kwargs):
-    from pcm_plugin.data_pipeline.synthesis import synthesize
+    from pcm_plugin.data_prep.synthesis import synthesize
     options = dict(SETTINGS, skip_bad=True, progress=False)
     options.update(kwargs)
     return synthesize(ann, model_dir=pipe_dir, out_dir=str(out_dir),
@@ -55,7 +55,7 @@ def reference(tmp_path_factory, pipe_dir):
 class TestCaptions:
 
     def test_seed_is_a_stable_hash_of_seed_and_id(self):
-        from pcm_plugin.data_pipeline.synthesis import caption_seed
+        from pcm_plugin.data_prep.synthesis import caption_seed
         assert caption_seed(0, '6000000') == caption_seed(0, '6000000')
         seeds = {caption_seed(s, i) for s in (0, 1) for i in ('1', '2')}
         assert len(seeds) == 4
@@ -65,11 +65,11 @@ class TestCaptions:
         assert caption_seed(3, 'abc') == expected
 
     def test_empty_caption_is_an_error_or_a_counted_skip(self, tmp_path):
-        from pcm_plugin.data_pipeline.bad_input import (
+        from pcm_plugin.data_prep.bad_input import (
             BadInputError,
             BadInputPolicy,
         )
-        from pcm_plugin.data_pipeline.synthesis import load_captions
+        from pcm_plugin.data_prep.synthesis import load_captions
         ann = write_ann(tmp_path / 'train.json')
         with pytest.raises(BadInputError, match=r'train.json: '
                            r'data_list\[3\] \(image_id 6000003\): empty'):
@@ -92,15 +92,15 @@ class TestCaptions:
     ])
     def test_structural_errors_always_raise(self, tmp_path, entries,
                                             message):
-        from pcm_plugin.data_pipeline.bad_input import BadInputPolicy
-        from pcm_plugin.data_pipeline.synthesis import load_captions
+        from pcm_plugin.data_prep.bad_input import BadInputPolicy
+        from pcm_plugin.data_prep.synthesis import load_captions
         path = tmp_path / 'ann.json'
         path.write_text(json.dumps(dict(data_list=entries)))
         with pytest.raises(ValueError, match=message):
             load_captions(str(path), BadInputPolicy(skip_bad=True))
 
     def test_parse_size(self):
-        from pcm_plugin.data_pipeline.synthesis import parse_size
+        from pcm_plugin.data_prep.synthesis import parse_size
         assert parse_size(None) is None
         assert parse_size('512') == (512, 512)
         assert parse_size('768x512') == (512, 768)
@@ -112,7 +112,7 @@ class TestCaptions:
 class TestLoadPipeline:
 
     def test_missing_dir_and_non_pipeline_dir(self, tmp_path, pipe_dir):
-        from pcm_plugin.data_pipeline.synthesis import load_pipeline
+        from pcm_plugin.data_prep.synthesis import load_pipeline
         with pytest.raises(FileNotFoundError, match='nope not found'):
             load_pipeline(str(tmp_path / 'nope'))
         with pytest.raises(FileNotFoundError,
@@ -122,7 +122,7 @@ class TestLoadPipeline:
             load_pipeline(pipe_dir, dtype='fp16')
 
     def test_default_size_of_the_tiny_pipeline(self, pipe_dir):
-        from pcm_plugin.data_pipeline.synthesis import (
+        from pcm_plugin.data_prep.synthesis import (
             default_image_size,
             load_pipeline,
         )
@@ -135,7 +135,7 @@ class TestFingerprint:
                                                      tmp_path):
         import shutil
 
-        from pcm_plugin.data_pipeline.synthesis import pipeline_fingerprint
+        from pcm_plugin.data_prep.synthesis import pipeline_fingerprint
         from pcm_plugin.testing import build_tiny_sd_pipeline
         copy = shutil.copytree(pipe_dir, tmp_path / 'moved')
         (copy / '.cache').mkdir()
@@ -201,7 +201,7 @@ class TestSynthesize:
 
     def test_crash_then_rerun_is_complete_and_duplicate_free(
             self, reference, pipe_dir, tmp_path, monkeypatch):
-        from pcm_plugin.data_pipeline import synthesis
+        from pcm_plugin.data_prep import synthesis
         ann, ref_out, _ = reference
         out = tmp_path / 'out'
         real_write, calls = synthesis.write_image, []

@@ -1,7 +1,7 @@
 """Vocabulary building, min-count, coverage and the tokenizer round trip."""
 import pytest
 
-from pcm_plugin.data_pipeline.vocab import build_vocab, token_coverage
+from pcm_plugin.data_prep.vocab import build_vocab, token_coverage
 
 # Normalised counts: a 7, dog 3, cat 2, bird 1 (case and punctuation fold).
 CORPUS = ['A dog.', 'a DOG, a cat!', 'a dog; a cat', 'a bird? a']

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pcm_plugin.data_pipeline.annotations import (
+from pcm_plugin.data_prep.annotations import (
     ImageCaptions,
     check_disjoint,
     coco_ground_truth,

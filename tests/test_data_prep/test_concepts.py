@@ -4,7 +4,7 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.data_pipeline.concepts import (
+from pcm_plugin.data_prep.concepts import (
     ENSEMBLE_TEMPLATES,
     encode_concepts,
     load_open_clip_text_model,
