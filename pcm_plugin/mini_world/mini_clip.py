@@ -180,3 +180,9 @@ def concept_embeddings(model, tokenizer, words: Sequence[str],
                                      [template.format(w) for w in words])
     mean = total / len(templates)
     return mean / mean.norm(dim=-1, keepdim=True)
+
+
+def projected_patches(model, tokens):
+    """(B, 1 + N, W) tokens entering ``ln_post`` -> (B, N, Dg) patches in
+    CLIP space: exactly what PCM's frozen head computes."""
+    return model.visual.ln_post(tokens[:, 1:]) @ model.visual.proj

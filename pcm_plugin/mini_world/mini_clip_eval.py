@@ -12,6 +12,7 @@ from .mini_clip import (
     encode_images,
     encode_texts,
     images_to_tensor,
+    projected_patches,
 )
 from .render import render_real, render_synthetic
 from .scenes import BACKGROUNDS, COLOURS, SHAPES, generate_split
@@ -111,8 +112,7 @@ def patch_localisation(model, tokenizer, scenes, images,
         for i in range(0, len(images), batch_size):
             tokens, glob = encode_image_tokens(
                 model, images_to_tensor(images[i:i + batch_size]))
-            patches.append(model.visual.ln_post(tokens[:, 1:]) @
-                           model.visual.proj)  # (b, N, Dg)
+            patches.append(projected_patches(model, tokens))  # (b, N, Dg)
             globs.append(glob)
         bank = concept_embeddings(model, tokenizer, WORDS)  # (C, Dg)
     patch_proj = torch.cat(patches)  # (n, N, Dg)

@@ -31,6 +31,7 @@ from .mini_clip import (
     MINI_CLIP_CONFIG,
     MINI_CLIP_NAME,
     images_to_tensor,
+    projected_patches,
     round_to_fp16_,
     save_mini_clip,
 )
@@ -241,12 +242,6 @@ def concept_word_embeddings(model, tokenizer):
         total = total + F.normalize(model.encode_text(tokenizer(prompts)),
                                     dim=-1)  # (C, Dg)
     return total / len(CONCEPT_TEMPLATES)
-
-
-def projected_patches(model, tokens):
-    """(B, 1 + N, W) tokens entering ``ln_post`` -> (B, N, Dg) patches in
-    CLIP space: exactly what PCM's frozen head computes."""
-    return model.visual.ln_post(tokens[:, 1:]) @ model.visual.proj
 
 
 def clip_phase(model, tokenizer, *, steps: int, batch_size: int, lr: float,
