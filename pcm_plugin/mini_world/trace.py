@@ -172,3 +172,59 @@ def summarize_trace(rows: List[Dict]) -> str:
 
 def mean_rows(rows: List[Dict]) -> Dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
+                        layout: str = 'append', bootstrap: int = 50,
+                        seed: int = 0) -> Dict:
+    """One checkpoint on the world's real test renders, taken apart.
+
+    Args:
+        cfg (Config): The run's config (pointed at the world).
+        checkpoint (str): The checkpoint.
+        world_root (str): The world (test scenes and references).
+        layout (str): A key of :data:`LAYOUTS`.
+        bootstrap (int): Test-set resamples for the sampling noise.
+        seed (int): Seed of the resampling.
+
+    Returns:
+        dict: ``CIDEr`` (×100, PTB-tokenized as the metric), its
+        ``bootstrap_std`` over resampled test sets (the part of a model's
+        score that is test-set sampling), ``colour_errors`` /
+        ``shape_errors`` (:func:`attribute_errors`), the most frequent
+        caption opening and its share, and the mean caption length.
+    """
+    import collections
+
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    cfg = copy.deepcopy(cfg)
+    cfg.val_dataloader = copy.deepcopy(cfg.test_dataloader)
+    with open(cfg.test_dataloader.dataset.ann_file) as f:
+        refs = {str(e['image_id']): e['captions']
+                for e in json.load(f)['data_list']}
+    scenes = load_scenes(osp.join(world_root, 'corpus'), 'test')
+    model = _model(cfg, checkpoint, LAYOUTS[layout])
+    captions, ids = captions_and_ids(model, cfg, len(refs))
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [dict(caption=c) for c in refs[i]]
+                              for i in ids})
+    res = tokenizer.tokenize({i: [dict(caption=c)]
+                              for i, c in zip(ids, captions)})
+    score = Cider().compute_score(gts, res)[0]
+    rng = np.random.default_rng(seed)
+    resampled = []
+    for _ in range(bootstrap):
+        pick = rng.choice(len(ids), len(ids))
+        keys = [f'{ids[j]}#{k}' for k, j in enumerate(pick)]
+        resampled.append(Cider().compute_score(
+            {key: gts[ids[j]] for key, j in zip(keys, pick)},
+            {key: res[ids[j]] for key, j in zip(keys, pick)})[0])
+    opening, count = collections.Counter(
+        ' '.join(c.split()[:2]) for c in captions).most_common(1)[0]
+    errors = attribute_errors(captions, [scenes[i] for i in ids])
+    return dict(CIDEr=100 * score,
+                bootstrap_std=100 * float(np.std(resampled)),
+                colour_errors=errors['colour'], shape_errors=errors['shape'],
+                top_opening=opening, top_opening_share=count / len(captions),
+                mean_words=float(np.mean([len(c.split()) for c in captions])))

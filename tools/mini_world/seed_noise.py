@@ -1,0 +1,61 @@
+"""Take the seed spread of an ablation cell apart, checkpoint by checkpoint.
+
+    python tools/mini_world/seed_noise.py --root data/mini_world \
+        --variant base --rate 0.3 --seeds 0 1 2 3 4
+
+For each finished cell (work_dirs/ablation by default) prints one JSON line:
+CIDEr on the world's real test renders, the bootstrap standard deviation
+of that score over resampled test sets (test-set sampling noise), colour
+and shape errors of the captions, the most frequent caption opening and
+the mean caption length (pcm_plugin/mini_world/trace.py).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', default='data/mini_world')
+    parser.add_argument('--work-root', default='work_dirs/ablation')
+    parser.add_argument('--config-dir', default='configs')
+    parser.add_argument('--variant', default='base')
+    parser.add_argument('--rate', type=float, default=0.3)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--layout', default='append',
+                        choices=['append', 'none', 'replace'])
+    parser.add_argument('--bootstrap', type=int, default=50)
+    args = parser.parse_args(argv)
+    import pcm_plugin  # noqa: F401
+    from pcm_plugin.mini_world.ablation import variant_config
+    from pcm_plugin.mini_world.prepare import load_world
+    from pcm_plugin.mini_world.trace import test_split_analysis
+    world = load_world(args.root)
+    for seed in args.seeds:
+        cfg = variant_config(args.config_dir, world, args.variant,
+                             rate=args.rate, seed=seed,
+                             work_root=args.work_root)
+        checkpoint = osp.join(cfg.work_dir,
+                              f'epoch_{cfg.train_cfg.max_epochs}.pth')
+        if not osp.isfile(checkpoint):
+            print(f'error: {checkpoint} not found: run that cell with '
+                  'tools/mini_world/ablation.py first', file=sys.stderr)
+            return 1
+        row = test_split_analysis(cfg, checkpoint, world['root'],
+                                  layout=args.layout,
+                                  bootstrap=args.bootstrap)
+        print(json.dumps(dict(world=world.get('name'), variant=args.variant,
+                              rate=args.rate, seed=seed, layout=args.layout,
+                              **row)), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
