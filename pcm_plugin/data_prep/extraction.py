@@ -21,7 +21,8 @@ import logging
 import os
 import os.path as osp
 import time
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -156,22 +157,11 @@ def merge_index(out_dir: str) -> Dict:
                        global_dim=config['global_dim'], meta=meta)
 
 
-def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
-                     clip_model: str, clip_checkpoint: Optional[str] = None,
-                     pretrained: Optional[str] = None,
-                     model_config: Optional[str] = None,
-                     cache_dir: Optional[str] = None, pool='auto',
-                     batch_size: int = 64, shard_size: int = 2048,
-                     workers: int = 2, device: Optional[str] = None,
-                     dtype: str = 'fp32', skip_bad: bool = False,
-                     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                     progress: bool = True) -> Dict:
-    """Extract this rank's missing shards, then (rank 0) write the index.
+@dataclass
+class ExtractionSettings:
+    """How :func:`extract_features` extracts (everything but the paths).
 
     Args:
-        ann_file (str): Annotation file (train, val or test).
-        image_dir (str): Image root (``<id>.png|jpg`` or ``file_name``).
-        out_dir (str): Feature store directory.
         clip_model (str): open_clip model name.
         clip_checkpoint (str, optional): Local weights file.
         pretrained (str, optional): Cached open_clip tag instead.
@@ -186,48 +176,56 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
         skip_bad (bool): Log and count bad or missing images.
         max_pixels (int, optional): Larger images are bad (0: no limit).
         progress (bool): tqdm bar on rank 0.
+    """
+    clip_model: str
+    clip_checkpoint: Optional[str] = None
+    pretrained: Optional[str] = None
+    model_config: Optional[str] = None
+    cache_dir: Optional[str] = None
+    pool: Union[str, int] = 'auto'
+    batch_size: int = 64
+    shard_size: int = 2048
+    workers: int = 2
+    device: Optional[str] = None
+    dtype: str = 'fp32'
+    skip_bad: bool = False
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ValueError('--batch-size and --shard-size must be >= 1')
+
+
+def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
+                     **settings) -> Dict:
+    """Extract this rank's missing shards, then (rank 0) write the index.
+
+    Args:
+        ann_file (str): Annotation file (train, val or test).
+        image_dir (str): Image root (``<id>.png|jpg`` or ``file_name``).
+        out_dir (str): Feature store directory.
+        **settings: The fields of :class:`ExtractionSettings`
+            (``clip_model`` is required).
 
     Returns:
         dict: Summary over all ranks (``extracted``, ``skipped_existing``,
         ``skipped_bad``, ``seconds``, ``images_per_s``, ...).
     """
-    import torch
-
-    from .clip_features import feature_shapes, load_open_clip, resolve_pool
+    s = ExtractionSettings(**settings)
+    s.check()
     start = time.time()
     rank, world, local_rank = dist_env()
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError('--batch-size and --shard-size must be >= 1')
-    if device is None:
-        device = (f'cuda:{local_rank}' if torch.cuda.is_available()
-                  else 'cpu')
-    elif device == 'cuda' and world > 1:
-        device = f'cuda:{local_rank}'
-    if dtype == 'fp16' and device.startswith('cpu'):
-        raise ValueError('--dtype fp16 is not supported on CPU; use fp32')
+    device = _device(s, world, local_rank)
     items = load_items(ann_file, image_dir)
-    model, preprocess, tokenizer = load_open_clip(
-        clip_model, checkpoint=clip_checkpoint, pretrained=pretrained,
-        model_config=model_config, cache_dir=cache_dir, device=device,
-        precision=dtype)
-    pool = resolve_pool(tuple(model.visual.grid_size), pool)
-    shapes = feature_shapes(model, pool)
-    num_shards = -(-len(items) // shard_size)
-    config = dict(
-        format='pcm_plugin.extract_config/1',
-        annotation=osp.realpath(ann_file),
-        image_dir=osp.realpath(image_dir), clip_model=clip_model,
-        clip_checkpoint=clip_checkpoint and osp.realpath(clip_checkpoint),
-        checkpoint_sha256=clip_checkpoint and file_sha256(clip_checkpoint),
-        pretrained=pretrained, pool=pool, dtype=dtype,
-        num_entries=len(items), items_sha256=items_digest(items),
-        shard_size=shard_size, num_shards=num_shards, **shapes)
-    check_or_write_config(out_dir, config)
-
+    model, preprocess, tokenizer, pool, shapes = _load_model(s, device)
+    num_shards = -(-len(items) // s.shard_size)
+    check_or_write_config(out_dir, _config_record(
+        s, ann_file, image_dir, items, pool, shapes, num_shards))
     mine = owned_by_rank(num_shards, rank, world)
     pending = [k for k in mine
                if not shard_is_complete(out_dir, shard_name(k))]
-    done_items = sum(min(shard_size, len(items) - k * shard_size)
+    done_items = sum(min(s.shard_size, len(items) - k * s.shard_size)
                      for k in mine if k not in pending)
     remove_stale_temp_files(out_dir, [f'{shard_name(k)}.{f}'
                                       for k in pending for f in SHARD_FILES])
@@ -236,13 +234,13 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
                 len(pending), len(mine), len(mine) - len(pending),
                 *shapes['patch_shape'], shapes['global_dim'], pool)
     runner = _ShardRunner(model, tokenizer, items, out_dir, pool=pool,
-                          device=device, shard_size=shard_size,
-                          policy=BadInputPolicy(skip_bad=skip_bad),
+                          device=device, shard_size=s.shard_size,
+                          policy=BadInputPolicy(skip_bad=s.skip_bad),
                           shapes=shapes, num_done=len(mine) - len(pending))
     with process_group(world):
-        runner.run(pending, preprocess, batch_size=batch_size,
-                   workers=workers, max_pixels=max_pixels,
-                   progress=progress and rank == 0)
+        runner.run(pending, preprocess, batch_size=s.batch_size,
+                   workers=s.workers, max_pixels=s.max_pixels,
+                   progress=s.progress and rank == 0)
         totals = sum_across_ranks([runner.extracted, done_items,
                                    runner.skipped_bad])
         barrier()  # all shards on disk before the index lists them
@@ -257,6 +255,46 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
     if rank == 0:
         summary['num_items'] = index['num_items']
     return summary
+
+
+def _device(s: ExtractionSettings, world: int, local_rank: int) -> str:
+    """The rank's device; fp16 is refused on CPU."""
+    import torch
+    device = s.device
+    if device is None:
+        device = (f'cuda:{local_rank}' if torch.cuda.is_available()
+                  else 'cpu')
+    elif device == 'cuda' and world > 1:
+        device = f'cuda:{local_rank}'
+    if s.dtype == 'fp16' and device.startswith('cpu'):
+        raise ValueError('--dtype fp16 is not supported on CPU; use fp32')
+    return device
+
+
+def _load_model(s: ExtractionSettings, device: str):
+    """``(model, preprocess, tokenizer, pool, shapes)`` of the CLIP."""
+    from .clip_features import feature_shapes, load_open_clip, resolve_pool
+    model, preprocess, tokenizer = load_open_clip(
+        s.clip_model, checkpoint=s.clip_checkpoint, pretrained=s.pretrained,
+        model_config=s.model_config, cache_dir=s.cache_dir, device=device,
+        precision=s.dtype)
+    pool = resolve_pool(tuple(model.visual.grid_size), s.pool)
+    return model, preprocess, tokenizer, pool, feature_shapes(model, pool)
+
+
+def _config_record(s: ExtractionSettings, ann_file: str, image_dir: str,
+                   items, pool: int, shapes: Dict, num_shards: int) -> Dict:
+    """What ``extract_config.json`` pins (see :data:`CONFIG`)."""
+    checkpoint = s.clip_checkpoint
+    return dict(
+        format='pcm_plugin.extract_config/1',
+        annotation=osp.realpath(ann_file),
+        image_dir=osp.realpath(image_dir), clip_model=s.clip_model,
+        clip_checkpoint=checkpoint and osp.realpath(checkpoint),
+        checkpoint_sha256=checkpoint and file_sha256(checkpoint),
+        pretrained=s.pretrained, pool=pool, dtype=s.dtype,
+        num_entries=len(items), items_sha256=items_digest(items),
+        shard_size=s.shard_size, num_shards=num_shards, **shapes)
 
 
 class _ShardRunner:
