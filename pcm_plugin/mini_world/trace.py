@@ -224,7 +224,8 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
         ' '.join(c.split()[:2]) for c in captions).most_common(1)[0]
     errors = attribute_errors(captions, [scenes[i] for i in ids])
     return dict(CIDEr=100 * score,
-                bootstrap_std=100 * float(np.std(resampled)),
+                bootstrap_std=(100 * float(np.std(resampled))
+                               if resampled else None),
                 colour_errors=errors['colour'], shape_errors=errors['shape'],
                 top_opening=opening, top_opening_share=count / len(captions),
                 mean_words=float(np.mean([len(c.split()) for c in captions])))

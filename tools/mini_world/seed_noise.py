@@ -2,6 +2,9 @@
 
     python tools/mini_world/seed_noise.py --root data/mini_world \
         --variant base --rate 0.3 --seeds 0 1 2 3 4
+    # any checkpoint of a config (e.g. a trace_training.py run):
+    python tools/mini_world/seed_noise.py --root data/mini_world_weak \
+        --config configs/pcm_shapes_noam4e.py --checkpoint W/epoch_4.pth
 
 For each finished cell (work_dirs/ablation by default) prints one JSON line:
 CIDEr on the world's real test renders, the bootstrap standard deviation
@@ -32,12 +35,26 @@ def main(argv=None) -> int:
     parser.add_argument('--layout', default='append',
                         choices=['append', 'none', 'replace'])
     parser.add_argument('--bootstrap', type=int, default=50)
+    parser.add_argument('--config', help='with --checkpoint: analyse this '
+                        'checkpoint of this config instead of ablation cells')
+    parser.add_argument('--checkpoint')
     args = parser.parse_args(argv)
     import pcm_plugin  # noqa: F401
     from pcm_plugin.mini_world.ablation import variant_config
     from pcm_plugin.mini_world.prepare import load_world
     from pcm_plugin.mini_world.trace import test_split_analysis
     world = load_world(args.root)
+    if args.checkpoint:
+        from pcm_plugin.mini_world.runs import world_config
+        cfg = world_config(args.config or 'configs/pcm_shapes.py', world,
+                           work_dir=osp.dirname(args.checkpoint))
+        row = test_split_analysis(cfg, args.checkpoint, world['root'],
+                                  layout=args.layout,
+                                  bootstrap=args.bootstrap)
+        print(json.dumps(dict(world=world.get('name'),
+                              checkpoint=args.checkpoint, layout=args.layout,
+                              **row)), flush=True)
+        return 0
     for seed in args.seeds:
         cfg = variant_config(args.config_dir, world, args.variant,
                              rate=args.rate, seed=seed,
