@@ -13,6 +13,7 @@ and shape errors of the captions, the most frequent caption opening and
 the mean caption length (pcm_plugin/mini_world/trace.py).
 """
 import argparse
+import ast
 import json
 import os
 import os.path as osp
@@ -38,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument('--config', help='with --checkpoint: analyse this '
                         'checkpoint of this config instead of ablation cells')
     parser.add_argument('--checkpoint')
+    parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='with --checkpoint: config overrides (Python '
+                        'literals), e.g. the settings it was trained with')
     args = parser.parse_args(argv)
     import pcm_plugin  # noqa: F401
     from pcm_plugin.mini_world.ablation import variant_config
@@ -48,6 +52,9 @@ def main(argv=None) -> int:
         from pcm_plugin.mini_world.runs import world_config
         cfg = world_config(args.config or 'configs/pcm_shapes.py', world,
                            work_dir=osp.dirname(args.checkpoint))
+        for item in args.set:
+            key, value = item.split('=', 1)
+            cfg.merge_from_dict({key: ast.literal_eval(value)})
         row = test_split_analysis(cfg, args.checkpoint, world['root'],
                                   layout=args.layout,
                                   bootstrap=args.bootstrap)
