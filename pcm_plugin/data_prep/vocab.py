@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 from pcm_plugin.models.tokenizer import (
     UNK_ID,
+    basic_words,
     build_word_tokenizer,
     count_words,
     save_tokenizer,
@@ -94,6 +95,10 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
     """
     if min_count < 1:
         raise ValueError(f'min_count must be >= 1, got {min_count}')
+    if not any(basic_words(c) for c in captions):
+        raise ValueError('no words in the training captions: the '
+                         'vocabulary would be empty; check the annotation '
+                         'file')
     from tqdm import tqdm
     counts = count_words(tqdm(captions, desc='counting words',
                               disable=not progress))

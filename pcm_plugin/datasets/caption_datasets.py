@@ -33,6 +33,12 @@ class _FeatureCaptionDataset(BaseDataset):
         info = dict(image_id=str(raw['image_id']),
                     feature_dir=self.feature_dir)
         if raw.get('caption') is not None:
+            if not any(ch.isalnum() for ch in str(raw['caption'])):
+                raise ValueError(
+                    f'{self.ann_file}: image {raw["image_id"]} has an empty '
+                    f'or punctuation-only caption {raw["caption"]!r}; fix '
+                    'or drop that entry (tools/data/convert_*.py reject '
+                    'such captions)')
             info['gt_caption'] = raw['caption']
         return info
 

@@ -1,6 +1,7 @@
 """Pipeline transforms: read CLIP features, pack model inputs."""
 import math
 
+import numpy as np
 import torch
 from mmcv.transforms import BaseTransform
 from mmpretrain.structures import DataSample
@@ -29,6 +30,14 @@ class LoadCLIPFeatures(BaseTransform):
     def transform(self, results: dict) -> dict:
         item = open_feature_store(results['feature_dir']).get(
             results['image_id'])
+        if not (np.isfinite(item['patch']).all()
+                and np.isfinite(item['global_feat']).all()):
+            # NaN features train a NaN model and caption nothing: stop.
+            raise ValueError(
+                f'{results["feature_dir"]}: the features of image '
+                f'{results["image_id"]} are not finite (NaN/Inf); '
+                're-extract them with tools/extract_features.py or drop '
+                'the image from the annotation file')
         results['patch_feats'] = item['patch']
         results['global_feat'] = item['global_feat']
         results['clip_cos'] = item['clip_cos']

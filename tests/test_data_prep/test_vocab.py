@@ -58,3 +58,12 @@ def test_token_coverage_exact(tmp_path):
     assert cov.token_coverage == pytest.approx(5 / 7)
     assert cov.type_coverage == pytest.approx(3 / 5)
     assert token_coverage(tokenizer, []).token_coverage == 1.0
+
+
+@pytest.mark.parametrize('captions', [[], ['', '...', '!']])
+def test_bad_input_no_words_is_refused_and_nothing_written(tmp_path,
+                                                           captions):
+    out = tmp_path / 'tokenizer.json'
+    with pytest.raises(ValueError, match='no words in the training captions'):
+        build_vocab(captions, str(out))
+    assert not out.exists()

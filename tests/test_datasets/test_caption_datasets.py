@@ -88,3 +88,27 @@ def test_transforms_without_a_cosine(tmp_path):
     packed = PackCaptionInputs()(results)
     assert 'clip_cos' not in packed['data_samples'].metainfo
     assert FeatureStore(root).ids == ['1']
+
+
+def test_bad_input_nan_features_are_refused_naming_the_image(tmp_path):
+    root = str(tmp_path / 'nan')
+    patch = np.ones((2, 2, 2), np.float32)
+    patch[1, 0, 0] = np.nan
+    write_feature_store(root, ['a', 'b'], patch, np.ones((2, 2), np.float32))
+    LoadCLIPFeatures()(dict(image_id='a', feature_dir=root))  # fine
+    with pytest.raises(ValueError, match=r'nan: the features of image b are '
+                       r'not finite'):
+        LoadCLIPFeatures()(dict(image_id='b', feature_dir=root))
+
+
+@pytest.mark.parametrize('caption', ['', '  ', '...', '!?'])
+def test_bad_input_empty_training_caption_is_refused(store, tmp_path,
+                                                     caption):
+    _, root, ids = store
+    ann = tmp_path / 'bad_train.json'
+    ann.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id=ids[0], caption='a red star'),
+        dict(image_id=ids[1], caption=caption)])))
+    with pytest.raises(ValueError, match=rf'bad_train.json: image {ids[1]} '
+                       'has an empty or punctuation-only caption'):
+        SynthCaptionDataset(ann_file=str(ann), feature_dir=root)
