@@ -7,7 +7,6 @@ The CLIP that extracted the training features is read from the config's
 ``clip_model`` (override with --clip-model/--clip-checkpoint/--pretrained).
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -29,12 +28,22 @@ def main() -> None:
     parser.add_argument('--beam-size', type=int)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--out', help='write {image: caption} JSON here')
+    parser.add_argument('--skip-bad', action='store_true',
+                        help='caption the readable images and report (and '
+                        'count) the unreadable ones instead of stopping')
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
+    images, bad = readable_images(args.images)
+    if bad and not args.skip_bad:
+        sys.exit('error: ' + '; '.join(f'{p}: {why}' for p, why in bad[:5])
+                 + (f' (and {len(bad) - 5} more)' if len(bad) > 5 else '')
+                 + '. Fix or leave them out, or pass --skip-bad')
+    if args.out:
+        check_writable(args.out)
     from pcm_plugin.apis import ImageCaptioner
     if args.trust_checkpoint:
         from pcm_plugin.engine.checkpoint import trust_checkpoints
@@ -44,12 +53,36 @@ def main() -> None:
         clip_checkpoint=args.clip_checkpoint, pretrained=args.pretrained,
         model_config=args.model_config, device=args.device,
         beam_size=args.beam_size)
-    captions = captioner(args.images, batch_size=args.batch_size)
-    for image, caption in zip(args.images, captions):
+    captions = captioner(images, batch_size=args.batch_size)
+    for image, caption in zip(images, captions):
         print(f'{image}\t{caption}')
+    if bad:
+        print(f'skipped {len(bad)} unreadable image(s): ' + ', '.join(
+            p for p, _ in bad), file=sys.stderr)
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(dict(zip(args.images, captions)), f, indent=1)
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(args.out, dict(zip(images, captions)))
+
+
+def readable_images(paths):
+    """``(readable paths, [(bad path, reason)])``, decoding each once."""
+    from pcm_plugin.data_prep.image_io import BadImageError, load_rgb_image
+    good, bad = [], []
+    for path in paths:
+        try:
+            load_rgb_image(path)
+            good.append(path)
+        except BadImageError as err:
+            bad.append((path, err.reason))
+    return good, bad
+
+
+def check_writable(path: str) -> None:
+    """Fail now, not after captioning, if ``--out`` cannot be written."""
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder) or not os.access(folder, os.W_OK):
+        sys.exit(f'error: --out {path}: folder {folder} does not exist or '
+                 'is not writable')
 
 
 if __name__ == '__main__':

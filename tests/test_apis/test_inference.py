@@ -91,3 +91,41 @@ def test_captions_the_full_size_flickr_photos(checkpoint, shared_data,
     captions = json.loads(out.read_text())
     assert sorted(captions) == photos
     assert len(proc.stdout.strip().splitlines()) == 24
+
+
+def test_bad_input_one_unreadable_image_among_good_ones(checkpoint,
+                                                        tmp_path):
+    config, ckpt, model = checkpoint
+    good = write_images(str(tmp_path), n=2)
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a jpeg')
+    missing = str(tmp_path / 'missing.png')
+    out = tmp_path / 'captions.json'
+    out.write_text('{"kept": "from before"}')
+    cmd = [sys.executable, 'tools/caption_image.py', config, ckpt, good[0],
+           str(broken), good[1], missing, '--out', str(out)]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    # Stops before any work, naming both bad files; --out untouched.
+    assert proc.returncode != 0
+    assert 'broken.jpg' in proc.stderr and 'missing.png' in proc.stderr
+    assert '--skip-bad' in proc.stderr
+    assert json.loads(out.read_text()) == {'kept': 'from before'}
+    proc = subprocess.run(cmd + ['--skip-bad'], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'skipped 2 unreadable image(s)' in proc.stderr
+    assert sorted(json.loads(out.read_text())) == sorted(good)
+
+
+def test_bad_input_unwritable_out_fails_before_captioning(checkpoint,
+                                                          tmp_path):
+    config, ckpt, _ = checkpoint
+    good = write_images(str(tmp_path), n=1)
+    proc = subprocess.run(
+        [sys.executable, 'tools/caption_image.py', config, ckpt, *good,
+         '--out', str(tmp_path / 'no' / 'such' / 'dir' / 'c.json')],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and 'does not exist or is not writable' in \
+        proc.stderr
+    assert proc.stdout == ''  # nothing was captioned first
