@@ -48,11 +48,14 @@ def main() -> None:
     if args.trust_checkpoint:
         from pcm_plugin.engine.checkpoint import trust_checkpoints
         trust_checkpoints()
-    captioner = ImageCaptioner(
-        args.config, args.checkpoint, clip_model=args.clip_model,
-        clip_checkpoint=args.clip_checkpoint, pretrained=args.pretrained,
-        model_config=args.model_config, device=args.device,
-        beam_size=args.beam_size)
+    try:
+        captioner = ImageCaptioner(
+            args.config, args.checkpoint, clip_model=args.clip_model,
+            clip_checkpoint=args.clip_checkpoint, pretrained=args.pretrained,
+            model_config=args.model_config, device=args.device,
+            beam_size=args.beam_size)
+    except ValueError as err:
+        sys.exit(f'error: {err}')
     captions = captioner(images, batch_size=args.batch_size)
     for image, caption in zip(images, captions):
         print(f'{image}\t{caption}')

@@ -24,7 +24,9 @@ def main() -> None:
         sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
-        metrics = launch.build_runner(cfg).test()
+        runner = launch.build_runner(cfg)
+        launch.check_test_checkpoint(runner, cfg.load_from)
+        metrics = runner.test()
         if args.out and args.out_item == 'metrics':
             launch.dump_json(metrics, args.out)
     finally:

@@ -48,6 +48,7 @@ class ImageCaptioner:
             load_open_clip,
             resolve_pool,
         )
+        from pcm_plugin.engine.checkpoint import check_checkpoint_matches
         from pcm_plugin.registry import MODELS
         cfg = config if isinstance(config, Config) else Config.fromfile(
             config)
@@ -67,6 +68,7 @@ class ImageCaptioner:
         self.pool = resolve_pool(tuple(self.clip.visual.grid_size),
                                  clip_cfg.get('pool', 'auto'))
         self.model = MODELS.build(cfg.model)
+        check_checkpoint_matches(self.model, checkpoint)
         load_checkpoint(self.model, checkpoint, map_location='cpu',
                         logger='silent')
         self.model.to(device).eval()

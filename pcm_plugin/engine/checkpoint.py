@@ -96,3 +96,39 @@ def register_checkpoint_loader() -> None:
     """Make :func:`load_local_checkpoint` mmengine's loader for local paths."""
     CheckpointLoader.register_scheme(
         prefixes='', loader=load_local_checkpoint, force=True)
+
+
+def check_checkpoint_matches(model, filename: str) -> None:
+    """Refuse a checkpoint that does not fit ``model`` before using it.
+
+    mmengine loads non-strictly: a checkpoint for another vocabulary or
+    backbone loads partly (mismatched tensors are skipped with a warning)
+    and the model captions garbage with exit code 0. Every tensor of the
+    model must be in the checkpoint with its shape; extra tensors (e.g. a
+    mix-up model's text projection given to a Base model) are allowed.
+
+    Raises:
+        ValueError: naming the file, the first mismatches and the likely
+            cause.
+    """
+    state = load_local_checkpoint(filename, map_location='cpu')
+    state = state.get('state_dict', state) if isinstance(state, dict) \
+        else state
+    state = {k[len('module.'):] if k.startswith('module.') else k: v
+             for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}'
+             for k, v in expected.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(
+            f'checkpoint {filename} does not fit the model: '
+            f'{len(wrong)} tensors have other shapes (checkpoint vs model: '
+            f'{"; ".join(wrong[:3])}); it was trained with another '
+            'vocabulary (tokenizer) or CLIP backbone than the config')
+    if missing:
+        raise ValueError(
+            f'checkpoint {filename} lacks {len(missing)} of the model\'s '
+            f'{len(expected)} tensors (e.g. {missing[:3]}); it is not a '
+            'checkpoint of this model/config')

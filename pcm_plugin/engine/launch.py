@@ -194,6 +194,22 @@ def teardown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def check_test_checkpoint(runner, checkpoint: str) -> None:
+    """Refuse (one line, exit 1) a checkpoint that does not fit the model:
+    mmengine would test the partly loaded model and exit 0."""
+    import sys
+
+    from mmengine.model import is_model_wrapper
+
+    from .checkpoint import check_checkpoint_matches
+    model = runner.model.module if is_model_wrapper(runner.model) \
+        else runner.model
+    try:
+        check_checkpoint_matches(model, checkpoint)
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f'error: {err}')
+
+
 def build_runner(cfg: Config):
     """``Runner.from_cfg`` (or the configured runner type)."""
     from mmengine.runner import Runner

@@ -116,3 +116,51 @@ def test_tools_refuse_the_crafted_checkpoint(crafted, toy_world, tmp_path,
     assert out.returncode != 0
     assert 'released_model.pth was refused' in out.stderr
     assert not marker.exists()
+
+
+def _save(module, path):
+    torch.save(dict(state_dict=module.state_dict()), path)
+    return str(path)
+
+
+def test_bad_input_checkpoint_of_another_vocabulary_is_refused(tmp_path):
+    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4),
+                                torch.nn.Linear(4, 10))
+    other_vocab = torch.nn.Sequential(torch.nn.Embedding(12, 4),
+                                      torch.nn.Linear(4, 12))
+    path = _save(other_vocab, tmp_path / 'v12.pth')
+    with pytest.raises(ValueError, match=r'v12.pth does not fit the model: '
+                       r'3 tensors have other shapes .*\(12, 4\) vs \(10, 4\)'
+                       r'.*another vocabulary'):
+        check_checkpoint_matches(model, path)
+    # A checkpoint of something else entirely.
+    path = _save(torch.nn.Linear(3, 3), tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='lacks 3 of the model'):
+        check_checkpoint_matches(model, path)
+    # Extra tensors (a mix-up model's, given to Base) are fine.
+    bigger = torch.nn.Sequential(torch.nn.Embedding(10, 4),
+                                 torch.nn.Linear(4, 10),
+                                 torch.nn.Linear(4, 4))
+    check_checkpoint_matches(model, _save(bigger, tmp_path / 'big.pth'))
+
+
+def test_bad_input_test_tool_refuses_a_mismatched_checkpoint(toy_world,
+                                                             tmp_path):
+    from pcm_plugin.registry import MODELS
+    from pcm_plugin.testing.toy_features import toy_config
+    cfg = toy_config(toy_world, str(tmp_path / 'work'))
+    config = str(tmp_path / 'toy.py')
+    cfg.dump(config)
+    state = MODELS.build(cfg.model).state_dict()
+    w = state['decoder.predictor.1.weight']
+    state['decoder.predictor.1.weight'] = torch.cat([w, w[:1]])
+    path = tmp_path / 'v_plus_1.pth'
+    torch.save(dict(state_dict=state), path)
+    out = subprocess.run([sys.executable, 'tools/test.py', config, str(path),
+                          '--work-dir', str(tmp_path / 'test')],
+                         cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0
+    assert 'v_plus_1.pth does not fit the model' in out.stderr
+    assert 'Epoch(test)' not in out.stdout + out.stderr  # nothing tested
