@@ -106,6 +106,31 @@ def write_feature_store(root: str, ids: Sequence[str], patch: np.ndarray,
                        global_dim=global_feat.shape[1], meta=meta)
 
 
+def _read_json(path: str):
+    """JSON of a store file; a damaged one is named with the fix."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f'{path} is missing: the feature store is incomplete; rerun '
+            'tools/extract_features.py on it (it resumes)') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f'{path} is damaged ({err}); rerun tools/extract_features.py '
+            '(or --merge-only to rewrite index.json)') from None
+
+
+def _load_array(path: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode='r', allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(
+            f'{path} is damaged or truncated ({err}); delete that shard\'s '
+            'files and rerun tools/extract_features.py (it re-extracts '
+            'missing shards)') from None
+
+
 class FeatureStore:
     """Read-only view of a feature store directory.
 
@@ -127,21 +152,21 @@ class FeatureStore:
                 f'feature store index {index_path} not found: extract '
                 'features with tools/extract_features.py, or fix the '
                 '`feature_dir` of the dataset config')
-        with open(index_path, encoding='utf-8') as f:
-            self.index = json.load(f)
-        if self.index.get('format') != FORMAT:
-            raise ValueError(f'{index_path}: format '
-                             f'{self.index.get("format")!r}, expected '
+        self.index = _read_json(index_path)
+        if not isinstance(self.index, dict) or \
+                self.index.get('format') != FORMAT:
+            found = self.index.get('format') \
+                if isinstance(self.index, dict) else type(self.index).__name__
+            raise ValueError(f'{index_path}: format {found!r}, expected '
                              f'{FORMAT!r}')
         self.patch_shape = tuple(self.index['patch_shape'])
         self.global_dim = int(self.index['global_dim'])
         self.meta = self.index.get('meta', {})
         self._rows: Dict[str, tuple] = {}
         for shard_no, shard in enumerate(self.index['shards']):
-            with open(osp.join(root, shard['name'] + '.ids.json'),
-                      encoding='utf-8') as f:
-                for row, image_id in enumerate(json.load(f)):
-                    self._rows[image_id] = (shard_no, row)
+            ids = _read_json(osp.join(root, shard['name'] + '.ids.json'))
+            for row, image_id in enumerate(ids):
+                self._rows[image_id] = (shard_no, row)
         self._arrays: Dict[tuple, Optional[np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -160,8 +185,7 @@ class FeatureStore:
             path = osp.join(self.root,
                             f'{self.index["shards"][shard_no]["name"]}.{key}.npy')
             self._arrays[shard_no, key] = (
-                np.load(path, mmap_mode='r', allow_pickle=False)
-                if osp.isfile(path) else None)
+                _load_array(path) if osp.isfile(path) else None)
         return self._arrays[shard_no, key]
 
     def get(self, image_id) -> Dict:

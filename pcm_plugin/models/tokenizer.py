@@ -6,6 +6,7 @@ that convention and build the vocabulary from the training captions with the
 Hugging Face ``tokenizers`` library, so the file loads offline through
 ``transformers.PreTrainedTokenizerFast`` like any other tokenizer.
 """
+import json
 import os.path as osp
 from collections import Counter
 from typing import Iterable, List, Sequence, Tuple
@@ -100,6 +101,14 @@ def load_caption_tokenizer(path: str):
             f'caption tokenizer {path} not found. Build it from the training '
             'captions with `python tools/build_vocab.py ANN_FILE --out '
             f'{path}` (or fix `tokenizer` in the model config).')
+    try:
+        with open(path, encoding='utf-8') as f:
+            json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f'caption tokenizer {path} is not a tokenizer.json ({err}); '
+            'rebuild it with `python tools/build_vocab.py ANN_FILE --out '
+            f'{path}`') from None
     from transformers import PreTrainedTokenizerFast
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=path, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,

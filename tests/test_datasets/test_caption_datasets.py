@@ -112,3 +112,22 @@ def test_bad_input_empty_training_caption_is_refused(store, tmp_path,
     with pytest.raises(ValueError, match=rf'bad_train.json: image {ids[1]} '
                        'has an empty or punctuation-only caption'):
         SynthCaptionDataset(ann_file=str(ann), feature_dir=root)
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('index', r'index.json is damaged'),
+    ('ids', r'shard-00000.ids.json is damaged'),
+    ('npy', r'shard-00000.patch.npy is damaged or truncated'),
+])
+def test_bad_input_damaged_store_files_are_named(store, damage, message):
+    import os
+    _, root, _ = store
+    name = {'index': 'index.json', 'ids': 'shard-00000.ids.json',
+            'npy': 'shard-00000.patch.npy'}[damage]
+    path = os.path.join(root, name)
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])  # cut short, as by a full disk
+    with pytest.raises(ValueError, match=message):
+        FeatureStore(root).get('603')

@@ -23,3 +23,12 @@ def test_long_captions_are_clipped_and_still_end_with_eos(tmp_path):
     # max_len at or above the length changes nothing.
     full, _, _ = encode_captions(tok, ['a b c d'], max_len=4)
     assert full.tolist() == [[EOS_ID, a, b, c, d]]
+
+
+def test_bad_input_non_json_tokenizer_names_the_file(tmp_path):
+    import pytest
+    path = tmp_path / 'tokenizer.json'
+    path.write_text('[EOS] [UNK] [PAD] a b c')
+    with pytest.raises(ValueError, match=r'tokenizer.json is not a '
+                       r'tokenizer.json .*build_vocab.py'):
+        load_caption_tokenizer(str(path))
