@@ -83,9 +83,13 @@ def readable_images(paths):
 def check_writable(path: str) -> None:
     """Fail now, not after captioning, if ``--out`` cannot be written."""
     folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder) or not os.access(folder, os.W_OK):
-        sys.exit(f'error: --out {path}: folder {folder} does not exist or '
-                 'is not writable')
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        sys.exit(f'error: --out {path}: cannot create folder {folder} '
+                 f'({err})')
+    if not os.access(folder, os.W_OK):
+        sys.exit(f'error: --out {path}: folder {folder} is not writable')
 
 
 if __name__ == '__main__':

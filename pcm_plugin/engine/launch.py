@@ -159,6 +159,18 @@ def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    if args.out:
+        # Fail now, not after a whole evaluation.
+        folder = osp.dirname(osp.abspath(args.out))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise FileNotFoundError(
+                f'--out {args.out}: cannot create folder {folder} ({err})'
+            ) from None
+        if not os.access(folder, os.W_OK):
+            raise FileNotFoundError(f'--out {args.out}: folder {folder} is '
+                                    'not writable')
     if args.out and args.out_item == 'pred':
         evaluators = cfg.test_evaluator
         if not isinstance(evaluators, (list, tuple)):

@@ -122,10 +122,10 @@ def test_bad_input_unwritable_out_fails_before_captioning(checkpoint,
                                                           tmp_path):
     config, ckpt, _ = checkpoint
     good = write_images(str(tmp_path), n=1)
+    (tmp_path / 'a_file').write_text('not a folder')
     proc = subprocess.run(
         [sys.executable, 'tools/caption_image.py', config, ckpt, *good,
-         '--out', str(tmp_path / 'no' / 'such' / 'dir' / 'c.json')],
+         '--out', str(tmp_path / 'a_file' / 'c.json')],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and 'does not exist or is not writable' in \
-        proc.stderr
+    assert proc.returncode != 0 and 'cannot create folder' in proc.stderr
     assert proc.stdout == ''  # nothing was captioned first

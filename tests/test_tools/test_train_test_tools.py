@@ -148,3 +148,15 @@ def test_bad_input_resume_without_checkpoint_is_an_error(toy_world,
                           '--resume'], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode != 0 and 'epoch_3.pth, which does not' in out.stderr
+
+
+def test_bad_input_unwritable_out_fails_before_testing(trained, tmp_path):
+    config, ckpt, _ = trained
+    (tmp_path / 'a_file').write_text('not a folder')
+    out = subprocess.run([sys.executable, 'tools/test.py', config, ckpt,
+                          '--out', str(tmp_path / 'a_file' / 'm.json')],
+                         cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0
+    assert 'cannot create folder' in out.stderr
+    assert 'Epoch(test)' not in out.stdout + out.stderr
