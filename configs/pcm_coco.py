@@ -24,3 +24,5 @@ default_hooks = dict(
         rule='greater'))
 
 randomness = dict(seed=1234, deterministic=False)
+# Random generator states in every checkpoint: --resume continues exactly.
+custom_hooks = [dict(type='RNGStateHook')]

@@ -54,3 +54,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=6, save_best=None,
                     max_keep_ckpts=1))
 randomness = dict(seed=0, deterministic=False)
+# Random generator states in every checkpoint: --resume continues exactly.
+custom_hooks = [dict(type='RNGStateHook')]
