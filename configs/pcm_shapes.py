@@ -51,7 +51,7 @@ model_wrapper_cfg = dict(
     type='CPUCompatDDP', broadcast_buffers=False, find_unused_parameters=False)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50),
-    checkpoint=dict(type='CheckpointHook', interval=6, save_best=None,
+    checkpoint=dict(type='AtomicCheckpointHook', interval=6, save_best=None,
                     max_keep_ckpts=1))
 randomness = dict(seed=0, deterministic=False)
 # Random generator states in every checkpoint: --resume continues exactly.

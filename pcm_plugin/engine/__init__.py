@@ -1,10 +1,11 @@
 """Training-loop pieces: LR schedule, checkpoint loading, CPU DDP."""
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint import load_local_checkpoint, register_checkpoint_loader
 from .cpu_ddp import CPUCompatDDP
 from .noam_lr import NoamLR
 from .rng_state_hook import RNGStateHook
 
 __all__ = [
-    'CPUCompatDDP', 'NoamLR', 'RNGStateHook', 'load_local_checkpoint',
-    'register_checkpoint_loader'
+    'AtomicCheckpointHook', 'CPUCompatDDP', 'NoamLR', 'RNGStateHook',
+    'load_local_checkpoint', 'register_checkpoint_loader'
 ]

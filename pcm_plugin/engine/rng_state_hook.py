@@ -5,7 +5,7 @@ draws other dropout masks and CapDec noise than the uninterrupted one and
 ends on other weights. This hook stores the torch (CPU and CUDA), numpy
 and Python generator states in each checkpoint and restores them when a
 run resumes, so an epoch-based run resumed from its checkpoint continues
-bit for bit (test: tests/test_engine/test_rng_state_hook.py).
+bit for bit (test: tests/test_engine/test_exact_resume.py).
 
 The states are plain tensors, numpy arrays and tuples: they load with the
 safe (weights-only) checkpoint loader.

@@ -1,4 +1,4 @@
-"""Resume is exact: dropout and CapDec noise continue where they stopped."""
+"""Resume is exact and a kill during a save loses nothing."""
 import torch
 
 from pcm_plugin.testing.toy_features import toy_config
@@ -53,3 +53,49 @@ def test_rng_states_round_trip_through_the_safe_loader(tmp_path):
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0])
     assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_a_kill_during_a_checkpoint_save_loses_nothing(toy_world, tmp_path,
+                                                       monkeypatch):
+    """max_keep_ckpts=1: the old checkpoint survives a save cut short, and
+    last_checkpoint never names a broken file."""
+    import os.path as osp
+
+    from mmengine.runner import Runner
+
+    from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    work = tmp_path / 'work'
+
+    def config(epochs):
+        cfg = toy_config(toy_world, str(work), max_epochs=epochs)
+        cfg.default_hooks.checkpoint.update(save_best=None, interval=1,
+                                            max_keep_ckpts=1)
+        cfg.train_cfg.val_interval = 10
+        return cfg
+
+    _train(config(1))
+    assert (work / 'epoch_1.pth').is_file()
+    real_save = Runner.save_checkpoint
+
+    def killed_mid_save(self, out_dir, filename, *args, **kwargs):
+        with open(osp.join(out_dir, filename), 'wb') as f:
+            f.write(b'PK\x03\x04 cut short')  # a torch zip, cut short
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, 'save_checkpoint', killed_mid_save)
+    cfg = config(2)
+    cfg.resume = True
+    try:
+        _train(cfg)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(Runner, 'save_checkpoint', real_save)
+    last = (work / 'last_checkpoint').read_text().strip()
+    assert osp.basename(last) == 'epoch_1.pth'
+    assert 'state_dict' in load_local_checkpoint(last)
+    assert sorted(p.name for p in work.glob('epoch_*')) == ['epoch_1.pth']
+    # And the run resumes from it to the end.
+    cfg = config(2)
+    cfg.resume = True
+    _train(cfg)
+    assert sorted(p.name for p in work.glob('epoch_*')) == ['epoch_2.pth']
