@@ -160,3 +160,51 @@ def test_bad_input_unwritable_out_fails_before_testing(trained, tmp_path):
     assert out.returncode != 0
     assert 'cannot create folder' in out.stderr
     assert 'Epoch(test)' not in out.stdout + out.stderr
+
+
+def test_slurm_scripts_build_the_srun_command(tmp_path):
+    """A stand-in `srun` records its arguments (no cluster here)."""
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    (fake / 'srun').write_text('#!/bin/sh\necho "$@" > "$SRUN_LOG"\n')
+    (fake / 'srun').chmod(0o755)
+    log = tmp_path / 'srun.log'
+    env = dict(os.environ, PATH=f'{fake}{os.pathsep}{os.environ["PATH"]}',
+               SRUN_LOG=str(log), GPUS='16', GPUS_PER_NODE='8')
+    subprocess.run(['bash', 'tools/slurm_train.sh', 'gpu', 'pcm',
+                    'configs/pcm_coco.py', 'work_dirs/x', '--amp'],
+                   cwd=REPO_ROOT, env=env, check=True)
+    args = log.read_text().split()
+    assert args[:2] == ['-p', 'gpu'] and '--ntasks=16' in args
+    assert '--ntasks-per-node=8' in args and '--gres=gpu:8' in args
+    tail = args[args.index('-u') + 1:]
+    assert tail[1:] == ['configs/pcm_coco.py', '--launcher', 'slurm',
+                        '--work-dir', 'work_dirs/x', '--amp']
+    assert tail[0].endswith('tools/train.py')
+    subprocess.run(['bash', 'tools/slurm_test.sh', 'gpu', 'pcm', 'c.py',
+                    'w.pth', '--out', 'm.json'], cwd=REPO_ROOT, env=env,
+                   check=True)
+    tail = log.read_text().split()
+    assert tail[-6:] == ['c.py', 'w.pth', '--launcher', 'slurm', '--out',
+                         'm.json']
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_on_localhost(toy_world, tmp_path):
+    """Multi-node torchrun (NNODES, NODE_RANK, MASTER_ADDR, PORT) as two
+    'nodes' on this machine, one process each."""
+    config = str(tmp_path / 'toy_pcm.py')
+    toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
+    env = dict(os.environ, PYTHON=sys.executable, NNODES='2', PORT='29711',
+               MASTER_ADDR='127.0.0.1')
+    nodes = [subprocess.Popen(
+        ['bash', 'tools/dist_train.sh', config, '1', '--cfg-options',
+         'default_hooks.checkpoint.save_best=None'],
+        cwd=REPO_ROOT, env=dict(env, NODE_RANK=str(rank)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:]
+    # 64 samples, batch 8 per rank, 2 ranks: 4 iterations per epoch.
+    assert 'Epoch(train) [1][4/4]' in logs[0]
+    assert osp.isfile(str(tmp_path / 'work' / 'epoch_1.pth'))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Test on a Slurm cluster (srun starts one task per GPU; mmengine's
+# `--launcher slurm` reads the rank and world size from Slurm).
+# Usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
+#        bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [extra args]
+set -euo pipefail
+if [ "$#" -lt 4 ]; then
+    echo "usage: bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [extra args]" >&2
+    echo "  env: GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON" >&2
+    exit 2
+fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PARTITION=$1
+JOB_NAME=$2
+GPUS=${GPUS:-8}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+CPUS_PER_TASK=${CPUS_PER_TASK:-5}
+SRUN_ARGS=${SRUN_ARGS:-}
+CONFIG=$3
+CHECKPOINT=$4
+PYTHONPATH="$ROOT":${PYTHONPATH:-} \
+srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \
+    --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" \
+    --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
+    "${PYTHON:-python}" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" \
+    --launcher slurm "${@:5}"
