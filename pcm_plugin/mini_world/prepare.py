@@ -131,11 +131,16 @@ def check_identity(root: str, identity: Dict) -> None:
     if not osp.isfile(path):
         return
     with open(path, encoding='utf-8') as f:
-        old = json.load(f).get('identity')
-    if old is None or old == identity:
+        prepared = json.load(f)
+    # Worlds prepared before identities existed: compare their settings.
+    old = prepared.get('identity') or {
+        k: prepared.get('settings', {}).get(k)
+        for k in ('seed', 'num_train', 'num_val', 'num_test', 'refs')}
+    differing = [k for k in old if old[k] != identity.get(k)]
+    if not differing:
         return
-    diff = ', '.join(f'{k}: prepared {old.get(k)!r} vs asked {identity[k]!r}'
-                     for k in IDENTITY_KEYS if old.get(k) != identity[k])
+    diff = ', '.join(f'{k}: prepared {old[k]!r} vs asked {identity[k]!r}'
+                     for k in differing)
     raise WorldConflict(
         f'{root} holds another prepared world ({diff}). Use another --root, '
         'pass the prepared settings, or --rebuild to replace it')

@@ -121,3 +121,21 @@ def test_concurrent_preparation_waits_instead_of_racing(tiny_world,
     assert errors == [] and len(results) == 2
     with open(osp.join(settings.root, 'world.json')) as f:
         assert json.load(f)['features'] == results[0]['features']
+
+
+def test_a_world_prepared_before_identities_is_compared_by_settings(
+        seed7_world):
+    settings, world = seed7_world
+    path = osp.join(world['root'], 'world.json')
+    with open(path) as f:
+        legacy = json.load(f)
+    legacy.pop('identity')
+    with open(path, 'w') as f:
+        json.dump(legacy, f)
+    other = WorldSettings(**{**settings.__dict__, 'num_test': 9})
+    with pytest.raises(WorldConflict, match=r'num_test: prepared 4 vs '
+                       r'asked 9'):
+        prepare_world(other, progress=False, log=lambda m: None)
+    # The same settings are accepted (and the identity written back).
+    again = prepare_world(settings, progress=False, log=lambda m: None)
+    assert again['identity']['seed'] == 7
