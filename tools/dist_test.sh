@@ -8,15 +8,7 @@ if [ "$#" -lt 3 ]; then
     echo "  env: PYTHON, NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)" >&2
     exit 2
 fi
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-# The interpreter: $PYTHON, else `python` when it has torch, else the
-# project's .venv (what `make test` / `make demo` build).
-if [ -z "${PYTHON:-}" ]; then
-    PYTHON=python
-    if ! "$PYTHON" -c 'import torch' 2>/dev/null && [ -x "$ROOT/.venv/bin/python" ]; then
-        PYTHON="$ROOT/.venv/bin/python"
-    fi
-fi
+source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON
 CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3

@@ -9,7 +9,7 @@ if [ "$#" -lt 4 ]; then
     echo "  env: GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON" >&2
     exit 2
 fi
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON
 PARTITION=$1
 JOB_NAME=$2
 GPUS=${GPUS:-8}
@@ -22,5 +22,5 @@ PYTHONPATH="$ROOT":${PYTHONPATH:-} \
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" \
     --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 $SRUN_ARGS \
-    "${PYTHON:-python}" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" \
+    "$PYTHON" -u "$ROOT/tools/test.py" "$CONFIG" "$CHECKPOINT" \
     --launcher slurm "${@:5}"
