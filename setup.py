@@ -33,6 +33,7 @@ setup(
         'pycocoevalcap>=1.2',
         'pycocotools>=2.0',
         'tqdm',
+        'safetensors>=0.4',
     ],
     extras_require={'tests': ['pytest']},
     license='MIT',

@@ -10,6 +10,7 @@ mmpretrain's models.
 from mmpretrain.registry import (
                                  DATASETS,
                                  HOOKS,
+                                 LOOPS,
                                  METRICS,
                                  MODEL_WRAPPERS,
                                  MODELS,
@@ -18,6 +19,6 @@ from mmpretrain.registry import (
 )
 
 __all__ = [
-    'DATASETS', 'HOOKS', 'METRICS', 'MODEL_WRAPPERS', 'MODELS',
+    'DATASETS', 'HOOKS', 'LOOPS', 'METRICS', 'MODEL_WRAPPERS', 'MODELS',
     'PARAM_SCHEDULERS', 'TRANSFORMS'
 ]

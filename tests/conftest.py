@@ -81,6 +81,39 @@ def toy_world(tmp_path_factory, tiny_clip):
     return dict(paths, clip_head=tiny_clip[1])
 
 
+def dump_captioning_config(toy_world, root) -> str:
+    """A toy PCM-Net config that also names its (tiny) CLIP, so that raw
+    images can be captioned with it; returns the dumped file's path."""
+    from pcm_plugin.testing.toy_features import toy_config
+    cfg = toy_config(toy_world, osp.join(str(root), 'work'))
+    clip_dir = osp.dirname(toy_world['clip_head'])
+    cfg.clip_model = dict(
+        name='pcm-tiny-vit-b32', checkpoint=toy_world['clip_head'],
+        model_config=osp.join(clip_dir, 'pcm-tiny-vit-b32.json'))
+    config = osp.join(str(root), 'toy_pcm.py')
+    cfg.dump(config)
+    return config
+
+
+def failed_run(proc, cmd) -> str:
+    """The whole story of a failed tool run, for the assertion message.
+
+    Nothing is cut: a torchrun rank's error sits anywhere in its output
+    (a SIGABRT once lost its cause to a 4,000-character tail). The text is
+    also kept in ``work_dirs/test_failures/`` for CI logs that truncate.
+    """
+    import time
+    text = (f'command: {" ".join(map(str, cmd))}\nexit {proc.returncode}\n'
+            f'--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}')
+    folder = osp.join(REPO_ROOT, 'work_dirs', 'test_failures')
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, f'{time.strftime("%Y%m%d-%H%M%S")}-'
+                    f'{os.getpid()}.log')
+    with open(path, 'w') as f:
+        f.write(text)
+    return f'{text}\n(kept in {path})'
+
+
 def run_tool(tool: str, args, *, torchrun_port=None, check=True):
     """Run ``tools/<tool>`` like a user: one process, or 2 under torchrun.
 
@@ -95,11 +128,12 @@ def run_tool(tool: str, args, *, torchrun_port=None, check=True):
     if torchrun_port:
         launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
                      '--master_port', str(torchrun_port)]
-    proc = subprocess.run(launcher + [osp.join(REPO_ROOT, 'tools', tool)] +
-                          [str(a) for a in args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    cmd = launcher + [osp.join(REPO_ROOT, 'tools', tool)] + [
+        str(a) for a in args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          timeout=300)
     if check and proc.returncode != 0:
-        raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+        raise AssertionError(failed_run(proc, cmd))
     return proc
 
 

@@ -2,6 +2,7 @@
 
     python tools/caption_image.py configs/pcm_coco.py best.pth a.jpg b.png
     python tools/caption_image.py CONFIG CKPT photos/*.jpg --out captions.json
+    python tools/caption_image.py RELEASE_FOLDER photos/*.jpg
 
 The CLIP that extracted the training features is read from the config's
 ``clip_model`` (override with --clip-model/--clip-checkpoint/--pretrained).
@@ -14,12 +15,16 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
+from pcm_plugin.utils.fileio import check_writable_output  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    parser.add_argument('images', nargs='+', help='image files')
+    parser.add_argument('config', help='the model config, or a released '
+                        'model folder (tools/publish_model.py)')
+    parser.add_argument('files', nargs='+', metavar='CHECKPOINT IMAGE',
+                        help='the checkpoint (.pth/.safetensors; none with a '
+                        'released model folder), then the image files')
     parser.add_argument('--clip-model', help='open_clip model name')
     parser.add_argument('--clip-checkpoint', help='local open_clip weights')
     parser.add_argument('--pretrained', help='cached open_clip tag')
@@ -37,13 +42,22 @@ def main() -> None:
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
+    if osp.isdir(args.config):
+        args.checkpoint, args.images = None, args.files
+    else:
+        args.checkpoint, args.images = args.files[0], args.files[1:]
+    if not args.images:
+        parser.error('no image files given')
     images, bad = readable_images(args.images)
     if bad and not args.skip_bad:
         sys.exit('error: ' + '; '.join(f'{p}: {why}' for p, why in bad[:5])
                  + (f' (and {len(bad) - 5} more)' if len(bad) > 5 else '')
                  + '. Fix or leave them out, or pass --skip-bad')
     if args.out:
-        check_writable(args.out)
+        try:
+            check_writable_output(args.out)
+        except FileNotFoundError as err:
+            sys.exit(f'error: {err}')
     from pcm_plugin.apis import ImageCaptioner
     if args.trust_checkpoint:
         from pcm_plugin.engine.checkpoint import trust_checkpoints
@@ -78,18 +92,6 @@ def readable_images(paths):
         except BadImageError as err:
             bad.append((path, err.reason))
     return good, bad
-
-
-def check_writable(path: str) -> None:
-    """Fail now, not after captioning, if ``--out`` cannot be written."""
-    folder = osp.dirname(osp.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        sys.exit(f'error: --out {path}: cannot create folder {folder} '
-                 f'({err})')
-    if not os.access(folder, os.W_OK):
-        sys.exit(f'error: --out {path}: folder {folder} is not writable')
 
 
 if __name__ == '__main__':

@@ -24,11 +24,12 @@ def main() -> None:
         sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
-        runner = launch.build_runner(cfg)
-        launch.check_test_checkpoint(runner, cfg.load_from)
-        metrics = runner.test()
-        if args.out and args.out_item == 'metrics':
-            launch.dump_json(metrics, args.out)
+        with launch.errors_as_one_line(cfg.work_dir):
+            runner = launch.build_runner(cfg)
+            launch.check_test_checkpoint(runner, cfg.load_from)
+            metrics = runner.test()
+            if args.out and args.out_item == 'metrics':
+                launch.dump_json(metrics, args.out)
     finally:
         launch.teardown_distributed()
 

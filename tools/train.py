@@ -20,11 +20,15 @@ def main() -> None:
     args = launch.train_arg_parser().parse_args()
     try:
         cfg = launch.merge_train_args(launch.load_config(args), args)
+        batch_rule = launch.apply_batch_rule(cfg, launch.world_size(cfg))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
-        launch.build_runner(cfg).train()
+        with launch.errors_as_one_line(cfg.work_dir):
+            runner = launch.build_runner(cfg)
+            runner.logger.info(batch_rule)
+            runner.train()
     finally:
         launch.teardown_distributed()
 

@@ -1,4 +1,6 @@
-"""High-level entry points."""
+"""High-level entry points: captioning images, releasing models."""
 from .inference import ImageCaptioner
+from .release import is_release, publish_model, resolve_release
 
-__all__ = ['ImageCaptioner']
+__all__ = ['ImageCaptioner', 'is_release', 'publish_model',
+           'resolve_release']

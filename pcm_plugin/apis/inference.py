@@ -5,6 +5,7 @@ them for the test sets (patch tokens before ``ln_post``, pooled for
 ViT-L/14, and the projected global embedding), so a model sees the same
 inputs it was evaluated on.
 """
+import os.path as osp
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -16,8 +17,11 @@ class ImageCaptioner:
 
     Args:
         config (str | Config): The model's config (e.g.
-            ``configs/pcm_coco.py``).
-        checkpoint (str): A checkpoint written by ``tools/train.py``.
+            ``configs/pcm_coco.py``), or a released model folder
+            (``tools/publish_model.py``).
+        checkpoint (str, optional): A checkpoint written by
+            ``tools/train.py`` (``.pth``) or a release's ``.safetensors``.
+            Defaults to the release's weights when ``config`` is a folder.
         clip_model (str, optional): open_clip model name. Defaults to the
             config's ``clip_model.name``.
         clip_checkpoint (str, optional): Local open_clip weights. Defaults
@@ -35,7 +39,8 @@ class ImageCaptioner:
         ['a dog running on the beach']
     """
 
-    def __init__(self, config: Union[str, Config], checkpoint: str, *,
+    def __init__(self, config: Union[str, Config],
+                 checkpoint: Optional[str] = None, *,
                  clip_model: Optional[str] = None,
                  clip_checkpoint: Optional[str] = None,
                  pretrained: Optional[str] = None,
@@ -50,6 +55,13 @@ class ImageCaptioner:
         )
         from pcm_plugin.engine.checkpoint import check_checkpoint_matches
         from pcm_plugin.registry import MODELS
+        if isinstance(config, str) and osp.isdir(config):
+            from .release import resolve_release
+            config, weights = resolve_release(config)
+            checkpoint = checkpoint or weights
+        if checkpoint is None:
+            raise ValueError('ImageCaptioner needs a checkpoint, or a '
+                             'released model folder as `config`')
         cfg = config if isinstance(config, Config) else Config.fromfile(
             config)
         clip_cfg = cfg.get('clip_model', {}) or {}

@@ -5,6 +5,7 @@ layout, see ``docs/architecture.md``) and give every sample the
 ``feature_dir`` of their feature store (the ``feature_dir`` argument), the
 way image datasets give ``LoadImageFromFile`` an ``img_path``.
 """
+import json
 import os.path as osp
 import random
 from typing import List
@@ -43,7 +44,15 @@ class _FeatureCaptionDataset(BaseDataset):
         return info
 
     def load_data_list(self) -> List[dict]:
-        data_list = super().load_data_list()
+        try:
+            data_list = super().load_data_list()
+        except ValueError as err:  # json.JSONDecodeError names no file
+            if not isinstance(err, json.JSONDecodeError):
+                raise
+            raise ValueError(
+                f'annotation file {self.ann_file} is not valid JSON ({err}); '
+                'it is truncated or damaged: write it again with '
+                'tools/data/convert_*.py') from None
         store = open_feature_store(self.feature_dir)
         missing = [d['image_id'] for d in data_list
                    if d['image_id'] not in store]

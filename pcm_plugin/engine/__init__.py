@@ -3,9 +3,11 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint import load_local_checkpoint, register_checkpoint_loader
 from .cpu_ddp import CPUCompatDDP
 from .noam_lr import NoamLR
+from .resumable_loop import ResumableEpochBasedTrainLoop
 from .rng_state_hook import RNGStateHook
 
 __all__ = [
     'AtomicCheckpointHook', 'CPUCompatDDP', 'NoamLR', 'RNGStateHook',
+    'ResumableEpochBasedTrainLoop',
     'load_local_checkpoint', 'register_checkpoint_loader'
 ]

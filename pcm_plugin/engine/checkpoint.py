@@ -52,7 +52,8 @@ def _trusted() -> bool:
 
 
 def load_local_checkpoint(filename: str, map_location=None):
-    """Load a local checkpoint written by mmengine or plain torch, safely.
+    """Load a local checkpoint written by mmengine or plain torch, or a
+    released model's ``.safetensors`` weights, safely.
 
     Args:
         filename (str): Path of the checkpoint.
@@ -71,6 +72,8 @@ def load_local_checkpoint(filename: str, map_location=None):
         raise FileNotFoundError(
             f'checkpoint {filename} not found: check `load_from`, `--resume` '
             'or the CHECKPOINT argument of tools/test.py')
+    if filename.endswith('.safetensors'):
+        return _load_safetensors(filename, map_location)
     try:
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(filename, map_location=map_location,
@@ -90,6 +93,20 @@ def load_local_checkpoint(filename: str, map_location=None):
         raise RuntimeError(
             f'checkpoint {filename} could not be read ({err}); it is '
             'truncated or not a checkpoint') from None
+
+
+def _load_safetensors(filename: str, map_location=None) -> dict:
+    """A released model's weights (tools/publish_model.py): plain tensors,
+    nothing to unpickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    device = map_location if isinstance(map_location, str) else 'cpu'
+    try:
+        return dict(state_dict=load_file(filename, device=device))
+    except (SafetensorError, OSError) as err:
+        raise RuntimeError(
+            f'checkpoint {filename} could not be read ({err}); it is '
+            'truncated or not a safetensors file') from None
 
 
 def register_checkpoint_loader() -> None:

@@ -10,11 +10,15 @@ SIGABRT after both ranks finished).
 import argparse
 import os
 import os.path as osp
+import pickle
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
+
+from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +58,11 @@ def train_arg_parser() -> argparse.ArgumentParser:
 def test_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description='Evaluate a PCM-Net checkpoint')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('config', help='test config file path, or a '
+                        'released model folder (tools/publish_model.py)')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint file (.pth or .safetensors); '
+                        'omitted with a released model folder')
     parser.add_argument('--out', help='JSON file for the metrics, or with '
                         '--out-item pred the captions (COCO results format)')
     parser.add_argument('--out-item', choices=['metrics', 'pred'],
@@ -70,6 +77,11 @@ def load_config(args: argparse.Namespace) -> Config:
     """Read the config and apply the CLI overrides common to both tools."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if osp.isdir(args.config):  # a released model folder
+        from pcm_plugin.apis.release import resolve_release
+        args.config, weights = resolve_release(args.config)
+        if getattr(args, 'checkpoint', 'absent') is None:
+            args.checkpoint = weights
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config {args.config} not found')
     if args.trust_checkpoint:
@@ -126,6 +138,8 @@ def check_resumable(work_dir: str) -> str:
 
 def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``tools/train.py`` flags (same meaning as mmpretrain's)."""
+    check_writable_dir(cfg.work_dir, 'work dir (--work-dir or the config\'s '
+                       'work_dir)')
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
@@ -154,23 +168,19 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``tools/test.py`` flags."""
+    check_writable_dir(cfg.work_dir, 'work dir (--work-dir or the config\'s '
+                       'work_dir)')
+    if args.checkpoint is None:
+        raise FileNotFoundError(
+            'CHECKPOINT missing: pass the config and a checkpoint, or a '
+            'released model folder (tools/publish_model.py) alone')
     cfg.load_from = args.checkpoint
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
     if args.amp:
         cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
-    if args.out:
-        # Fail now, not after a whole evaluation.
-        folder = osp.dirname(osp.abspath(args.out))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as err:
-            raise FileNotFoundError(
-                f'--out {args.out}: cannot create folder {folder} ({err})'
-            ) from None
-        if not os.access(folder, os.W_OK):
-            raise FileNotFoundError(f'--out {args.out}: folder {folder} is '
-                                    'not writable')
+    if args.out:  # fail now, not after a whole evaluation
+        check_writable_output(args.out)
     if args.out and args.out_item == 'pred':
         evaluators = cfg.test_evaluator
         if not isinstance(evaluators, (list, tuple)):
@@ -200,6 +210,60 @@ def setup_distributed(cfg: Config) -> None:
         cfg.model_wrapper_cfg = wrapper
 
 
+def world_size(cfg: Config) -> int:
+    """How many training processes the launcher started."""
+    if cfg.launcher == 'none':
+        return 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get('WORLD_SIZE')
+               or os.environ.get('SLURM_NTASKS') or 1)
+
+
+def apply_batch_rule(cfg: Config, num_processes: int) -> str:
+    """The effective batch of ``num_processes`` and the learning-rate rule.
+
+    The batch in the config is per process, so N processes train on N times
+    the batch. With ``auto_scale_lr.enable`` (``--auto-scale-lr``) the
+    learning rate is scaled linearly by ``effective / base_batch_size``:
+    mmengine scales the optimizer's lr, which :class:`NoamLR` ignores (its
+    schedule is absolute), so its ``factor`` is scaled here. Off by
+    default: the official recipe is one GPU with batch 32.
+
+    Args:
+        cfg (Config): The training config (changed in place).
+        num_processes (int): The world size.
+
+    Returns:
+        str: One line for the log, e.g. ``effective batch 256 = 8 processes
+        x 32; lr as configured (tuned for batch 32; ...)``.
+    """
+    per_process = cfg.train_dataloader.batch_size
+    effective = per_process * num_processes
+    rule = dict(cfg.get('auto_scale_lr') or {})
+    base = rule.get('base_batch_size')
+    line = (f'effective batch {effective} = {num_processes} '
+            f'process{"es" if num_processes != 1 else ""} x '
+            f'{per_process}')
+    if not rule.get('enable', False):
+        if base and base != effective:
+            line += (f'; lr as configured (tuned for batch {base}; '
+                     '--auto-scale-lr scales it linearly)')
+        return line
+    if not base:
+        raise ValueError('auto_scale_lr.enable needs '
+                         'auto_scale_lr.base_batch_size, the batch the '
+                         'schedule was tuned for')
+    ratio = effective / base
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for scheduler in schedulers:
+        if scheduler.get('type') == 'NoamLR':
+            scheduler['factor'] = scheduler.get('factor', 1.0) * ratio
+    return line + f'; auto_scale_lr: lr x {ratio:g} (base batch {base})'
+
+
 def teardown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -207,19 +271,53 @@ def teardown_distributed() -> None:
 
 
 def check_test_checkpoint(runner, checkpoint: str) -> None:
-    """Refuse (one line, exit 1) a checkpoint that does not fit the model:
+    """Refuse a checkpoint that does not fit the model (``ValueError``):
     mmengine would test the partly loaded model and exit 0."""
-    import sys
-
     from mmengine.model import is_model_wrapper
 
     from .checkpoint import check_checkpoint_matches
     model = runner.model.module if is_model_wrapper(runner.model) \
         else runner.model
+    check_checkpoint_matches(model, checkpoint)
+
+
+# What bad input raises, from our checks and from mmengine's builders
+# (which re-raise a builder's error with the same type and a message
+# naming the component): shown as one line, the traceback kept in a file.
+INPUT_ERRORS = (OSError, ValueError, KeyError, RuntimeError,
+                pickle.UnpicklingError)
+
+
+@contextmanager
+def errors_as_one_line(work_dir: str):
+    """End the tool with ``error: <message>`` instead of a traceback.
+
+    A misspelled ``type``, a missing or damaged data file, a checkpoint
+    that does not fit or a full disk all raise one of :data:`INPUT_ERRORS`
+    with a message that names the file or key; the user needs that line,
+    not the builders' stack. The full traceback goes to
+    ``<work_dir>/error[-rank<r>].log`` (named in the message) for bug
+    reports.
+    """
+    import sys
+    import traceback
     try:
-        check_checkpoint_matches(model, checkpoint)
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f'error: {err}')
+        yield
+    except INPUT_ERRORS as err:
+        message = str(err.args[0]) if isinstance(err, KeyError) and \
+            err.args else str(err)
+        rank = os.environ.get('RANK', '0')
+        name = 'error.log' if rank == '0' else f'error-rank{rank}.log'
+        where = osp.join(work_dir, name)
+        try:
+            os.makedirs(work_dir, exist_ok=True)
+            with open(where, 'w') as f:
+                f.write(traceback.format_exc())
+            kept = f' (traceback in {where})'
+        except OSError:
+            kept = ''
+        first = ' '.join(message.split())
+        sys.exit(f'error: {first}{kept}')
 
 
 def build_runner(cfg: Config):
@@ -234,8 +332,8 @@ def build_runner(cfg: Config):
 
 
 def dump_json(obj, path: Optional[str]) -> None:
+    """Write ``obj`` to ``path`` (if given) atomically: a full disk or a
+    kill leaves the previous file, never half of a new one."""
     if path:
-        import json
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        with open(path, 'w') as f:
-            json.dump(obj, f, indent=2, default=float)
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(path, obj, indent=2)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import shutil
 from contextlib import contextmanager
 
 
@@ -26,7 +27,7 @@ def atomic_path(path: str, suffix: str = ''):
     the block succeeds, delete it when it fails.
 
     Args:
-        path (str): The final file.
+        path (str): The final file (or folder: the block creates it).
         suffix (str): Kept at the end of the temporary name (``np.savez``
             appends ``.npz`` to names without it).
     """
@@ -36,7 +37,9 @@ def atomic_path(path: str, suffix: str = ''):
         yield tmp
         os.replace(tmp, path)
     finally:
-        if osp.exists(tmp):
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif osp.exists(tmp):
             os.remove(tmp)
 
 
@@ -50,6 +53,41 @@ def atomic_write_bytes(path: str, write_fn) -> None:
 
 
 def atomic_write_json(path: str, obj, indent: int = 1) -> None:
-    """Write ``obj`` as JSON atomically."""
+    """Write ``obj`` as JSON atomically (numpy scalars as floats)."""
     atomic_write_bytes(path, lambda f: f.write(
-        json.dumps(obj, indent=indent).encode('utf-8')))
+        json.dumps(obj, indent=indent, default=float).encode('utf-8')))
+
+
+def check_writable_dir(folder: str, what: str) -> None:
+    """Fail before any work if ``folder`` cannot be created or written.
+
+    Writes (and removes) a probe file: ``os.access`` says yes to root on a
+    read-only file system.
+
+    Raises:
+        FileNotFoundError: naming ``what`` (e.g. ``'--out m.json'``), the
+            folder and why.
+    """
+    import tempfile
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise FileNotFoundError(
+            f'{what}: cannot create folder {folder} ({err.strerror})'
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.probe'):
+            pass
+    except OSError as err:
+        raise FileNotFoundError(
+            f'{what}: folder {folder} is not writable ({err.strerror})'
+        ) from None
+
+
+def check_writable_output(path: str, flag: str = '--out') -> None:
+    """Fail before any work if the output file ``path`` cannot be written.
+
+    Raises:
+        FileNotFoundError: naming ``flag``, the path and why.
+    """
+    check_writable_dir(osp.dirname(osp.abspath(path)), f'{flag} {path}')

@@ -7,41 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from pcm_plugin.testing.toy_features import toy_config
 from tests.conftest import REPO_ROOT
-
-
-@pytest.fixture(scope='module')
-def checkpoint(toy_world, tmp_path_factory):
-    """A toy PCM-Net config + an (untrained) checkpoint of it."""
-    from pcm_plugin.registry import MODELS
-    root = tmp_path_factory.mktemp('infer')
-    cfg = toy_config(toy_world, str(root / 'work'))
-    clip_dir = osp.dirname(toy_world['clip_head'])
-    cfg.clip_model = dict(
-        name='pcm-tiny-vit-b32', checkpoint=toy_world['clip_head'],
-        model_config=osp.join(clip_dir, 'pcm-tiny-vit-b32.json'))
-    config = str(root / 'toy_pcm.py')
-    cfg.dump(config)
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    ckpt = str(root / 'model.pth')
-    torch.save(dict(state_dict=model.state_dict()), ckpt)
-    return config, ckpt, model
-
-
-def write_images(root, n=3):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = osp.join(root, f'{i + 1}.jpg')
-        Image.fromarray(rng.integers(0, 255, (90 + 10 * i, 120, 3),
-                                     dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+from tests.test_apis.conftest import write_images
 
 
 def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,

@@ -90,10 +90,12 @@ def test_transforms_without_a_cosine(tmp_path):
     assert FeatureStore(root).ids == ['1']
 
 
-def test_bad_input_nan_features_are_refused_naming_the_image(tmp_path):
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
+def test_bad_input_non_finite_features_are_refused_naming_the_image(
+        tmp_path, value):
     root = str(tmp_path / 'nan')
     patch = np.ones((2, 2, 2), np.float32)
-    patch[1, 0, 0] = np.nan
+    patch[1, 0, 0] = value
     write_feature_store(root, ['a', 'b'], patch, np.ones((2, 2), np.float32))
     LoadCLIPFeatures()(dict(image_id='a', feature_dir=root))  # fine
     with pytest.raises(ValueError, match=r'nan: the features of image b are '

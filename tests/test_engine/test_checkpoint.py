@@ -1,6 +1,5 @@
 """Checkpoint loading never runs code from a file unless told to."""
 import os
-import os.path as osp
 import pickle
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pcm_plugin.engine.checkpoint import (
     load_local_checkpoint,
     trust_checkpoints,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, dump_captioning_config
 
 
 class _RunsCode:
@@ -90,32 +89,39 @@ def test_text_file_as_checkpoint_names_the_file(tmp_path):
         load_local_checkpoint(str(path))
 
 
-@pytest.mark.parametrize('tool', ['tools/test.py', 'tools/caption_image.py'])
+# Every entry point that loads weights: test, caption, publish, fine-tune
+# (load_from) and resume a given checkpoint.
+TOOL_ARGS = {
+    'test': lambda ckpt, image, out: ['tools/test.py', ckpt],
+    'caption': lambda ckpt, image, out: ['tools/caption_image.py', ckpt,
+                                         image],
+    'publish': lambda ckpt, image, out: ['tools/publish_model.py', ckpt,
+                                         out],
+    'fine-tune': lambda ckpt, image, out: [
+        'tools/train.py', '--cfg-options', f'load_from={ckpt}'],
+    'resume': lambda ckpt, image, out: ['tools/train.py', '--resume', ckpt],
+}
+
+
+@pytest.mark.parametrize('tool', list(TOOL_ARGS))
 def test_tools_refuse_the_crafted_checkpoint(crafted, toy_world, tmp_path,
                                              tool):
     """A runnable toy config: the tools get as far as the checkpoint."""
     from PIL import Image
-
-    from pcm_plugin.testing.toy_features import toy_config
     path, marker = crafted
-    cfg = toy_config(toy_world, str(tmp_path / 'work'))
-    clip_dir = osp.dirname(toy_world['clip_head'])
-    cfg.clip_model = dict(
-        name='pcm-tiny-vit-b32', checkpoint=toy_world['clip_head'],
-        model_config=osp.join(clip_dir, 'pcm-tiny-vit-b32.json'))
-    config = str(tmp_path / 'toy.py')
-    cfg.dump(config)
+    config = dump_captioning_config(toy_world, tmp_path)
     image = tmp_path / 'a.png'
     Image.new('RGB', (40, 40)).save(image)
-    extra = [str(image)] if 'caption' in tool else []
+    script, *args = TOOL_ARGS[tool](path, str(image), str(tmp_path / 'rel'))
     env = dict(os.environ, HF_HUB_OFFLINE='1')
     env.pop(TRUST_ENV, None)
-    out = subprocess.run([sys.executable, tool, config, path, *extra],
+    out = subprocess.run([sys.executable, script, config, *args],
                          cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode != 0
     assert 'released_model.pth was refused' in out.stderr
     assert not marker.exists()
+    assert not (tmp_path / 'rel').exists()
 
 
 def _save(module, path):

@@ -1,4 +1,8 @@
 """Resume is exact and a kill during a save loses nothing."""
+import re
+import signal
+
+import pytest
 import torch
 
 from pcm_plugin.testing.toy_features import toy_config
@@ -99,3 +103,55 @@ def test_a_kill_during_a_checkpoint_save_loses_nothing(toy_world, tmp_path,
     cfg.resume = True
     _train(cfg)
     assert sorted(p.name for p in work.glob('epoch_*')) == ['epoch_2.pth']
+
+
+def _state(path):
+    from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    return load_local_checkpoint(str(path))['state_dict']
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(
+        toy_world, tmp_path):
+    """A real SIGKILL at iteration 11 of 16 (epoch 2, batch 3), ``--resume``
+    from the resume point of iteration 9: the resumed run trains batches
+    2-8 of epoch 2 only and ends on the uninterrupted run's weights, bit
+    for bit (dropout and CapDec noise on)."""
+    from tests.conftest import run_tool
+
+    def config(name, **extra):
+        cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=2)
+        cfg.model.mixup.update(dropout=0.3, noise_var=0.016)
+        cfg.default_hooks.checkpoint.update(save_best=None, interval=1,
+                                            resume_interval=3)
+        cfg.merge_from_dict(extra)
+        path = str(tmp_path / f'{name}.py')
+        cfg.dump(path)
+        return path
+
+    plain = config('plain')
+    killer = config('killer', custom_imports=dict(
+        imports=['pcm_plugin', 'pcm_plugin.testing.kill_hook'],
+        allow_failed_imports=False), custom_hooks=[
+            dict(type='RNGStateHook'),
+            dict(type='KillAtIterationHook', iteration=11)])
+    run_tool('train.py', [plain, '--work-dir', tmp_path / 'whole'])
+    cut = tmp_path / 'cut'
+    killed = run_tool('train.py', [killer, '--work-dir', cut], check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (cut / 'last_checkpoint').read_text().strip() == str(
+        cut / 'iter_9.pth')
+    assert sorted(p.name for p in cut.glob('*.pth')) == [
+        'epoch_1.pth', 'iter_9.pth']
+    resumed = run_tool('train.py', [plain, '--work-dir', cut, '--resume'])
+    log = resumed.stdout + resumed.stderr
+    assert 'Resuming epoch 2 at batch 2 of 8' in log
+    trained = re.findall(r'Epoch\(train\) \[(\d)\]\[(\d)/8\]', log)
+    assert trained == [('2', str(b)) for b in range(2, 9)]
+    whole, again = _state(tmp_path / 'whole' / 'epoch_2.pth'), _state(
+        cut / 'epoch_2.pth')
+    assert whole.keys() == again.keys()
+    for key in whole:
+        assert torch.equal(whole[key], again[key]), key
+    # The epoch checkpoint replaced the resume points.
+    assert not list(cut.glob('iter_*.pth'))

@@ -111,3 +111,17 @@ def test_decoder_takes_the_captioner_max_len(cfg):
     decoder.pop('max_len', None)
     model = MODELS.build(dict(cfg, max_len=5, decoder=decoder))
     assert model.decoder.max_len == model.max_len == 5
+
+
+def test_bad_input_500_word_caption_is_clipped_like_a_short_one(cfg):
+    """A runaway caption (e.g. a CSV quote swallowing rows) neither crashes
+    nor dominates: it is cut at max_len like any other caption."""
+    model = MODELS.build(cfg).eval()
+    words = CAPTIONS[0].split()
+    inputs, samples = batch()
+    samples[1].gt_caption = ' '.join((words * 100)[:500])
+    long = model(inputs, samples, mode='loss')['loss_ce']
+    samples[1].gt_caption = ' '.join((words * 100)[:30])
+    short = model(inputs, samples, mode='loss')['loss_ce']
+    assert torch.isfinite(long)
+    assert torch.equal(long, short)

@@ -20,6 +20,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False,
          begin=warmup_iters, end=max_epochs * iters_per_epoch),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
+# The loop resumes mid-epoch from iteration checkpoints (docs: README).
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
+                 val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()

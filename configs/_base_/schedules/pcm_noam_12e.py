@@ -12,6 +12,13 @@ param_scheduler = [
     dict(type='NoamLR', model_dim=512, warmup=10000, by_epoch=False)
 ]
 
-train_cfg = dict(by_epoch=True, max_epochs=12, val_interval=1)
+# The loop resumes mid-epoch from a resume point (AtomicCheckpointHook).
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=12,
+                 val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
+
+# The batch is per process: N processes train on N x 32. --auto-scale-lr
+# (enable=True) scales the lr linearly by N x 32 / base_batch_size (NoamLR's
+# factor too); off by default, as the official single-GPU recipe.
+auto_scale_lr = dict(base_batch_size=32, enable=False)

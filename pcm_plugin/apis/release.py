@@ -1,0 +1,201 @@
+"""Released models: one folder that captions and tests on its own.
+
+A training checkpoint is a pickle (optimizer, message hub, RNG states) that
+needs the training machine's tokenizer, concept bank and CLIP files to be
+rebuilt. :func:`publish_model` turns it into a folder nothing is unpickled
+from::
+
+    RELEASE/
+      model.safetensors      every model tensor (the frozen CLIP head too)
+      config.py              the config, its model files pointing into
+                             this folder through {{ fileDirname }}
+      tokenizer.json         the caption vocabulary
+      concept_bank.npz       the concept bank (swappable for cross-domain
+                             tests: set model.mixup.concept_bank)
+      clip_head.safetensors  CLIP's ln_post + proj, to build the model
+      release.json           name, source, sha256 of every file
+
+``tools/test.py RELEASE``, ``tools/caption_image.py RELEASE images...`` and
+``ImageCaptioner(RELEASE)`` load it (:func:`resolve_release`). Captioning
+raw images still needs the full CLIP image tower named by ``clip_model``
+(``--with-clip`` copies a local one into the folder).
+"""
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Dict, Optional, Tuple
+
+import torch
+from mmengine.config import Config
+
+WEIGHTS = 'model.safetensors'
+CONFIG = 'config.py'
+MANIFEST = 'release.json'
+HERE = '{{ fileDirname }}'
+
+
+def is_release(path: str) -> bool:
+    """Whether ``path`` is a folder written by :func:`publish_model`."""
+    return osp.isdir(path) and osp.isfile(osp.join(path, WEIGHTS)) and \
+        osp.isfile(osp.join(path, CONFIG))
+
+
+def resolve_release(path: str) -> Tuple[str, str]:
+    """``(config, weights)`` of a released model folder.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a release folder (naming what is
+            missing).
+    """
+    missing = [name for name in (CONFIG, WEIGHTS)
+               if not osp.isfile(osp.join(path, name))]
+    if not osp.isdir(path) or missing:
+        raise FileNotFoundError(
+            f'{path} is not a released model: it lacks '
+            f'{missing or [CONFIG, WEIGHTS]}. Write one with '
+            'tools/publish_model.py CONFIG CHECKPOINT OUT_DIR')
+    return osp.join(path, CONFIG), osp.join(path, WEIGHTS)
+
+
+def _model_files(cfg: Config) -> Dict[str, Optional[str]]:
+    """Config key -> file the model needs at build time (None: unused)."""
+    uses_mixup = cfg.model.mixup.get('mode', 'top') != 'none'
+    return {
+        'model.tokenizer': cfg.model.tokenizer,
+        'model.mixup.concept_bank':
+            cfg.model.mixup.get('concept_bank') if uses_mixup else None,
+        'model.mixup.clip_head':
+            cfg.model.mixup.get('clip_head') if uses_mixup else None,
+    }
+
+
+def _release_config_text(cfg: Config, files: Dict[str, Optional[str]]
+                         ) -> str:
+    """The config, its model files pointing into the release folder."""
+    marker = '@@RELEASE_DIR@@'
+    cfg = Config(cfg.to_dict())
+    cfg.merge_from_dict({key: None if name is None else f'{marker}/{name}'
+                         for key, name in files.items()})
+    text = cfg.pretty_text.replace(marker, HERE)
+    return ('# A released PCM-Net model (tools/publish_model.py). Its model '
+            'files\n# are read from this folder ({{ fileDirname }}).\n'
+            + text)
+
+
+def _sha256(path: str) -> str:
+    from pcm_plugin.utils.fileio import file_sha256
+    return file_sha256(path)
+
+
+def _save_clip_head(model, path: str) -> None:
+    from safetensors.torch import save_file
+
+    from pcm_plugin.models.clip_head import HEAD_KEYS
+    head = model.mixup.clip_head
+    tensors = (head.ln_post.weight, head.ln_post.bias, head.proj)
+    save_file({k: t.detach().clone().contiguous()
+               for k, t in zip(HEAD_KEYS, tensors)}, path)
+
+
+def publish_model(config: str, checkpoint: str, out_dir: str, *,
+                  name: Optional[str] = None, with_clip: bool = False,
+                  metrics: Optional[dict] = None) -> dict:
+    """Write a released model folder from a training checkpoint.
+
+    The model is built from ``config`` (which needs the training files),
+    the checkpoint must fit it exactly, and the written folder is loaded
+    back and compared tensor by tensor before the folder is moved into
+    place: a release that does not reproduce the checkpoint is never left
+    behind.
+
+    Args:
+        config (str): The training config.
+        checkpoint (str): A checkpoint of that config (loaded safely).
+        out_dir (str): The release folder to create (must not exist).
+        name (str, optional): The model's name. Defaults to the folder's.
+        with_clip (bool): Also copy the full open_clip checkpoint (and its
+            JSON config, if any) named by ``clip_model``, so captioning raw
+            images needs nothing else. Defaults to False.
+        metrics (dict, optional): Scores to record in ``release.json``.
+
+    Returns:
+        dict: The manifest written to ``release.json``.
+    """
+    from mmengine.runner import load_checkpoint
+    from safetensors.torch import save_file
+
+    import pcm_plugin  # noqa: F401  registers the components
+    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
+    from pcm_plugin.registry import MODELS
+    from pcm_plugin.utils.fileio import atomic_path
+
+    if osp.exists(out_dir):
+        raise FileExistsError(f'{out_dir} exists; publish to a new folder')
+    cfg = Config.fromfile(config)
+    model = MODELS.build(cfg.model)
+    check_checkpoint_matches(model, checkpoint)
+    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    files = {key: None if path is None else target for (key, path), target
+             in zip(_model_files(cfg).items(),
+                    ('tokenizer.json', 'concept_bank.npz',
+                     'clip_head.safetensors'))}
+    state = {k: v.detach().clone().contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_path(out_dir) as tmp:
+        os.makedirs(tmp)
+        save_file(state, osp.join(tmp, WEIGHTS))
+        shutil.copyfile(cfg.model.tokenizer, osp.join(tmp, 'tokenizer.json'))
+        if files['model.mixup.concept_bank']:
+            shutil.copyfile(cfg.model.mixup.concept_bank,
+                            osp.join(tmp, 'concept_bank.npz'))
+            _save_clip_head(model, osp.join(tmp, 'clip_head.safetensors'))
+        if with_clip:
+            _copy_clip(cfg, tmp)
+        with open(osp.join(tmp, CONFIG), 'w') as f:
+            f.write(_release_config_text(cfg, files))
+        _check_release_reproduces(tmp, state)
+        manifest = dict(
+            name=name or osp.basename(osp.normpath(out_dir)),
+            source=dict(config=config, checkpoint=checkpoint,
+                        checkpoint_sha256=_sha256(checkpoint)),
+            clip_model=dict(cfg.get('clip_model') or {}),
+            metrics=metrics or {},
+            files={f: _sha256(osp.join(tmp, f))
+                   for f in sorted(os.listdir(tmp))})
+        with open(osp.join(tmp, MANIFEST), 'w') as f:
+            json.dump(manifest, f, indent=2)
+    return manifest
+
+
+def _copy_clip(cfg: Config, folder: str) -> None:
+    """Copy the open_clip files and point ``clip_model`` at the copies."""
+    clip = dict(cfg.get('clip_model') or {})
+    for key in ('checkpoint', 'model_config'):
+        path = clip.get(key)
+        if not path:
+            continue
+        if not osp.isfile(path):
+            raise FileNotFoundError(
+                f'--with-clip: clip_model.{key} {path} not found')
+        target = f'clip_{key}' + osp.splitext(path)[1]
+        shutil.copyfile(path, osp.join(folder, target))
+        clip[key] = f'@@RELEASE_DIR@@/{target}'
+    cfg.clip_model = clip
+
+
+def _check_release_reproduces(folder: str, state: dict) -> None:
+    """Build the model from the folder alone and compare every tensor."""
+    from mmengine.runner import load_checkpoint
+
+    from pcm_plugin.registry import MODELS
+    config, weights = resolve_release(folder)
+    model = MODELS.build(Config.fromfile(config).model)
+    load_checkpoint(model, weights, map_location='cpu', logger='silent',
+                    strict=True)
+    again = model.state_dict()
+    differ = [k for k in state if k not in again
+              or not torch.equal(again[k], state[k])]
+    if differ or set(again) != set(state):
+        raise RuntimeError(f'the release in {folder} does not reproduce '
+                           f'the checkpoint ({differ[:3]}); nothing written')

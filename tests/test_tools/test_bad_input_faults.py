@@ -1,0 +1,184 @@
+"""Bad input and faults at the tools: one clear line naming the file or
+key and the fix, and nothing written before is damaged.
+
+(The other bad-input cases sit beside the code they check; ``pytest -k
+bad_input`` runs them all, and docs/benchmarks.md §5 counts them.)
+"""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pcm_plugin.testing.toy_features import toy_config
+from tests.conftest import REPO_ROOT
+
+
+def _tool(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(proc, *fragments):
+    """The tool failed with one ``error:`` line holding every fragment."""
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines()
+             if line.startswith('error: ')]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def config(toy_world, tmp_path):
+    path = str(tmp_path / 'toy.py')
+    cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1)
+    cfg.default_hooks.checkpoint.save_best = None
+    cfg.dump(path)
+    return path
+
+
+@pytest.mark.parametrize('key, value, tool', [
+    ('model.mixup.type', 'PCMMixupp', 'train'),
+    ('train_dataloader.dataset.type', 'SynthCaptionDatset', 'train'),
+    ('test_evaluator.type', 'COCOCaptionMetrik', 'test'),
+])
+def test_bad_input_misspelled_component_type(config, tmp_path, key, value,
+                                             tool):
+    ckpt = tmp_path / 'none.pth'
+    args = (['tools/train.py', config] if tool == 'train' else
+            ['tools/test.py', config, str(ckpt)])
+    if tool == 'test':  # a checkpoint that fits: the metric is the fault
+        from mmengine.config import Config
+
+        from pcm_plugin.registry import MODELS
+        model = MODELS.build(Config.fromfile(config).model)
+        torch.save(dict(state_dict=model.state_dict()), ckpt)
+    proc = _tool(*args, '--cfg-options', f'{key}={value}')
+    line = _one_line_error(proc, value, 'traceback in')
+    assert osp.isfile(line.split('traceback in ')[1].rstrip(')'))
+
+
+@pytest.mark.parametrize('damage, fragments', [
+    ('missing_index', ['index.json not found', 'extract_features.py']),
+    ('truncated_annotations', ['is not valid JSON', 'truncated']),
+    ('missing_annotations', ['not found', 'convert_karpathy.py']),
+])
+def test_bad_input_training_data_at_the_train_tool(toy_world, tmp_path,
+                                                   damage, fragments):
+    cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1)
+    dataset = cfg.train_dataloader.dataset
+    if damage == 'missing_index':
+        dataset.feature_dir = str(tmp_path / 'no_features')
+    elif damage == 'truncated_annotations':
+        cut = tmp_path / 'train.json'
+        cut.write_text(open(dataset.ann_file).read()[:300])
+        dataset.ann_file = str(cut)
+    else:
+        dataset.ann_file = str(tmp_path / 'absent.json')
+    path = str(tmp_path / 'toy.py')
+    cfg.dump(path)
+    _one_line_error(_tool('tools/train.py', path), *fragments)
+
+
+def test_bad_input_truncated_checkpoint(config, toy_world, tmp_path):
+    from mmengine.config import Config
+
+    from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    from pcm_plugin.registry import MODELS
+    model = MODELS.build(Config.fromfile(config).model)
+    whole = tmp_path / 'whole.pth'
+    torch.save(dict(state_dict=model.state_dict()), whole)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match='cut.pth could not be read.*'
+                       'truncated'):
+        load_local_checkpoint(str(cut))
+    proc = _tool('tools/test.py', config, str(cut), '--work-dir',
+                 str(tmp_path / 't'))
+    _one_line_error(proc, 'cut.pth', 'truncated')
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can write into: a read-only tmpfs for root (who
+    ignores permission bits), permission bits otherwise."""
+    folder = tmp_path / 'ro'
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro', 'tmpfs',
+                              str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip('cannot make a read-only folder here (root without '
+                    'mount rights)')
+    yield folder
+    subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_bad_input_read_only_work_dir(config, read_only_dir):
+    proc = _tool('tools/train.py', config, '--work-dir',
+                 str(read_only_dir / 'work'))
+    _one_line_error(proc, 'work dir', str(read_only_dir), '--work-dir')
+
+
+def _full_disk_at(path):
+    """Make the next atomic write of ``path`` by this process hit ENOSPC:
+    its temporary name becomes a link to /dev/full."""
+    if not osp.exists('/dev/full'):
+        pytest.skip('no /dev/full')
+    os.symlink('/dev/full', f'{path}.tmp{os.getpid()}')
+
+
+def test_bad_input_disk_full_during_a_checkpoint_save(toy_world, tmp_path):
+    """The save fails with one line naming the file and --resume; the
+    previous checkpoint and last_checkpoint are untouched, and the run
+    resumes from them once there is space."""
+    from mmengine.runner import Runner
+
+    from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    from pcm_plugin.engine.launch import errors_as_one_line
+    work = tmp_path / 'work'
+
+    def train(epochs, resume=False):
+        cfg = toy_config(toy_world, str(work), max_epochs=epochs)
+        cfg.default_hooks.checkpoint.update(save_best=None, max_keep_ckpts=1)
+        cfg.train_cfg.val_interval = 10
+        cfg.resume = resume
+        cfg.experiment_name = f'e{epochs}{resume}{os.urandom(4).hex()}'
+        Runner.from_cfg(cfg).train()
+
+    train(1)
+    before = (work / 'epoch_1.pth').read_bytes()
+    _full_disk_at(str(work / 'epoch_2.pth'))
+    with pytest.raises(SystemExit) as exit_:
+        with errors_as_one_line(str(work)):
+            train(2, resume=True)
+    message = str(exit_.value)
+    assert message.startswith('error: could not write checkpoint')
+    assert 'epoch_2.pth' in message and 'No space left' in message
+    assert '--resume' in message
+    assert (work / 'epoch_1.pth').read_bytes() == before
+    assert (work / 'last_checkpoint').read_text().endswith('epoch_1.pth')
+    assert sorted(p.name for p in work.glob('epoch_*')) == ['epoch_1.pth']
+    train(2, resume=True)  # space again
+    assert 'state_dict' in load_local_checkpoint(str(work / 'epoch_2.pth'))
+
+
+def test_bad_input_disk_full_keeps_the_previous_json(tmp_path):
+    from pcm_plugin.utils.fileio import atomic_write_json
+    out = tmp_path / 'metrics.json'
+    out.write_text('{"CIDEr": 1.0}')
+    _full_disk_at(str(out))
+    with pytest.raises(OSError, match='No space left'):
+        atomic_write_json(str(out), {'CIDEr': 2.0})
+    assert out.read_text() == '{"CIDEr": 1.0}'
+    assert os.listdir(tmp_path) == ['metrics.json']

@@ -1,0 +1,58 @@
+"""Turn a training checkpoint into a released model folder (safetensors).
+
+    python tools/publish_model.py CONFIG CHECKPOINT OUT_DIR [--with-clip]
+
+The folder holds the weights as safetensors (nothing is unpickled when it
+is loaded), the config, tokenizer, concept bank and CLIP head; it is loaded
+back and compared tensor by tensor before it is moved into place. Use it
+with ``tools/test.py OUT_DIR``, ``tools/caption_image.py OUT_DIR
+images...`` or ``ImageCaptioner(OUT_DIR)``.
+"""
+import argparse
+import json
+import os.path as osp
+import pickle
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the training config')
+    parser.add_argument('checkpoint', help='a checkpoint of that config')
+    parser.add_argument('out_dir', help='the release folder to create')
+    parser.add_argument('--name', help="the model's name (default: the "
+                        "folder's)")
+    parser.add_argument('--with-clip', action='store_true',
+                        help='also copy the open_clip files named by '
+                        'clip_model, so captioning raw images needs '
+                        'nothing else')
+    parser.add_argument('--metrics', help='a metrics JSON (tools/test.py '
+                        '--out) to record in release.json')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of a checkpoint that '
+                        'needs it (only for files you trust)')
+    args = parser.parse_args(argv)
+    from pcm_plugin.apis.release import publish_model
+    from pcm_plugin.engine.checkpoint import trust_checkpoints
+    if args.trust_checkpoint:
+        trust_checkpoints()
+    try:
+        metrics = None
+        if args.metrics:
+            with open(args.metrics) as f:
+                metrics = json.load(f)
+        manifest = publish_model(args.config, args.checkpoint, args.out_dir,
+                                 name=args.name, with_clip=args.with_clip,
+                                 metrics=metrics)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
+            KeyError, pickle.UnpicklingError) as err:
+        sys.exit(f'error: {err}')
+    print(f'released {manifest["name"]} to {args.out_dir}: ' + ', '.join(
+        manifest['files']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
