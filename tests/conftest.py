@@ -95,6 +95,18 @@ def dump_captioning_config(toy_world, root) -> str:
     return config
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torchrun rendezvous.
+
+    Fixed ports collide when two test sessions (or a lingering socket)
+    hold them: torchrun then fails with EADDRINUSE.
+    """
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def failed_run(proc, cmd) -> str:
     """The whole story of a failed tool run, for the assertion message.
 
@@ -114,8 +126,9 @@ def failed_run(proc, cmd) -> str:
     return f'{text}\n(kept in {path})'
 
 
-def run_tool(tool: str, args, *, torchrun_port=None, check=True):
-    """Run ``tools/<tool>`` like a user: one process, or 2 under torchrun.
+def run_tool(tool: str, args, *, torchrun=False, check=True):
+    """Run ``tools/<tool>`` like a user: one process, or 2 under torchrun
+    (on a free port).
 
     ``OMP_NUM_THREADS=1`` as torchrun sets it, so single- and multi-process
     runs use the same kernels and produce the same bytes.
@@ -125,9 +138,9 @@ def run_tool(tool: str, args, *, torchrun_port=None, check=True):
     env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1',
                TOKENIZERS_PARALLELISM='false')
     launcher = [sys.executable]
-    if torchrun_port:
+    if torchrun:
         launcher += ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
-                     '--master_port', str(torchrun_port)]
+                     '--master_port', str(free_port())]
     cmd = launcher + [osp.join(REPO_ROOT, 'tools', tool)] + [
         str(a) for a in args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,

@@ -155,3 +155,13 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(
         assert torch.equal(whole[key], again[key]), key
     # The epoch checkpoint replaced the resume points.
     assert not list(cut.glob('iter_*.pth'))
+
+
+def test_bad_input_resume_interval_needs_epoch_checkpoints():
+    from pcm_plugin.engine import AtomicCheckpointHook
+    with pytest.raises(ValueError, match='resume_interval needs '
+                       'by_epoch=True.*use interval'):
+        AtomicCheckpointHook(interval=100, by_epoch=False,
+                             resume_interval=10)
+    with pytest.raises(ValueError, match='positive'):
+        AtomicCheckpointHook(interval=1, resume_interval=0)

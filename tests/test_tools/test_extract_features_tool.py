@@ -11,9 +11,9 @@ CAPTIONS = ['a red square', 'a green circle', 'une tasse de café',
             'two blue lines', 'a black dot']
 
 
-def run_tool(args, torchrun_port=None, check=True):
+def run_tool(args, torchrun=False, check=True):
     return conftest.run_tool('extract_features.py', args,
-                             torchrun_port=torchrun_port, check=check)
+                             torchrun=torchrun, check=check)
 
 
 @pytest.fixture(scope='module')
@@ -61,7 +61,7 @@ def test_torchrun_equals_single_process_and_merge_only(setup):
     assert 'extracted 5, skipped existing 0, skipped bad 0' in single.stdout
     multi = run_tool(args + ['--out-dir', str(root / 'ranks'),
                              '--clip-checkpoint', ckpt, '--workers', '1'],
-                     torchrun_port=29612)
+                     torchrun=True)
     summary = json.loads(multi.stdout.split('summary: ')[1])
     assert (summary['extracted'], summary['world_size']) == (5, 2)
 

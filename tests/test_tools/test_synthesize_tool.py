@@ -11,9 +11,9 @@ CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京', 'two cats', '',
             'a red car', 'three birds on a wire', 'a boat']
 
 
-def run_tool(args, torchrun_port=None, check=True):
+def run_tool(args, torchrun=False, check=True):
     return conftest.run_tool('synthesize.py', args,
-                             torchrun_port=torchrun_port, check=check)
+                             torchrun=torchrun, check=check)
 
 
 @pytest.fixture(scope='module')
@@ -60,7 +60,7 @@ def test_torchrun_resume_equals_single_process(setup):
     # A partial single-process run (--limit), finished by 2 ranks.
     run_tool(common(setup, root / 'ranks') + ['--limit', '3'])
     assert len(os.listdir(root / 'ranks' / 'images')) == 3
-    multi = run_tool(common(setup, root / 'ranks'), torchrun_port=29611)
+    multi = run_tool(common(setup, root / 'ranks'), torchrun=True)
     summary = json.loads(multi.stdout.split('summary: ')[1])
     assert (summary['generated'], summary['skipped_existing'],
             summary['world_size']) == (3, 3, 2)

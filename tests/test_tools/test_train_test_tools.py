@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.conftest import REPO_ROOT, failed_run
+from tests.conftest import REPO_ROOT, failed_run, free_port
 
 
 def run(cmd, **kwargs):
@@ -54,7 +54,7 @@ def test_two_process_test_equals_single_process(trained):
     single, double = str(root / 'single.json'), str(root / 'double.json')
     run([sys.executable, 'tools/test.py', config, ckpt, '--out', single,
          '--work-dir', str(root / 'single')])
-    os.environ['PORT'] = '29632'
+    os.environ['PORT'] = str(free_port())
     try:
         run(['bash', 'tools/dist_test.sh', config, ckpt, '2', '--out', double,
              '--work-dir', str(root / 'double')])
@@ -85,8 +85,7 @@ VARIANT_OPTIONS = {
 def test_two_process_training(toy_world, tmp_path, variant):
     config = str(tmp_path / 'toy_pcm.py')
     toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
-    os.environ['PORT'] = str(29631 + 10 * list(VARIANT_OPTIONS).index(
-        variant))
+    os.environ['PORT'] = str(free_port())
     try:
         out = run(['bash', 'tools/dist_train.sh', config, '2', '--cfg-options',
                    'default_hooks.checkpoint.save_best=None',
@@ -195,8 +194,8 @@ def test_two_nodes_of_one_process_on_localhost(toy_world, tmp_path):
     'nodes' on this machine, one process each."""
     config = str(tmp_path / 'toy_pcm.py')
     toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
-    env = dict(os.environ, PYTHON=sys.executable, NNODES='2', PORT='29711',
-               MASTER_ADDR='127.0.0.1')
+    env = dict(os.environ, PYTHON=sys.executable, NNODES='2',
+               PORT=str(free_port()), MASTER_ADDR='127.0.0.1')
     nodes = [subprocess.Popen(
         ['bash', 'tools/dist_train.sh', config, '1', '--cfg-options',
          'default_hooks.checkpoint.save_best=None'],
@@ -246,7 +245,7 @@ def test_two_process_training_equals_one_process_with_the_same_batch(
     two = run_tool('train.py', [config, '--launcher', 'pytorch',
                                 '--work-dir', tmp_path / 'two',
                                 '--cfg-options', *NO_RANDOMNESS],
-                   torchrun_port=29751)
+                   torchrun=True)
     assert 'effective batch 16 = 2 processes x 8' in two.stdout + two.stderr
     one = load_local_checkpoint(str(tmp_path / 'one' / 'epoch_1.pth'))
     two = load_local_checkpoint(str(tmp_path / 'two' / 'epoch_1.pth'))
