@@ -34,6 +34,7 @@ setup(
         'pycocotools>=2.0',
         'tqdm',
         'safetensors>=0.4',
+        'matplotlib>=3.5',
     ],
     extras_require={'tests': ['pytest']},
     license='MIT',

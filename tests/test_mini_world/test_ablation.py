@@ -84,3 +84,17 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
     assert cfg.val_cfg is None and cfg.val_dataloader is None
     # Everything else is the full model's.
     assert cfg.model.encoder.num_layers == cfg.model.decoder.num_layers == 2
+
+
+def test_plot_has_one_panel_per_world(tmp_path):
+    from PIL import Image
+
+    from pcm_plugin.mini_world.ablation_plot import plot_ablation
+    rows = [dict(world=w, variant=v, rate=r, seed=s, CIDEr=1 + 0.1 * s)
+            for w in ('a', 'b') for v in ('base', 'full')
+            for r in (0.0, 0.3) for s in (0, 1)]
+    rows += [dict(world='a', variant='real', rate=None, seed=0, CIDEr=2.0)]
+    path = tmp_path / 'plot.png'
+    plot_ablation(rows, str(path))
+    width, height = Image.open(path).size
+    assert (width, height) == (int(2 * 4.2 * 120), int(3.6 * 120))

@@ -5,6 +5,7 @@
     python tools/mini_world/ablation.py --seeds 0 --rates 0.3 \
         --variants base full
     python tools/mini_world/ablation.py --summary-only     # print the tables
+    python tools/mini_world/ablation.py --summary-only --plot docs/ablation.png
 
 Runs on the world prepared at --root as it is (never rebuilds it). Results
 go to <work-root>/results.jsonl (one line per run with its world's name,
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
                         default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--epochs', type=int, default=None)
     parser.add_argument('--summary-only', action='store_true')
+    parser.add_argument('--plot', metavar='PNG',
+                        help='also draw CIDEr against the defect rate, one '
+                        'panel per world')
     args = parser.parse_args(argv)
     if args.summary_only:
         rows = read_results(osp.join(args.work_root, 'results.jsonl'))
@@ -66,6 +70,10 @@ def main(argv=None) -> int:
     os.makedirs(args.work_root, exist_ok=True)
     with open(osp.join(args.work_root, 'table.md'), 'w') as f:
         f.write(text + '\n')
+    if args.plot:
+        from pcm_plugin.mini_world.ablation_plot import plot_ablation
+        plot_ablation(rows, args.plot)
+        print(f'plot: {args.plot}')
     return 0
 
 
