@@ -56,7 +56,8 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
                     for _, v in points]
             ns = '/'.join(str(len(v)) for _, v in points)
             ax.errorbar(xs, means, yerr=stds, marker='o', capsize=3,
-                        color=COLOURS.get(variant), label=f'{variant} (n={ns})')
+                        color=COLOURS.get(variant),
+                        label=f'{variant} (n={ns})')
         ax.set_title(world)
         ax.set_xlabel('defect rate of the synthetic training images')
         ax.set_xticks(rates)
