@@ -12,10 +12,13 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+# mmengine imports pkg_resources; its deprecation notice is not for users.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 
 def main(argv=None) -> int:

@@ -77,7 +77,8 @@ def run_demo(*, config: str = 'configs/pcm_shapes.py',
     cfg = world_config(config, world, work_dir=work_dir,
                        train_set=synth_name(rate), max_epochs=max_epochs)
     predictions = osp.join(work_dir, 'test_predictions.json')
-    metrics = train_and_test(cfg, retrain=retrain, predictions=predictions)
+    metrics = train_and_test(cfg, retrain=retrain, predictions=predictions,
+                             quiet=True)
     png = render_predictions(
         predictions, osp.join(world['root'], world['annotations']['test']),
         osp.join(world['root'], world['images']['real']),

@@ -1,6 +1,7 @@
 """One mini-world training run, as the demo, the ablation and the probe
 run it: a config pointed at a prepared world, trained unless an identical
 finished run exists, then tested."""
+import contextlib
 import json
 import os
 import os.path as osp
@@ -86,10 +87,18 @@ def run_digest(cfg: Config) -> str:
 
 
 def train_and_test(cfg: Config, *, retrain: bool = False,
-                   predictions: Optional[str] = None) -> Dict[str, float]:
+                   predictions: Optional[str] = None,
+                   quiet: bool = False) -> Dict[str, float]:
     """Train unless an identical finished run exists, then test.
 
     Identical means the same :func:`run_digest` (config and input files).
+
+    Args:
+        cfg (Config): From :func:`world_config`.
+        retrain (bool): Train even if an identical run exists.
+        predictions (str, optional): Also dump the test captions here.
+        quiet (bool): A progress line on the console instead of mmengine's
+            output, which stays in the run's log file (the demo).
 
     Returns:
         dict: Test metrics of the last checkpoint.
@@ -97,6 +106,13 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
     from mmengine.runner import Runner
 
     import pcm_plugin  # noqa: F401
+
+    from .console import quiet_console
+    console = quiet_console if quiet else contextlib.nullcontext
+    if quiet:
+        cfg = cfg.copy()
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='ConsoleProgressHook')]
     os.makedirs(cfg.work_dir, exist_ok=True)
     stamp_path = osp.join(cfg.work_dir, 'demo_done.json')
     digest = run_digest(cfg)
@@ -108,7 +124,10 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
     if retrain or stamp is None or stamp.get('config') != digest or \
             not osp.isfile(last):
         cfg.experiment_name = f'train_{time.strftime("%Y%m%d_%H%M%S")}'
-        Runner.from_cfg(cfg.copy()).train()
+        with console():
+            runner = Runner.from_cfg(cfg.copy())
+            runner.train()
+        _log_where(runner, quiet, 'training')
         with open(stamp_path, 'w') as f:
             json.dump(dict(config=digest), f)
     else:
@@ -121,4 +140,13 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
         test_cfg.test_evaluator = [
             test_cfg.test_evaluator,
             dict(type='DumpCaptions', out_file=predictions)]
-    return Runner.from_cfg(test_cfg).test()
+    with console():
+        runner = Runner.from_cfg(test_cfg)
+        metrics = runner.test()
+    _log_where(runner, quiet, 'test')
+    return metrics
+
+
+def _log_where(runner, quiet: bool, phase: str) -> None:
+    if quiet:  # mmengine's output went to its log file only
+        print(f'[demo] {phase} log: {runner.log_dir}')

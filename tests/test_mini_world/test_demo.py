@@ -20,6 +20,16 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert 'Bleu_4 / METEOR / ROUGE_L / CIDEr:' in proc.stdout
+    # Quiet: progress and results on the console, mmengine's dumps in the
+    # run's log file only.
+    console = proc.stdout + proc.stderr
+    for noise in ('System environment', 'Config:', 'mmengine - INFO',
+                  'PTBTokenizer', 'pkg_resources'):
+        assert noise not in console, noise
+    assert 'training 4/4 iterations' in proc.stdout
+    log_dir = proc.stdout.split('[demo] training log: ')[1].split()[0]
+    log = open(osp.join(log_dir, osp.basename(log_dir) + '.log')).read()
+    assert 'Config:' in log and 'Epoch(train)' in log
     with open(work / 'test_predictions.json') as f:
         preds = json.load(f)
     with open(tmp_path / 'world' / 'world.json') as f:
