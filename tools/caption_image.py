@@ -10,6 +10,7 @@ The CLIP that extracted the training features is read from the config's
 import argparse
 import os
 import os.path as osp
+import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -24,7 +25,8 @@ def main() -> None:
                         'model folder (tools/publish_model.py)')
     parser.add_argument('files', nargs='+', metavar='CHECKPOINT IMAGE',
                         help='the checkpoint (.pth/.safetensors; none with a '
-                        'released model folder), then the image files')
+                        'released model folder), then image files or '
+                        'folders of images')
     parser.add_argument('--clip-model', help='open_clip model name')
     parser.add_argument('--clip-checkpoint', help='local open_clip weights')
     parser.add_argument('--pretrained', help='cached open_clip tag')
@@ -33,6 +35,9 @@ def main() -> None:
     parser.add_argument('--beam-size', type=int)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--out', help='write {image: caption} JSON here')
+    parser.add_argument('--concepts', action='store_true',
+                        help='also print the concepts PCM retrieved for '
+                        'each image')
     parser.add_argument('--skip-bad', action='store_true',
                         help='caption the readable images and report (and '
                         'count) the unreadable ones instead of stopping')
@@ -48,7 +53,11 @@ def main() -> None:
         args.checkpoint, args.images = args.files[0], args.files[1:]
     if not args.images:
         parser.error('no image files given')
-    images, bad = readable_images(args.images)
+    from pcm_plugin.data_prep.image_io import (
+        expand_image_inputs,
+        split_readable,
+    )
+    images, bad = split_readable(expand_image_inputs(args.images))
     if bad and not args.skip_bad:
         sys.exit('error: ' + '; '.join(f'{p}: {why}' for p, why in bad[:5])
                  + (f' (and {len(bad) - 5} more)' if len(bad) > 5 else '')
@@ -58,40 +67,34 @@ def main() -> None:
             check_writable_output(args.out)
         except FileNotFoundError as err:
             sys.exit(f'error: {err}')
-    from pcm_plugin.apis import ImageCaptioner
+    from pcm_plugin.apis import PCMCaptionInferencer
     if args.trust_checkpoint:
         from pcm_plugin.engine.checkpoint import trust_checkpoints
         trust_checkpoints()
     try:
-        captioner = ImageCaptioner(
+        inferencer = PCMCaptionInferencer(
             args.config, args.checkpoint, clip_model=args.clip_model,
-            clip_checkpoint=args.clip_checkpoint, pretrained=args.pretrained,
-            model_config=args.model_config, device=args.device,
-            beam_size=args.beam_size)
-    except ValueError as err:
+            clip_checkpoint=args.clip_checkpoint,
+            clip_pretrained=args.pretrained, model_config=args.model_config,
+            device=args.device, beam_size=args.beam_size)
+    except (ValueError, OSError, RuntimeError, KeyError,
+            pickle.UnpicklingError) as err:
         sys.exit(f'error: {err}')
-    captions = captioner(images, batch_size=args.batch_size)
-    for image, caption in zip(images, captions):
-        print(f'{image}\t{caption}')
+    results = inferencer(images, batch_size=args.batch_size,
+                         return_concepts=args.concepts)
+    out = {}
+    for result in results:
+        image = images[result['input_index']]
+        out[image] = result['pred_caption']
+        extra = (f'\t[{", ".join(result["concepts"])}]'
+                 if 'concepts' in result else '')
+        print(f'{image}\t{result["pred_caption"]}{extra}')
     if bad:
         print(f'skipped {len(bad)} unreadable image(s): ' + ', '.join(
             p for p, _ in bad), file=sys.stderr)
     if args.out:
         from pcm_plugin.utils.fileio import atomic_write_json
-        atomic_write_json(args.out, dict(zip(images, captions)))
-
-
-def readable_images(paths):
-    """``(readable paths, [(bad path, reason)])``, decoding each once."""
-    from pcm_plugin.data_prep.image_io import BadImageError, load_rgb_image
-    good, bad = [], []
-    for path in paths:
-        try:
-            load_rgb_image(path)
-            good.append(path)
-        except BadImageError as err:
-            bad.append((path, err.reason))
-    return good, bad
+        atomic_write_json(args.out, out)
 
 
 if __name__ == '__main__':

@@ -160,3 +160,29 @@ class ImageListDataset:
 def collate_items(batch: List[Tuple]) -> List[Tuple]:
     """Keep ``(index, tensor or None, error)`` tuples as a list."""
     return batch
+
+
+def expand_image_inputs(paths: Sequence[str]) -> List[str]:
+    """Paths with each directory replaced by its image files (sorted)."""
+    out = []
+    for path in paths:
+        if osp.isdir(path):
+            out += sorted(osp.join(path, name) for name in os.listdir(path)
+                          if name.lower().endswith(IMAGE_EXTENSIONS))
+        else:
+            out.append(path)
+    return out
+
+
+def split_readable(paths: Sequence[str]) -> Tuple[List[str],
+                                                   List[Tuple[str, str]]]:
+    """``(readable paths, [(bad path, reason)])``, decoding each once, so a
+    tool can name every bad file before any work."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            load_rgb_image(path)
+            good.append(path)
+        except BadImageError as err:
+            bad.append((path, err.reason))
+    return good, bad
