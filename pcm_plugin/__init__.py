@@ -9,6 +9,6 @@ from .engine import register_checkpoint_loader
 
 register_checkpoint_loader()
 
-from . import datasets, engine, evaluation, models  # noqa: E402,F401
+from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401
 
 __version__ = '0.1.0'

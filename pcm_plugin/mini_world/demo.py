@@ -5,11 +5,9 @@ finished training run is reused unless its config changed (``--retrain``
 forces a new one).
 """
 import json
-import os
 import os.path as osp
-import textwrap
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from .prepare import WorldSettings, prepare_world
 from .runs import train_and_test, world_config
@@ -21,47 +19,18 @@ def render_predictions(predictions: str, test_ann: str, image_dir: str,
                        out_png: str, *, num: int = 8,
                        scale: int = 3) -> str:
     """A grid of test images with predicted and reference captions."""
-    from PIL import Image, ImageDraw, ImageFont
+    from pcm_plugin.visualization.caption_grid import (
+        annotation_images,
+        draw_caption_grid,
+    )
     with open(predictions) as f:
         preds = {str(p['image_id']): p['caption'] for p in json.load(f)}
-    with open(test_ann) as f:
-        entries = json.load(f)['data_list'][:num]
-    font = ImageFont.load_default()
-    tiles: List[Image.Image] = []
-    for entry in entries:
-        image = Image.open(_image_path(image_dir, entry)).convert('RGB')
-        image = image.resize((image.width * scale, image.height * scale),
-                             Image.NEAREST)
-        lines = [(line, colour) for text, colour in (
-            ('pred: ' + preds.get(str(entry['image_id']), '?'), (200, 0, 0)),
-            ('ref:  ' + entry['captions'][0], (0, 0, 0)))
-            for line in textwrap.wrap(text, 58)[:2]]
-        tile = Image.new('RGB', (max(image.width, 360),
-                                 image.height + 8 + 14 * len(lines)), 'white')
-        tile.paste(image, ((tile.width - image.width) // 2, 0))
-        draw = ImageDraw.Draw(tile)
-        for k, (line, colour) in enumerate(lines):
-            draw.text((4, image.height + 4 + 14 * k), line, fill=colour,
-                      font=font)
-        tiles.append(tile)
-    cols = 4
-    rows = (len(tiles) + cols - 1) // cols
-    w, h = tiles[0].size[0], max(t.height for t in tiles)
-    grid = Image.new('RGB', (cols * w, rows * h), 'white')
-    for i, tile in enumerate(tiles):
-        grid.paste(tile, ((i % cols) * w, (i // cols) * h))
-    os.makedirs(osp.dirname(osp.abspath(out_png)), exist_ok=True)
-    grid.save(out_png)
-    return out_png
-
-
-def _image_path(image_dir: str, entry: Dict) -> str:
-    for name in (entry.get('file_name'), f'{entry["image_id"]}.png',
-                 f'test/{entry["image_id"]}.png'):
-        if name and osp.isfile(osp.join(image_dir, name)):
-            return osp.join(image_dir, name)
-    raise FileNotFoundError(f'no image for test id {entry["image_id"]} '
-                            f'under {image_dir}')
+    images = list(annotation_images(test_ann, image_dir).items())[:num]
+    if not images:
+        raise FileNotFoundError(f'{test_ann} names no image files')
+    return draw_caption_grid([(path, preds.get(i, '?'), ref)
+                              for i, (path, ref) in images], out_png,
+                             scale=scale)
 
 
 def run_demo(*, config: str = 'configs/pcm_shapes.py',
