@@ -2,13 +2,16 @@
 
 ``import pcm_plugin`` (or ``custom_imports = dict(imports=['pcm_plugin'],
 allow_failed_imports=False)`` in a config) registers the components into
-mmpretrain's registries and makes mmengine's local checkpoint loading work on
-torch >= 2.6.
+mmpretrain's registries, makes mmengine's local checkpoint loading work on
+torch >= 2.6 (safely), and adds the PCM-Net names to mmpretrain's model zoo.
 """
 from .engine import register_checkpoint_loader
 
 register_checkpoint_loader()
 
 from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401
+from .apis.zoo import register_model_zoo  # noqa: E402
+
+register_model_zoo()
 
 __version__ = '0.1.0'

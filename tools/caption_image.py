@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
+from pcm_plugin.apis.release import is_release  # noqa: E402
 from pcm_plugin.utils.fileio import check_writable_output  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def main() -> None:
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
-    if osp.isdir(args.config):
+    if is_release(args.config):
         args.checkpoint, args.images = None, args.files
     else:
         args.checkpoint, args.images = args.files[0], args.files[1:]

@@ -1,12 +1,16 @@
 """Turn a training checkpoint into a released model folder (safetensors).
 
     python tools/publish_model.py CONFIG CHECKPOINT OUT_DIR [--with-clip]
+    python tools/publish_model.py CONFIG CHECKPOINT OUT.safetensors
 
-The folder holds the weights as safetensors (nothing is unpickled when it
-is loaded), the config, tokenizer, concept bank and CLIP head; it is loaded
-back and compared tensor by tensor before it is moved into place. Use it
-with ``tools/test.py OUT_DIR``, ``tools/caption_image.py OUT_DIR
-images...`` or ``ImageCaptioner(OUT_DIR)``.
+A folder holds the weights as safetensors (nothing is unpickled when it is
+loaded), the config, tokenizer, concept bank and CLIP head; a
+``.safetensors`` path gives one file with all of it (tokenizer and bank as
+tensors, the config in the metadata). Either is loaded back and compared
+tensor by tensor before it is moved into place. Use it with ``tools/test.py
+RELEASE``, ``tools/caption_image.py RELEASE images...``,
+``ImageCaptioner(RELEASE)`` or, for one file, ``mmpretrain.get_model(
+'pcm-net_vit-b32_coco', pretrained='OUT.safetensors')``.
 """
 import argparse
 import json
@@ -21,7 +25,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the training config')
     parser.add_argument('checkpoint', help='a checkpoint of that config')
-    parser.add_argument('out_dir', help='the release folder to create')
+    parser.add_argument('out_dir', help='the release folder to create, or '
+                        'OUT.safetensors for a one-file release')
     parser.add_argument('--name', help="the model's name (default: the "
                         "folder's)")
     parser.add_argument('--with-clip', action='store_true',

@@ -27,10 +27,10 @@ def main(argv=None) -> int:
     parser.add_argument('--clip-checkpoint', help='local open_clip weights')
     parser.add_argument('--model-config', help='custom open_clip JSON')
     args = parser.parse_args(argv)
-    from pcm_plugin.apis import PCMCaptionInferencer
+    from pcm_plugin.apis import PCMCaptionInferencer, is_release
     from pcm_plugin.data_prep.image_io import expand_image_inputs
     from pcm_plugin.visualization import save_mixup_figures
-    if osp.isdir(args.config):
+    if is_release(args.config):
         checkpoint, images = None, args.files
     else:
         checkpoint, images = args.files[0], args.files[1:]

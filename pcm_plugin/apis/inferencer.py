@@ -25,7 +25,8 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     import pcm_plugin  # noqa: F401  registers the components
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
-    if isinstance(config, str) and osp.isdir(config):
+    if isinstance(config, str) and (osp.isdir(config)
+                                    or config.endswith('.safetensors')):
         from .release import resolve_release
         config, weights = resolve_release(config)
         checkpoint = checkpoint or weights

@@ -15,16 +15,21 @@ from::
       clip_head.safetensors  CLIP's ln_post + proj, to build the model
       release.json           name, source, sha256 of every file
 
-``tools/test.py RELEASE``, ``tools/caption_image.py RELEASE images...`` and
-``ImageCaptioner(RELEASE)`` load it (:func:`resolve_release`). Captioning
-raw images still needs the full CLIP image tower named by ``clip_model``
-(``--with-clip`` copies a local one into the folder).
+Or one file, ``RELEASE.safetensors``: the same tensors plus the tokenizer
+and the concept bank as tensors, and the config (files set to
+``'from_weights'``) in the safetensors metadata.
+
+``tools/test.py RELEASE``, ``tools/caption_image.py RELEASE images...``,
+``ImageCaptioner(RELEASE)`` and ``mmpretrain.get_model(ZOO_NAME,
+pretrained=RELEASE.safetensors)`` load either (:func:`resolve_release`).
+Captioning raw images still needs the full CLIP image tower named by
+``clip_model`` (``--with-clip`` copies a local one into a folder release).
 """
 import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -33,21 +38,40 @@ WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
 MANIFEST = 'release.json'
 HERE = '{{ fileDirname }}'
+CONFIG_KEY = 'pcm_plugin.config'  # safetensors metadata of a one-file release
+MANIFEST_KEY = 'pcm_plugin.release'
 
 
 def is_release(path: str) -> bool:
-    """Whether ``path`` is a folder written by :func:`publish_model`."""
+    """Whether ``path`` is a release written by :func:`publish_model`."""
+    if osp.isfile(path) and path.endswith('.safetensors'):
+        return CONFIG_KEY in _metadata(path)
     return osp.isdir(path) and osp.isfile(osp.join(path, WEIGHTS)) and \
         osp.isfile(osp.join(path, CONFIG))
 
 
-def resolve_release(path: str) -> Tuple[str, str]:
-    """``(config, weights)`` of a released model folder.
+def _metadata(path: str) -> Dict[str, str]:
+    from safetensors import safe_open
+    with safe_open(path, framework='pt') as f:
+        return f.metadata() or {}
+
+
+def resolve_release(path: str) -> Tuple[Union[str, Config], str]:
+    """``(config, weights)`` of a released model: a folder (config path)
+    or one ``.safetensors`` file (the config from its metadata).
 
     Raises:
-        FileNotFoundError: ``path`` is not a release folder (naming what is
+        FileNotFoundError: ``path`` is not a release (naming what is
             missing).
     """
+    if osp.isfile(path) and path.endswith('.safetensors'):
+        meta = _metadata(path)
+        if CONFIG_KEY not in meta:
+            raise FileNotFoundError(
+                f'{path} is not a one-file release (no {CONFIG_KEY!r} in '
+                'its metadata); write one with tools/publish_model.py '
+                'CONFIG CHECKPOINT OUT.safetensors')
+        return Config.fromstring(meta[CONFIG_KEY], '.py'), path
     missing = [name for name in (CONFIG, WEIGHTS)
                if not osp.isfile(osp.join(path, name))]
     if not osp.isdir(path) or missing:
@@ -112,7 +136,8 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
     Args:
         config (str): The training config.
         checkpoint (str): A checkpoint of that config (loaded safely).
-        out_dir (str): The release folder to create (must not exist).
+        out_dir (str): The release folder to create (must not exist), or a
+            ``.safetensors`` path for a one-file release.
         name (str, optional): The model's name. Defaults to the folder's.
         with_clip (bool): Also copy the full open_clip checkpoint (and its
             JSON config, if any) named by ``clip_model``, so captioning raw
@@ -136,6 +161,18 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
     model = MODELS.build(cfg.model)
     check_checkpoint_matches(model, checkpoint)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    manifest = dict(
+        name=name or osp.splitext(osp.basename(osp.normpath(out_dir)))[0],
+        source=dict(config=config, checkpoint=checkpoint,
+                    checkpoint_sha256=_sha256(checkpoint)),
+        clip_model=dict(cfg.get('clip_model') or {}),
+        metrics=metrics or {})
+    if out_dir.endswith('.safetensors'):
+        if with_clip:
+            raise ValueError('--with-clip needs a folder release (the '
+                             'open_clip file is too large for metadata)')
+        _publish_one_file(cfg, model, out_dir, manifest)
+        return manifest
     files = {key: None if path is None else target for (key, path), target
              in zip(_model_files(cfg).items(),
                     ('tokenizer.json', 'concept_bank.npz',
@@ -155,17 +192,36 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
         with open(osp.join(tmp, CONFIG), 'w') as f:
             f.write(_release_config_text(cfg, files))
         _check_release_reproduces(tmp, state)
-        manifest = dict(
-            name=name or osp.basename(osp.normpath(out_dir)),
-            source=dict(config=config, checkpoint=checkpoint,
-                        checkpoint_sha256=_sha256(checkpoint)),
-            clip_model=dict(cfg.get('clip_model') or {}),
-            metrics=metrics or {},
-            files={f: _sha256(osp.join(tmp, f))
-                   for f in sorted(os.listdir(tmp))})
+        manifest['files'] = {f: _sha256(osp.join(tmp, f))
+                             for f in sorted(os.listdir(tmp))}
         with open(osp.join(tmp, MANIFEST), 'w') as f:
             json.dump(manifest, f, indent=2)
     return manifest
+
+
+def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
+    """Weights + tokenizer + concept bank as tensors, the config (files
+    ``'from_weights'``) and the manifest as metadata, in one file."""
+    from safetensors.torch import save_file
+
+    from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+    from pcm_plugin.utils.fileio import atomic_path
+    values = {key: None if path is None else FROM_WEIGHTS
+              for key, path in _model_files(cfg).items()}
+    values['model.decoder.vocab_size'] = model.decoder.vocab_size
+    release_cfg = Config(cfg.to_dict())
+    release_cfg.merge_from_dict(values)
+    state = {k: v.detach().clone().contiguous()
+             for k, v in model.state_dict().items()}
+    state.update(model.files_state())
+    metadata = {CONFIG_KEY: '# A released PCM-Net model (one file; '
+                'tools/publish_model.py)\n' + release_cfg.pretty_text,
+                MANIFEST_KEY: json.dumps(manifest)}
+    with atomic_path(out, suffix='.safetensors') as tmp:
+        save_file(state, tmp, metadata=metadata)
+        _check_release_reproduces(
+            tmp, state, tokenizer=model.tokenizer,
+            concept_words=getattr(model.mixup, 'concept_words', []))
 
 
 def _copy_clip(cfg: Config, folder: str) -> None:
@@ -184,18 +240,28 @@ def _copy_clip(cfg: Config, folder: str) -> None:
     cfg.clip_model = clip
 
 
-def _check_release_reproduces(folder: str, state: dict) -> None:
-    """Build the model from the folder alone and compare every tensor."""
+def _check_release_reproduces(path: str, state: dict, tokenizer=None,
+                              concept_words=()) -> None:
+    """Build the model from the release alone and compare every tensor
+    (and the vocabulary of a one-file release)."""
     from mmengine.runner import load_checkpoint
 
     from pcm_plugin.registry import MODELS
-    config, weights = resolve_release(folder)
-    model = MODELS.build(Config.fromfile(config).model)
+    config, weights = resolve_release(path)
+    model = MODELS.build((config if isinstance(config, Config)
+                          else Config.fromfile(config)).model)
     load_checkpoint(model, weights, map_location='cpu', logger='silent',
                     strict=True)
+    if tokenizer is not None:
+        state = {k: v for k, v in state.items()
+                 if k in model.state_dict()}  # files came back as files
+        if model.tokenizer.get_vocab() != tokenizer.get_vocab() or \
+                model.mixup.concept_words != concept_words:
+            raise RuntimeError(f'the release {path} does not reproduce the '
+                               'vocabulary or concept bank; nothing written')
     again = model.state_dict()
     differ = [k for k in state if k not in again
               or not torch.equal(again[k], state[k])]
     if differ or set(again) != set(state):
-        raise RuntimeError(f'the release in {folder} does not reproduce '
-                           f'the checkpoint ({differ[:3]}); nothing written')
+        raise RuntimeError(f'the release {path} does not reproduce the '
+                           f'checkpoint ({differ[:3]}); nothing written')

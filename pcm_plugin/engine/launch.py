@@ -77,25 +77,26 @@ def load_config(args: argparse.Namespace) -> Config:
     """Read the config and apply the CLI overrides common to both tools."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    if osp.isdir(args.config):  # a released model folder
+    config = args.config
+    if osp.isdir(config) or config.endswith('.safetensors'):  # a release
         from pcm_plugin.apis.release import resolve_release
-        args.config, weights = resolve_release(args.config)
+        config, weights = resolve_release(config)
         if getattr(args, 'checkpoint', 'absent') is None:
             args.checkpoint = weights
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config {args.config} not found')
+    if isinstance(config, str) and not osp.isfile(config):
+        raise FileNotFoundError(f'config {config} not found')
     if args.trust_checkpoint:
         from .checkpoint import trust_checkpoints
         trust_checkpoints()
-    cfg = Config.fromfile(args.config)
+    cfg = config if isinstance(config, Config) else Config.fromfile(config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(
+            osp.basename(osp.normpath(args.config)))[0])
     return cfg
 
 

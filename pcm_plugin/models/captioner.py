@@ -10,14 +10,17 @@ from torch import nn
 
 from pcm_plugin.registry import MODELS
 
+from .pcm_mixup import FROM_WEIGHTS
 from .tokenizer import (
     EOS_ID,
     decode_ids,
     encode_captions,
     load_caption_tokenizer,
+    tokenizer_from_json_text,
 )
 
 INPUT_KEYS = ('patch_feats', 'global_feat')
+TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
 
 
 @MODELS.register_module()
@@ -86,7 +89,10 @@ class PCMCaptioner(BaseModel):
             ``vocab_size`` defaults to the tokenizer's size.
         loss (dict | nn.Module): e.g. ``CLIPWeightedCELoss``; called as
             ``loss(logits, targets, clip_cos)``.
-        tokenizer (str): ``tokenizer.json`` from ``tools/build_vocab.py``.
+        tokenizer (str): ``tokenizer.json`` from ``tools/build_vocab.py``,
+            or ``'from_weights'``: it comes with the weights loaded later
+            (single-file releases, the model zoo); then the decoder config
+            must give ``vocab_size``.
         max_len (int): Maximum caption length in words (training clip and
             decoding steps). Defaults to 20. The decoder's own ``max_len``
             (its default when used alone) must equal it.
@@ -112,19 +118,61 @@ class PCMCaptioner(BaseModel):
         # Runner's default scope.
         super().__init__(data_preprocessor=_build(data_preprocessor),
                          init_cfg=init_cfg)
-        self.tokenizer = load_caption_tokenizer(tokenizer)
+        self.tokenizer = None if tokenizer == FROM_WEIGHTS else \
+            load_caption_tokenizer(tokenizer)
         if isinstance(decoder, dict):
             decoder = dict(decoder)
-            decoder.setdefault('vocab_size', len(self.tokenizer))
+            if self.tokenizer is not None:
+                decoder.setdefault('vocab_size', len(self.tokenizer))
+            elif 'vocab_size' not in decoder:
+                raise ValueError(
+                    f"tokenizer='{FROM_WEIGHTS}' needs model.decoder."
+                    'vocab_size (the released model\'s vocabulary size)')
             decoder.setdefault('max_len', max_len)
         self.mixup, self.encoder = _build(mixup), _build(encoder)
         self.decoder, self.loss_module = _build(decoder), _build(loss)
+        if self.tokenizer is not None:
+            self._check_vocab(tokenizer)
+        self.max_len, self.clip_weighted = max_len, clip_weighted
+        self._check_agreement()
+        self._register_load_state_dict_pre_hook(self._take_tokenizer)
+
+    def _check_vocab(self, source: str) -> None:
         if self.decoder.vocab_size != len(self.tokenizer):
             raise ValueError(
                 f'decoder.vocab_size={self.decoder.vocab_size} but the '
-                f'tokenizer {tokenizer} has {len(self.tokenizer)} entries')
-        self.max_len, self.clip_weighted = max_len, clip_weighted
-        self._check_agreement()
+                f'tokenizer {source} has {len(self.tokenizer)} entries')
+
+    def _take_tokenizer(self, state_dict, prefix, *args) -> None:
+        """Consume a tokenizer carried by the weights (single-file
+        releases); used when the config asked for it."""
+        text = state_dict.pop(prefix + TOKENIZER_KEY, None)
+        if text is None or self.tokenizer is not None:
+            return
+        self.tokenizer = tokenizer_from_json_text(
+            bytes(text.tolist()).decode('utf-8'),
+            source='the tokenizer in the weights')
+        self._check_vocab('in the weights')
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise RuntimeError(
+                f"this model's tokenizer is '{FROM_WEIGHTS}': load a "
+                'single-file release first (e.g. mmpretrain.get_model(NAME, '
+                'pretrained=RELEASE.safetensors))')
+        return self.tokenizer
+
+    def files_state(self) -> Dict[str, torch.Tensor]:
+        """Tokenizer and concept bank as tensors, to carry inside released
+        weights (single-file releases)."""
+        text = self._require_tokenizer().backend_tokenizer.to_str()
+        state = {TOKENIZER_KEY: torch.tensor(list(text.encode('utf-8')),
+                                             dtype=torch.uint8)}
+        if hasattr(self.mixup, 'bank_state') and getattr(
+                self.mixup, 'clip_head', None) is not None:
+            state.update({f'mixup.{k}': v
+                          for k, v in self.mixup.bank_state().items()})
+        return state
 
     def _check_agreement(self) -> None:
         """Settings given to several components must agree (one value)."""
@@ -204,7 +252,8 @@ class PCMCaptioner(BaseModel):
         captions = [s.gt_caption for s in data_samples]
         input_ids, targets, input_mask = (
             t.to(device) for t in encode_captions(
-                self.tokenizer, captions, max_len=self.max_len))  # (B, T)
+                self._require_tokenizer(), captions,
+                max_len=self.max_len))  # (B, T)
         logits = self.decoder(input_ids, memory, mask, input_mask)  # (B,T,V)
         clip_cos = self._clip_cos(data_samples, device)
         losses = dict(loss_ce=self.loss_module(logits, targets, clip_cos))
@@ -219,7 +268,7 @@ class PCMCaptioner(BaseModel):
         memory, mask = self.encode(inputs)
         ids, _ = self.decoder.generate(memory, mask, beam_size=beam_size,
                                        max_len=self.max_len)
-        return decode_ids(self.tokenizer, ids)
+        return decode_ids(self._require_tokenizer(), ids)
 
     def predict(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[List[DataSample]] = None

@@ -27,6 +27,11 @@ from .clip_head import FrozenCLIPHead
 from .concept_bank import load_concept_bank
 
 MODES = ('top', 'random', 'none')
+# A file setting (tokenizer, concept bank, CLIP head) whose content comes
+# with the weights loaded later: single-file releases and zoo configs.
+FROM_WEIGHTS = 'from_weights'
+BANK_WORDS_KEY = 'concept_bank.words_json'  # uint8 UTF-8 JSON list
+BANK_EMBEDS_KEY = 'concept_bank.embeds'  # (C, Dg)
 
 
 def _unit(x: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
@@ -189,12 +194,16 @@ class PCMMixup(BaseModule):
         num_patches (int): N (49 for ViT-B/32, 64 for pooled ViT-L/14).
         embed_dim (int): Model width d. Defaults to 512.
         concept_bank (str, optional): Concept bank ``.npz``. Kept in a
-            non-persistent buffer (not in checkpoints) so it can be swapped
-            at test time with :meth:`set_concept_bank`. Required unless
-            ``mode='none'``.
+            non-persistent buffer (not in training checkpoints) so it can
+            be swapped at test time with :meth:`set_concept_bank`. Required
+            unless ``mode='none'``; ``'from_weights'`` takes it from the
+            weights loaded later (a single-file release carries it), and a
+            bank given as a file wins over one in the weights.
         clip_head (str, optional): open_clip checkpoint (or head file) with
             ``visual.ln_post`` and ``visual.proj`` of the CLIP that
-            extracted the features. Required unless ``mode='none'``.
+            extracted the features. Required unless ``mode='none'``;
+            ``'from_weights'``: the head's tensors come with the weights
+            (every checkpoint holds them).
         mode (str): ``'top'`` (PCM), ``'random'`` (replace each patch with
             probability ``random_prob`` in training, append all N textual
             tokens at test) or ``'none'`` (no mix-up: the Base model).
@@ -265,8 +274,32 @@ class PCMMixup(BaseModule):
             with _off_global_stream():
                 self.clip_head = FrozenCLIPHead(patch_dim=patch_dim,
                                                 global_dim=global_dim)
-            self.clip_head.load_from_file(clip_head)
-            self.set_concept_bank(concept_bank)
+            if clip_head != FROM_WEIGHTS:
+                self.clip_head.load_from_file(clip_head)
+            if concept_bank != FROM_WEIGHTS:
+                self.set_concept_bank(concept_bank)
+        self._bank_from_weights = concept_bank == FROM_WEIGHTS
+        self._register_load_state_dict_pre_hook(self._take_bank_from_state)
+
+    def _take_bank_from_state(self, state_dict, prefix, *args) -> None:
+        """Consume a concept bank carried by the weights (single-file
+        releases); it is used only when the config asked for it."""
+        words = state_dict.pop(prefix + BANK_WORDS_KEY, None)
+        embeds = state_dict.pop(prefix + BANK_EMBEDS_KEY, None)
+        if words is None or embeds is None or not self._bank_from_weights:
+            return
+        import json
+        self.set_concept_bank((
+            json.loads(bytes(words.tolist()).decode('utf-8')),
+            embeds.float().numpy()))
+
+    def bank_state(self) -> Dict[str, torch.Tensor]:
+        """The concept bank as tensors, to carry inside released weights
+        (keys relative to this module)."""
+        import json
+        words = json.dumps(self.concept_words).encode('utf-8')
+        return {BANK_WORDS_KEY: torch.tensor(list(words), dtype=torch.uint8),
+                BANK_EMBEDS_KEY: self.concept_embeds.detach().cpu().clone()}
 
     def set_concept_bank(self, bank: Union[str, Tuple[list, np.ndarray]]
                          ) -> None:
@@ -316,6 +349,11 @@ class PCMMixup(BaseModule):
 
     def _select(self, patch_feats: torch.Tensor, global_feat: torch.Tensor):
         """Textual patches and replace mask (no gradient: fixed decisions)."""
+        if len(self.concept_embeds) == 0:
+            raise RuntimeError(
+                "PCMMixup has no concept bank: with concept_bank='"
+                f"{FROM_WEIGHTS}' it comes with the weights, so load a "
+                'single-file release first (or set model.mixup.concept_bank)')
         B, N, _ = patch_feats.shape
         with torch.no_grad():
             textual, mask, concept_idx = salient_patch_mixup(

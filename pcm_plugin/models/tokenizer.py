@@ -109,15 +109,28 @@ def load_caption_tokenizer(path: str):
             f'caption tokenizer {path} is not a tokenizer.json ({err}); '
             'rebuild it with `python tools/build_vocab.py ANN_FILE --out '
             f'{path}`') from None
+    with open(path, encoding='utf-8') as f:
+        return tokenizer_from_json_text(f.read(), source=path)
+
+
+def tokenizer_from_json_text(text: str, *, source: str = 'tokenizer'):
+    """:func:`load_caption_tokenizer` from the file's text (a released
+    model carries it inside its weights).
+
+    Args:
+        text (str): The content of a ``tokenizer.json``.
+        source (str): Named in errors.
+    """
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=path, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
-        unk_token=UNK_TOKEN, pad_token=PAD_TOKEN)
+        tokenizer_object=Tokenizer.from_str(text), eos_token=EOS_TOKEN,
+        bos_token=EOS_TOKEN, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN)
     ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
     if ids != [EOS_ID, UNK_ID, PAD_ID]:
         raise ValueError(
-            f'{path}: special tokens {SPECIAL_TOKENS} must have ids 0, 1, 2 '
-            f'but have {ids}; rebuild it with tools/build_vocab.py')
+            f'{source}: special tokens {SPECIAL_TOKENS} must have ids 0, 1, '
+            f'2 but have {ids}; rebuild it with tools/build_vocab.py')
     return tokenizer
 
 

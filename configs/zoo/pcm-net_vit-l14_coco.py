@@ -1,0 +1,11 @@
+# Model-zoo entry pcm-net_vit-l14_coco (configs/zoo/model-index.yml): the
+# architecture of pcm_coco_vitl14.py with every file taken from the released
+# weights, so that
+#   mmpretrain.get_model('pcm-net_vit-l14_coco', pretrained='X.safetensors')
+# needs nothing else (a one-file release: tools/publish_model.py CONFIG
+# CHECKPOINT X.safetensors).
+_base_ = ['../pcm_coco_vitl14.py']
+model = dict(
+    tokenizer='from_weights',
+    decoder=dict(vocab_size=10200),
+    mixup=dict(concept_bank='from_weights', clip_head='from_weights'))
