@@ -1,7 +1,8 @@
-# Model-zoo entry pcm-net_vit-l14_coco (configs/zoo/model-index.yml): the
-# architecture of pcm_coco_vitl14.py with every file taken from the released
-# weights, so that
-#   mmpretrain.get_model('pcm-net_vit-l14_coco', pretrained='X.safetensors')
+# Model-zoo entry pcm-net_vit-l14_coco (configs/zoo/model-index.yml):
+# the architecture of pcm_coco_vitl14.py with every file taken from the
+# released weights, so that
+#   mmpretrain.get_model('pcm-net_vit-l14_coco',
+#                        pretrained='X.safetensors')
 # needs nothing else (a one-file release: tools/publish_model.py CONFIG
 # CHECKPOINT X.safetensors).
 _base_ = ['../pcm_coco_vitl14.py']
