@@ -19,15 +19,23 @@ def test_list_models_after_import():
         task='Image Caption')
 
 
-def test_zoo_model_builds_without_any_file_and_says_what_it_lacks():
-    """The COCO ViT-B/32 architecture, nothing read from disk: files come
-    with the weights, and using it before loading them is a clear error."""
+@pytest.mark.parametrize('name, vocab, proj, patches', [
+    ('pcm-net_vit-b32_coco', 10200, (768, 512), 49),
+    ('pcm-net_vit-l14_coco', 10200, (1024, 768), 64),
+    ('pcm-net_vit-b32_flickr30k', 7553, (768, 512), 49),
+    ('pcm-net_vit-l14_flickr30k', 7553, (1024, 768), 64),
+])
+def test_zoo_model_builds_without_any_file_and_says_what_it_lacks(
+        name, vocab, proj, patches):
+    """The official architectures, nothing read from disk: files come
+    with the weights, and using one before loading them is a clear
+    error."""
     import mmpretrain
-    model = mmpretrain.get_model('pcm-net_vit-b32_coco')
-    assert model.decoder.vocab_size == 10200
-    assert model.mixup.clip_head.proj.shape == (768, 512)
-    inputs = dict(patch_feats=torch.randn(1, 49, 768),
-                  global_feat=torch.randn(1, 512))
+    model = mmpretrain.get_model(name)
+    assert model.decoder.vocab_size == vocab
+    assert tuple(model.mixup.clip_head.proj.shape) == proj
+    inputs = dict(patch_feats=torch.randn(1, patches, proj[0]),
+                  global_feat=torch.randn(1, proj[1]))
     with pytest.raises(RuntimeError, match='no concept bank.*from_weights'):
         model.generate(inputs)
 
