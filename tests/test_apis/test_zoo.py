@@ -31,6 +31,8 @@ def test_zoo_model_builds_without_any_file_and_says_what_it_lacks(
     with the weights, and using one before loading them is a clear
     error."""
     import mmpretrain
+
+    import pcm_plugin  # noqa: F401  registers the zoo
     model = mmpretrain.get_model(name)
     assert model.decoder.vocab_size == vocab
     assert tuple(model.mixup.clip_head.proj.shape) == proj
