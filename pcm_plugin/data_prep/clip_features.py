@@ -106,6 +106,28 @@ def load_open_clip(model_name: str, *, checkpoint: Optional[str] = None,
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 
+def clip_preprocess(model_name: str, model_config: Optional[str] = None, *,
+                    pretrained: Optional[str] = None):
+    """open_clip's evaluation preprocessing of ``model_name``, built from
+    its config (no weights loaded): what :func:`load_open_clip` returns as
+    ``preprocess`` for a local checkpoint (plus a cached tag's mean/std).
+    """
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    if model_config:
+        register_model_config(model_config)
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f'unknown open_clip model {model_name!r}; register '
+                         'a custom one with its JSON model_config')
+    settings = dict(cfg.get('preprocess_cfg', {}))
+    if pretrained:
+        tag = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
+        settings.update({k: tag[k] for k in ('mean', 'std') if k in tag})
+    settings['size'] = cfg['vision_cfg']['image_size']
+    return image_transform_v2(PreprocessCfg(**settings), is_train=False)
+
+
 def check_vit_layout(model, name: str) -> None:
     """Refuse image towers whose ``ln_post`` input is not (B, 1+N, W)."""
     from open_clip.transformer import VisionTransformer

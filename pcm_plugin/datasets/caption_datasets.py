@@ -124,3 +124,32 @@ class CaptionFeatureDataset(_FeatureCaptionDataset):
         info = super().parse_data_info(raw)
         info.pop('gt_caption', None)  # references live in the metric's gt
         return info
+
+
+@DATASETS.register_module()
+class CaptionImageDataset(BaseDataset):
+    """Evaluation images read from their files, for a model that runs CLIP
+    itself (``model.image_encoder``; pipeline ``LoadCLIPImage`` +
+    ``PackCaptionInputs``): no features to extract first.
+
+    Args:
+        ann_file (str): Val/test annotation JSON whose entries have
+            ``image_id`` and ``file_name``.
+        image_dir (str): Root the ``file_name`` entries are relative to.
+        **kwargs: ``pipeline``, ``test_mode``, ... of ``BaseDataset``.
+    """
+
+    def __init__(self, *, ann_file: str, image_dir: str, **kwargs):
+        if not osp.isfile(ann_file):
+            raise FileNotFoundError(
+                f'annotation file {ann_file} not found: create it with '
+                'tools/data/convert_karpathy.py (or fix `ann_file`)')
+        self.image_dir = image_dir
+        super().__init__(ann_file=ann_file, **kwargs)
+
+    def parse_data_info(self, raw: dict) -> dict:
+        if 'image_id' not in raw or not raw.get('file_name'):
+            raise KeyError(f'{self.ann_file}: entry {raw} needs `image_id` '
+                           'and `file_name` (the image to read)')
+        return dict(image_id=str(raw['image_id']),
+                    img_path=osp.join(self.image_dir, raw['file_name']))

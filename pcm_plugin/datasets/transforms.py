@@ -1,5 +1,6 @@
 """Pipeline transforms: read CLIP features, pack model inputs."""
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -56,15 +57,18 @@ class PackCaptionInputs(BaseTransform):
     **Added Keys:**
 
     - inputs (dict): ``patch_feats`` (N, Dv) and ``global_feat`` (Dg,)
-      float tensors.
+      float tensors, or ``images`` (3, S, S) after :class:`LoadCLIPImage`.
     - data_samples (DataSample): ``gt_caption`` as a data field;
       ``image_id`` and ``clip_cos`` as metainfo.
     """
 
     def transform(self, results: dict) -> dict:
-        inputs = dict(
-            patch_feats=torch.as_tensor(results['patch_feats']).float(),
-            global_feat=torch.as_tensor(results['global_feat']).float())
+        if 'images' in results:  # LoadCLIPImage: the model runs CLIP
+            inputs = dict(images=results['images'])
+        else:
+            inputs = dict(
+                patch_feats=torch.as_tensor(results['patch_feats']).float(),
+                global_feat=torch.as_tensor(results['global_feat']).float())
         sample = DataSample()
         meta = dict(image_id=results['image_id'])
         clip_cos = results.get('clip_cos')
@@ -74,3 +78,34 @@ class PackCaptionInputs(BaseTransform):
         if results.get('gt_caption') is not None:
             sample.gt_caption = results['gt_caption']
         return dict(inputs=inputs, data_samples=sample)
+
+
+@TRANSFORMS.register_module()
+class LoadCLIPImage(BaseTransform):
+    """Read ``img_path`` and preprocess it exactly as the named CLIP does.
+
+    For models with ``image_encoder`` (end to end, no precomputed
+    features). The preprocessing is open_clip's own for the model's config
+    (resize the short side, centre crop, normalise; a cached ``pretrained``
+    tag may set other mean/std), without loading its weights.
+
+    **Required Keys:** img_path. **Added Keys:** images (3, S, S) float.
+
+    Args:
+        clip_model (str): open_clip model name.
+        model_config (str, optional): Custom open_clip JSON config.
+        pretrained (str, optional): The open_clip tag whose mean/std apply.
+    """
+
+    def __init__(self, *, clip_model: str,
+                 model_config: Optional[str] = None,
+                 pretrained: Optional[str] = None) -> None:
+        from pcm_plugin.data_prep.clip_features import clip_preprocess
+        self.preprocess = clip_preprocess(clip_model, model_config,
+                                          pretrained=pretrained)
+
+    def transform(self, results: dict) -> dict:
+        from pcm_plugin.data_prep.image_io import load_rgb_image
+        results['images'] = self.preprocess(
+            load_rgb_image(results['img_path']))  # (3, S, S)
+        return results

@@ -1,6 +1,7 @@
 """PCM-Net model components, registered in mmpretrain's MODELS."""
 from .caption_decoder import CaptionTransformerDecoder
 from .captioner import CaptionFeaturePreprocessor, PCMCaptioner
+from .clip_image_encoder import OpenCLIPImageEncoder
 from .concept_bank import (
                            default_concept_words,
                            load_concept_bank,
@@ -12,7 +13,8 @@ from .vs_encoder import VisualSemanticEncoder
 
 __all__ = [
     'CaptionFeaturePreprocessor', 'CaptionTransformerDecoder',
-    'CLIPWeightedCELoss', 'PCMCaptioner', 'PCMMixup', 'VisualSemanticEncoder',
+    'CLIPWeightedCELoss', 'OpenCLIPImageEncoder', 'PCMCaptioner', 'PCMMixup',
+    'VisualSemanticEncoder',
     'clip_weighted_ce', 'default_concept_words', 'load_concept_bank',
     'retrieve_concepts', 'salient_patch_mixup', 'save_concept_bank'
 ]

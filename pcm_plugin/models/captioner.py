@@ -20,6 +20,7 @@ from .tokenizer import (
 )
 
 INPUT_KEYS = ('patch_feats', 'global_feat')
+IMAGE_KEYS = ('images', )  # with model.image_encoder: (B, 3, S, S)
 TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
 
 
@@ -33,10 +34,12 @@ class CaptionFeaturePreprocessor(BaseDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
+        first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        keys = IMAGE_KEYS if 'images' in first else INPUT_KEYS
         if isinstance(inputs, (list, tuple)):  # pseudo_collate of dicts
-            inputs = {k: [x[k] for x in inputs] for k in INPUT_KEYS}
+            inputs = {k: [x[k] for x in inputs] for k in keys}
         stacked = {}
-        for key in INPUT_KEYS:
+        for key in keys:
             value = inputs[key]
             if isinstance(value, (list, tuple)):
                 value = torch.stack(value)
@@ -99,6 +102,10 @@ class PCMCaptioner(BaseModel):
         clip_weighted (bool): Pass each sample's CLIP image-caption cosine
             to the loss. False gives plain (label-smoothed) CE, the "Base"
             and "+PCM" ablation rows. Defaults to True.
+        image_encoder (dict, optional): e.g. ``OpenCLIPImageEncoder``: take
+            ``images`` (B, 3, S, S) as inputs too and run the frozen CLIP
+            tower inside (end to end; kept out of the state dict).
+            Defaults to None (features only).
         data_preprocessor (dict, optional): Defaults to
             ``CaptionFeaturePreprocessor``.
         init_cfg (dict, optional): mmengine init config.
@@ -109,6 +116,7 @@ class PCMCaptioner(BaseModel):
                  decoder: Union[dict, nn.Module],
                  loss: Union[dict, nn.Module], tokenizer: str,
                  max_len: int = 20, clip_weighted: bool = True,
+                 image_encoder: Optional[Union[dict, nn.Module]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
@@ -131,6 +139,8 @@ class PCMCaptioner(BaseModel):
             decoder.setdefault('max_len', max_len)
         self.mixup, self.encoder = _build(mixup), _build(encoder)
         self.decoder, self.loss_module = _build(decoder), _build(loss)
+        self.image_encoder = None if image_encoder is None else \
+            _build(image_encoder)
         if self.tokenizer is not None:
             self._check_vocab(tokenizer)
         self.max_len, self.clip_weighted = max_len, clip_weighted
@@ -221,6 +231,13 @@ class PCMCaptioner(BaseModel):
 
     def encode(self, inputs: Dict[str, torch.Tensor]):
         """Embed + encode: ``memory`` (B, L, d) and ``mask`` (B, L)."""
+        if 'images' in inputs:
+            if self.image_encoder is None:
+                raise KeyError('the inputs are images but the model has no '
+                               'image_encoder: set model.image_encoder=dict('
+                               "type='OpenCLIPImageEncoder', ...) or feed "
+                               'CLIP features')
+            inputs = self.image_encoder(inputs['images'])
         missing = [k for k in INPUT_KEYS if k not in inputs]
         if missing:
             raise KeyError(f'model inputs lack {missing}; the pipeline must '

@@ -1,0 +1,68 @@
+"""The frozen CLIP image tower inside the model, for image inputs.
+
+PCM-Net trains and tests on precomputed CLIP features; a user who would
+rather give images sets ``model.image_encoder`` and the captioner runs the
+tower itself, with exactly the code of ``tools/extract_features.py``
+(tokens before ``ln_post``, pooled for ViT-L/14, projected global
+embedding), so the captions equal the feature path's (test). The tower is
+frozen and kept out of the state dict: checkpoints stay the feature
+model's, and any feature-trained checkpoint loads.
+"""
+from typing import Dict, Optional, Union
+
+import torch
+from mmengine.model import BaseModule
+
+from pcm_plugin.registry import MODELS
+
+
+@MODELS.register_module()
+class OpenCLIPImageEncoder(BaseModule):
+    """Images (B, 3, S, S), preprocessed as CLIP expects, to features.
+
+    Args:
+        name (str): open_clip model name (the CLIP that extracted the
+            training features).
+        checkpoint (str, optional): Its local weights.
+        pretrained (str, optional): A cached open_clip tag instead.
+        model_config (str, optional): A custom open_clip JSON config.
+        pool (int | str): Patch pooling, ``'auto'`` as the extraction tool
+            (2x2 for ViT-L/14's 16x16 grid).
+    """
+
+    def __init__(self, *, name: str, checkpoint: Optional[str] = None,
+                 pretrained: Optional[str] = None,
+                 model_config: Optional[str] = None,
+                 pool: Union[int, str] = 'auto') -> None:
+        super().__init__()
+        from pcm_plugin.data_prep.clip_features import (
+            load_open_clip,
+            resolve_pool,
+        )
+        tower, _, _ = load_open_clip(name, checkpoint=checkpoint,
+                                     pretrained=pretrained,
+                                     model_config=model_config)
+        tower.requires_grad_(False)
+        # Not a registered submodule: its weights stay out of checkpoints.
+        self.__dict__['tower'] = tower.eval()
+        self.pool = resolve_pool(tuple(tower.visual.grid_size), pool)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.tower._apply(fn, *args, **kwargs)  # .to(device) moves it too
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tower.eval()  # frozen: never in training mode
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """(B, 3, S, S) -> ``patch_feats`` (B, N, Dv), ``global_feat``
+        (B, Dg), on the images' device."""
+        from pcm_plugin.data_prep.clip_features import extract_batch
+        patch, global_feat = extract_batch(self.tower, images,
+                                           pool=self.pool)
+        return dict(patch_feats=patch.to(images.device),
+                    global_feat=global_feat.to(images.device))
