@@ -148,15 +148,13 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
         dict: The manifest written to ``release.json``.
     """
     from mmengine.runner import load_checkpoint
-    from safetensors.torch import save_file
 
     import pcm_plugin  # noqa: F401  registers the components
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
-    from pcm_plugin.utils.fileio import atomic_path
 
     if osp.exists(out_dir):
-        raise FileExistsError(f'{out_dir} exists; publish to a new folder')
+        raise FileExistsError(f'{out_dir} exists; publish to a new path')
     cfg = Config.fromfile(config)
     model = MODELS.build(cfg.model)
     check_checkpoint_matches(model, checkpoint)
@@ -167,6 +165,23 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
                     checkpoint_sha256=_sha256(checkpoint)),
         clip_model=dict(cfg.get('clip_model') or {}),
         metrics=metrics or {})
+    return write_release(cfg, model, out_dir, manifest, with_clip=with_clip)
+
+
+def write_release(cfg: Config, model, out: str, manifest: dict, *,
+                  with_clip: bool = False) -> dict:
+    """Write a built, loaded ``model`` of ``cfg`` as a release (a folder,
+    or one file when ``out`` ends in ``.safetensors``), check that it
+    reproduces the model, and return the manifest (with file hashes).
+
+    The tokenizer and concept bank are the files ``cfg.model`` names.
+    """
+    from safetensors.torch import save_file
+
+    from pcm_plugin.utils.fileio import atomic_path
+    if osp.exists(out):
+        raise FileExistsError(f'{out} exists; publish to a new path')
+    out_dir = out
     if out_dir.endswith('.safetensors'):
         if with_clip:
             raise ValueError('--with-clip needs a folder release (the '

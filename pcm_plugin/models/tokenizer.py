@@ -60,13 +60,33 @@ def build_word_tokenizer(counts: Counter, *, min_count: int = 5,
         tokenizers.Tokenizer: Ids 0/1/2 are ``[EOS]``/``[UNK]``/``[PAD]``;
         words follow by decreasing frequency, ties alphabetically.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     words = sorted((w for w, c in counts.items() if c >= min_count),
                    key=lambda w: (-counts[w], w))
     if max_words:
         words = words[:max_words]
+    return tokenizer_from_words(words)
+
+
+def tokenizer_from_words(words: Sequence[str]):
+    """A word-level tokenizer with ``words`` at ids 3, 4, ... in order.
+
+    Args:
+        words (Sequence[str]): Distinct words (e.g. an official vocabulary,
+            whose order the embedding rows follow).
+
+    Returns:
+        tokenizers.Tokenizer: Ids 0/1/2 are ``[EOS]``/``[UNK]``/``[PAD]``.
+
+    Raises:
+        ValueError: A repeated or special word.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in words:
+        if word in vocab:
+            raise ValueError(f'word {word!r} is listed twice (or is a '
+                             'special token); a vocabulary needs distinct '
+                             'words')
         vocab[word] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     tokenizer.normalizer = _normalizer()
