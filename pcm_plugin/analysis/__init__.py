@@ -1,0 +1,1 @@
+"""Measurement helpers behind tools/analysis (not imported by pcm_plugin)."""

@@ -1,0 +1,234 @@
+"""Side-by-side performance measurements at the PCM-Net COCO size.
+
+Every comparison times its candidates *interleaved* (A, B, A, B, ...)
+after warm-up, so that load from other work on the machine hits both
+alike, and reports median and interquartile range. FLOPs are counted from
+the executed ops (``torch.utils.flop_counter``: every matmul/addmm/bmm of
+forward and backward), not estimated.
+
+Sizes (PCM-Net COCO ViT-B/32, docs/method.md §3 and §6): d=512, 3+3 layers,
+8 heads, FFN 2048, vocabulary 10,200, 49x768 patches + a 512-d global
+feature, 20 words, batch 32.
+"""
+import os.path as osp
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import torch
+
+COCO = dict(d=512, layers=3, heads=8, ffn=2048, vocab=10200, patches=49,
+            patch_dim=768, global_dim=512, words=20, batch=32, concepts=446)
+
+
+def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,
+                      warmup: int = 2, reps: int = 7) -> Dict[str, Dict]:
+    """Median/IQR seconds of each callable, run in alternation."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    runs: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            runs[name].append(time.perf_counter() - start)
+    out = {}
+    for name, values in runs.items():
+        q = np.percentile(values, [25, 50, 75])
+        out[name] = dict(median_s=float(q[1]), iqr_s=float(q[2] - q[0]),
+                         runs=len(values))
+    return out
+
+
+def matmul_flops_per_s(n: int = 1024, reps: int = 10) -> float:
+    """fp32 FLOP/s of this process's ``torch.mm`` (n x n x n)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+
+def build_coco_size(folder: str, *, mixup: bool, size: Dict = COCO):
+    """A random PCM-Net (full, or Base with ``mixup=False``) at COCO size:
+    tokenizer, concept bank and CLIP head files written to ``folder``."""
+    from safetensors.torch import save_file
+
+    import pcm_plugin  # noqa: F401
+    from pcm_plugin.models.concept_bank import save_concept_bank
+    from pcm_plugin.models.tokenizer import (
+        save_tokenizer,
+        tokenizer_from_words,
+    )
+    from pcm_plugin.registry import MODELS
+    tok = osp.join(folder, 'tokenizer.json')
+    if not osp.isfile(tok):
+        save_tokenizer(tokenizer_from_words(
+            [f'w{i}' for i in range(size['vocab'] - 3)]), tok)
+        rows = np.random.default_rng(0).standard_normal(
+            (size['concepts'], size['global_dim'])).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        save_concept_bank(osp.join(folder, 'bank.npz'),
+                          [f'c{i}' for i in range(len(rows))], rows)
+        save_file({'visual.ln_post.weight': torch.ones(size['patch_dim']),
+                   'visual.ln_post.bias': torch.zeros(size['patch_dim']),
+                   'visual.proj': torch.randn(size['patch_dim'],
+                                              size['global_dim']) * 0.03},
+                  osp.join(folder, 'head.safetensors'))
+    layer = dict(embed_dim=size['d'], num_layers=size['layers'],
+                 num_heads=size['heads'], ffn_dim=size['ffn'])
+    return MODELS.build(dict(
+        type='PCMCaptioner', tokenizer=tok, max_len=size['words'],
+        clip_weighted=mixup,
+        mixup=dict(type='PCMMixup', patch_dim=size['patch_dim'],
+                   global_dim=size['global_dim'],
+                   num_patches=size['patches'], embed_dim=size['d'],
+                   concept_bank=osp.join(folder, 'bank.npz'),
+                   clip_head=osp.join(folder, 'head.safetensors'),
+                   mode='top' if mixup else 'none'),
+        encoder=dict(type='VisualSemanticEncoder', **layer),
+        decoder=dict(type='CaptionTransformerDecoder', beam_size=3, **layer),
+        loss=dict(type='CLIPWeightedCELoss', alpha=2.5,
+                  focal='batch' if mixup else 'none')))
+
+
+def random_batch(size: Dict = COCO, seed: int = 0):
+    """Features and ``size['words']``-word captions of one batch."""
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(seed)
+    inputs = dict(
+        patch_feats=torch.randn(size['batch'], size['patches'],
+                                size['patch_dim'], generator=g),
+        global_feat=torch.randn(size['batch'], size['global_dim'],
+                                generator=g))
+    samples = []
+    for i in range(size['batch']):
+        sample = DataSample(metainfo=dict(image_id=str(i), clip_cos=0.3))
+        sample.gt_caption = ' '.join(
+            f'w{(i * 7 + j) % 1000}' for j in range(size['words']))
+        samples.append(sample)
+    return inputs, samples
+
+
+def train_step_fn(model, batch) -> Callable[[], None]:
+    """One forward + backward + Adam step (dropout on: training mode)."""
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    inputs, samples = batch
+    model.train()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(inputs, samples, mode='loss')['loss_ce'].backward()
+        optimizer.step()
+    return step
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """FLOPs of one call of ``fn`` (matmul-like ops, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def greedy_without_cache(decoder, memory, memory_mask, steps: int):
+    """Reference greedy search that re-runs the decoder on the whole prefix
+    each step (what the cache saves); same ids as ``generate(beam 1)``."""
+    B = memory.shape[0]
+    ids = torch.zeros(B, 1, dtype=torch.long)  # [EOS] starts every caption
+    finished = torch.zeros(B, dtype=torch.bool)
+    for _ in range(steps):
+        logits = decoder(ids, memory, memory_mask)[:, -1]  # (B, V)
+        word = logits.argmax(-1).masked_fill(finished, 0)
+        ids = torch.cat([ids, word[:, None]], 1)
+        finished |= word == 0
+        if finished.all():
+            break
+    return ids[:, 1:]
+
+
+def hf_bart(size: Dict = COCO):
+    """A random HF BART with PCM-Net's decoder dimensions."""
+    from transformers import BartConfig, BartForConditionalGeneration
+    config = BartConfig(
+        vocab_size=size['vocab'], d_model=size['d'],
+        encoder_layers=size['layers'], decoder_layers=size['layers'],
+        encoder_attention_heads=size['heads'],
+        decoder_attention_heads=size['heads'],
+        encoder_ffn_dim=size['ffn'], decoder_ffn_dim=size['ffn'],
+        max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, decoder_start_token_id=0, forced_eos_token_id=None)
+    return BartForConditionalGeneration(config).eval()
+
+
+def feature_store_vs_npz(folder: str, *, num: int = 2048,
+                         workers: Sequence[int] = (0, 2),
+                         size: Dict = COCO) -> Dict:
+    """Samples/s of the feature store and of one ``.npz`` per image (the
+    official layout), both through a DataLoader, and their bytes on disk."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from pcm_plugin.datasets.feature_store import (
+        FeatureStore,
+        write_feature_store,
+    )
+    rng = np.random.default_rng(0)
+    patch = rng.standard_normal((num, size['patches'], size['patch_dim']),
+                                dtype=np.float32).astype(np.float16)
+    glob = rng.standard_normal((num, size['global_dim'])).astype(np.float32)
+    ids = [str(i) for i in range(num)]
+    store_dir, npz_dir = osp.join(folder, 'store'), osp.join(folder, 'npz')
+    write_feature_store(store_dir, ids, patch, glob)
+    import os
+    os.makedirs(npz_dir, exist_ok=True)
+    for i in ids:
+        np.savez(osp.join(npz_dir, f'{i}.npz'), features=patch[int(i)],
+                 g_feature=glob[int(i)])
+
+    class Store(Dataset):
+        def __init__(self):
+            self.store = None
+
+        def __len__(self):
+            return num
+
+        def __getitem__(self, i):
+            if self.store is None:  # opened per worker
+                self.store = FeatureStore(store_dir)
+            item = self.store.get(ids[i])
+            return item['patch'].astype(np.float32), item['global_feat']
+
+    class Npz(Dataset):
+        def __len__(self):
+            return num
+
+        def __getitem__(self, i):
+            with np.load(osp.join(npz_dir, f'{i}.npz')) as f:
+                return f['features'].astype(np.float32), f['g_feature']
+
+    def disk(path):
+        return sum(osp.getsize(osp.join(path, f)) for f in os.listdir(path))
+
+    out = dict(bytes_store=disk(store_dir), bytes_npz=disk(npz_dir))
+    for n in workers:
+        candidates = {}
+        for name, dataset in (('store', Store()), ('npz', Npz())):
+            def read(dataset=dataset):
+                for _ in DataLoader(dataset, batch_size=32, num_workers=n,
+                                    shuffle=False):
+                    pass
+            candidates[name] = read
+        times = timed_interleaved(candidates, warmup=1, reps=3)
+        for name, t in times.items():
+            out[f'{name}_samples_per_s_workers{n}'] = num / t['median_s']
+    return out
+
+
+def new_workspace() -> str:
+    return tempfile.mkdtemp(prefix='pcm_bench_')

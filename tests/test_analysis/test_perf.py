@@ -1,0 +1,49 @@
+"""The benchmark tool: a smoke run (no timing asserted) and the reference
+greedy search it times against the cached one."""
+import json
+
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import tool_main
+
+
+def test_smoke_run_writes_every_measurement(tmp_path):
+    out = tmp_path / 'bench.json'
+    assert tool_main('tools/analysis/benchmark.py')(
+        ['--smoke', '--threads', '1', '--out', str(out)]) == 0
+    report = json.loads(out.read_text())
+    train = report['train_step']
+    assert train['full']['flops'] > train['base']['flops'] > 0
+    assert set(report['decoding']) >= {
+        'ours_beam3', 'hf_bart_beam3', 'greedy_cache', 'greedy_no_cache',
+        'beam_speedup_over_hf_bart', 'cache_speedup'}
+    assert report['data']['bytes_store'] > 0
+
+
+def test_uncached_greedy_equals_the_cached_search(tmp_path):
+    from pcm_plugin.analysis import perf
+    size = dict(d=32, layers=2, heads=2, ffn=64, vocab=40, patches=4,
+                patch_dim=24, global_dim=16, words=8, batch=5, concepts=8)
+    torch.manual_seed(0)
+    model = perf.build_coco_size(str(tmp_path), mixup=True, size=size).eval()
+    inputs, _ = perf.random_batch(size)
+    with torch.no_grad():
+        memory, mask = model.encode(inputs)
+        cached, _ = model.decoder.generate(memory, mask, beam_size=1,
+                                           max_len=8)
+        plain = perf.greedy_without_cache(model.decoder, memory, mask, 8)
+    width = max(cached.shape[1], plain.shape[1])
+    assert torch.equal(F.pad(cached, (0, width - cached.shape[1])),
+                       F.pad(plain, (0, width - plain.shape[1])))
+
+
+def test_flops_of_a_linear_layer_by_hand():
+    from pcm_plugin.analysis.perf import count_flops
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+
+    def step():
+        layer(x).sum().backward()
+    # forward 2*3*8*4, backward: grad input and grad weight, each as much.
+    assert count_flops(step) == 3 * 2 * 3 * 8 * 4

@@ -1,0 +1,147 @@
+"""Performance of PCM-Net at COCO size, side by side with what a user would
+pick instead, in one run: training step (Base vs full PCM-Net, achieved
+FLOP/s against this process's matmul FLOP/s), beam search against HF BART
+``generate(num_beams=3)``, greedy with and without the key/value cache, and
+the feature store against one ``.npz`` per image.
+
+    python tools/analysis/benchmark.py --out work_dirs/benchmark.json
+    python tools/analysis/benchmark.py --smoke          # seconds (tests)
+
+Timings interleave the candidates (A, B, A, B, ...) after warm-up and report
+median and interquartile range; the 1-minute load average before and after
+is recorded, since other work may share the cores.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
+             patch_dim=24, global_dim=16, words=5, batch=4, concepts=8)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--reps', type=int, default=7)
+    parser.add_argument('--smoke', action='store_true',
+                        help='tiny sizes: checks that every part runs')
+    args = parser.parse_args(argv)
+    import torch
+
+    from pcm_plugin.analysis import perf
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = SMOKE if args.smoke else perf.COCO
+    reps = 2 if args.smoke else args.reps
+    folder = perf.new_workspace()
+    report = dict(size=size, threads=torch.get_num_threads(),
+                  load_before=os.getloadavg()[0], device='cpu')
+    torch.manual_seed(0)
+    report['matmul_flops_per_s'] = perf.matmul_flops_per_s(
+        256 if args.smoke else 1024)
+
+    batch = perf.random_batch(size)
+    models = {name: perf.build_coco_size(folder, mixup=name == 'full',
+                                         size=size)
+              for name in ('base', 'full')}
+    steps = {name: perf.train_step_fn(m, batch) for name, m in models.items()}
+    train = perf.timed_interleaved(steps, reps=reps)
+    for name in steps:
+        train[name]['flops'] = perf.count_flops(steps[name])
+        train[name]['flops_per_s'] = (train[name]['flops']
+                                      / train[name]['median_s'])
+        train[name]['of_matmul'] = (train[name]['flops_per_s']
+                                    / report['matmul_flops_per_s'])
+    train['full_over_base'] = (train['full']['median_s']
+                               / train['base']['median_s'])
+    report['train_step'] = train
+
+    model = models['full'].eval()
+    with torch.no_grad():
+        memory, mask = model.encode(batch[0])
+    decoder, bart = model.decoder, perf.hf_bart(size)
+    from transformers.modeling_outputs import BaseModelOutput
+    enc = BaseModelOutput(last_hidden_state=memory)
+    words = size['words']
+
+    @torch.no_grad()
+    def ours_beam():
+        decoder.generate(memory, mask, beam_size=3, max_len=words)
+
+    @torch.no_grad()
+    def bart_beam():
+        # Same memory, all of it visible (the mask's cost is negligible).
+        bart.generate(encoder_outputs=enc, num_beams=3,
+                      max_new_tokens=words, min_new_tokens=words,
+                      do_sample=False, early_stopping=False)
+
+    @torch.no_grad()
+    def greedy_cached():
+        decoder.generate(memory, mask, beam_size=1, max_len=words)
+
+    @torch.no_grad()
+    def greedy_uncached():
+        perf.greedy_without_cache(decoder, memory, mask, words)
+
+    decode = perf.timed_interleaved(
+        dict(ours_beam3=ours_beam, hf_bart_beam3=bart_beam,
+             greedy_cache=greedy_cached, greedy_no_cache=greedy_uncached),
+        reps=reps)
+    batch_size = size['batch']
+    for name in list(decode):
+        decode[name]['captions_per_s'] = batch_size / decode[name]['median_s']
+    decode['beam_speedup_over_hf_bart'] = (
+        decode['hf_bart_beam3']['median_s'] / decode['ours_beam3']['median_s'])
+    decode['cache_speedup'] = (decode['greedy_no_cache']['median_s']
+                               / decode['greedy_cache']['median_s'])
+    report['decoding'] = decode
+    report['data'] = perf.feature_store_vs_npz(
+        folder, num=64 if args.smoke else 2048, size=size,
+        workers=(0,) if args.smoke else (0, 2))
+    report['load_after'] = os.getloadavg()[0]
+    print_table(report)
+    if args.out:
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(args.out, report, indent=1)
+        print(f'written: {args.out}')
+    return 0
+
+
+def print_table(r: dict) -> None:
+    t, d = r['train_step'], r['decoding']
+    print(f"threads {r['threads']}, load {r['load_before']:.2f} -> "
+          f"{r['load_after']:.2f}; matmul {r['matmul_flops_per_s'] / 1e9:.1f}"
+          ' GFLOP/s')
+    print('| measurement | median | IQR | note |\n| --- | --- | --- | --- |')
+    for name in ('base', 'full'):
+        x = t[name]
+        print(f"| train step {name} | {x['median_s'] * 1e3:.0f} ms | "
+              f"{x['iqr_s'] * 1e3:.0f} ms | {x['flops'] / 1e9:.1f} GFLOP, "
+              f"{x['of_matmul']:.0%} of matmul FLOP/s |")
+    print(f"| full / base step | {t['full_over_base']:.3f}x | | |")
+    for name in ('ours_beam3', 'hf_bart_beam3', 'greedy_cache',
+                 'greedy_no_cache'):
+        x = d[name]
+        print(f"| {name} | {x['median_s'] * 1e3:.0f} ms | "
+              f"{x['iqr_s'] * 1e3:.0f} ms | {x['captions_per_s']:.0f} "
+              'captions/s |')
+    print(f"| beam-3 speed-up over HF BART | "
+          f"{d['beam_speedup_over_hf_bart']:.2f}x | | |")
+    print(f"| cache speed-up (greedy) | {d['cache_speedup']:.2f}x | | |")
+    data = r['data']
+    for key in sorted(k for k in data if 'samples_per_s' in k):
+        print(f'| {key} | {data[key]:.0f} | | |')
+    print(f"| bytes store / npz | "
+          f"{data['bytes_store'] / data['bytes_npz']:.2f} | | |")
+
+
+if __name__ == '__main__':
+    sys.exit(main())
