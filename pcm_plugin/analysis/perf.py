@@ -11,7 +11,6 @@ Sizes (PCM-Net COCO ViT-B/32, docs/method.md §3 and §6): d=512, 3+3 layers,
 feature, 20 words, batch 32.
 """
 import os.path as osp
-import statistics
 import tempfile
 import time
 from typing import Callable, Dict, List, Sequence

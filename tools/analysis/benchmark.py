@@ -12,7 +12,6 @@ median and interquartile range; the 1-minute load average before and after
 is recorded, since other work may share the cores.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
