@@ -152,6 +152,13 @@ def greedy_without_cache(decoder, memory, memory_mask, steps: int):
     return ids[:, 1:]
 
 
+def never_end(decoder) -> None:
+    """Make [EOS] impossible for a random-weight decoder, so that every
+    search runs all its steps (HF is held to ``min_new_tokens`` alike)."""
+    with torch.no_grad():
+        decoder.predictor[-1].bias[0] = -1e4
+
+
 def hf_bart(size: Dict = COCO):
     """A random HF BART with PCM-Net's decoder dimensions."""
     from transformers import BartConfig, BartForConditionalGeneration
@@ -187,7 +194,9 @@ def feature_store_vs_npz(folder: str, *, num: int = 2048,
     import os
     os.makedirs(npz_dir, exist_ok=True)
     for i in ids:
-        np.savez(osp.join(npz_dir, f'{i}.npz'), features=patch[int(i)],
+        # The official layout: float32 arrays, one file per image.
+        np.savez(osp.join(npz_dir, f'{i}.npz'),
+                 features=patch[int(i)].astype(np.float32),
                  g_feature=glob[int(i)])
 
     class Store(Dataset):
