@@ -31,6 +31,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+bench: $(STAMP)
+	$(PY) tools/analysis/benchmark.py --out work_dirs/benchmark.json
+
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -q -m "not slow"
 
