@@ -13,21 +13,21 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
-from pcm_plugin.engine import launch  # noqa: E402
+from pcm_plugin.engine import batch_rule, launch  # noqa: E402
 
 
 def main() -> None:
     args = launch.train_arg_parser().parse_args()
     try:
         cfg = launch.merge_train_args(launch.load_config(args), args)
-        batch_rule = launch.apply_batch_rule(cfg, launch.world_size(cfg))
+        rule = batch_rule.apply_batch_rule(cfg, batch_rule.world_size(cfg))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
         with launch.errors_as_one_line(cfg.work_dir):
             runner = launch.build_runner(cfg)
-            runner.logger.info(batch_rule)
+            runner.logger.info(rule)
             runner.train()
     finally:
         launch.teardown_distributed()

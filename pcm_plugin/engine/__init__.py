@@ -1,4 +1,5 @@
-"""Training-loop pieces: LR schedule, checkpoint loading, CPU DDP."""
+"""Training-loop pieces: LR schedule, checkpoint loading, resumable loop,
+batch rule, CPU DDP, tool logic."""
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint import load_local_checkpoint, register_checkpoint_loader
 from .cpu_ddp import CPUCompatDDP

@@ -2,7 +2,7 @@
 import pytest
 from mmengine.config import Config
 
-from pcm_plugin.engine.launch import apply_batch_rule
+from pcm_plugin.engine.batch_rule import apply_batch_rule
 from tests.conftest import REPO_ROOT
 
 
