@@ -21,7 +21,6 @@ from mmengine.config import Config, ConfigDict, DictAction
 from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
 
-
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
