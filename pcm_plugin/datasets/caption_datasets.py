@@ -17,14 +17,18 @@ from pcm_plugin.registry import DATASETS
 from .feature_store import open_feature_store
 
 
+def _check_ann_file(ann_file: str) -> None:
+    if not osp.isfile(ann_file):
+        raise FileNotFoundError(
+            f'annotation file {ann_file} not found: create it with '
+            'tools/data/convert_karpathy.py (or fix `ann_file`)')
+
+
 class _FeatureCaptionDataset(BaseDataset):
     """Shared loading: annotation entries joined with a feature store."""
 
     def __init__(self, *, ann_file: str, feature_dir: str, **kwargs):
-        if not osp.isfile(ann_file):
-            raise FileNotFoundError(
-                f'annotation file {ann_file} not found: create it with '
-                'tools/data/convert_karpathy.py (or fix `ann_file`)')
+        _check_ann_file(ann_file)
         self.feature_dir = feature_dir
         super().__init__(ann_file=ann_file, **kwargs)
 
@@ -140,10 +144,7 @@ class CaptionImageDataset(BaseDataset):
     """
 
     def __init__(self, *, ann_file: str, image_dir: str, **kwargs):
-        if not osp.isfile(ann_file):
-            raise FileNotFoundError(
-                f'annotation file {ann_file} not found: create it with '
-                'tools/data/convert_karpathy.py (or fix `ann_file`)')
+        _check_ann_file(ann_file)
         self.image_dir = image_dir
         super().__init__(ann_file=ann_file, **kwargs)
 
