@@ -38,6 +38,7 @@ WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
 MANIFEST = 'release.json'
 HERE = '{{ fileDirname }}'
+MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 CONFIG_KEY = 'pcm_plugin.config'  # safetensors metadata of a one-file release
 MANIFEST_KEY = 'pcm_plugin.release'
 
@@ -97,11 +98,10 @@ def _model_files(cfg: Config) -> Dict[str, Optional[str]]:
 def _release_config_text(cfg: Config, files: Dict[str, Optional[str]]
                          ) -> str:
     """The config, its model files pointing into the release folder."""
-    marker = '@@RELEASE_DIR@@'
     cfg = Config(cfg.to_dict())
-    cfg.merge_from_dict({key: None if name is None else f'{marker}/{name}'
+    cfg.merge_from_dict({key: None if name is None else f'{MARKER}/{name}'
                          for key, name in files.items()})
-    text = cfg.pretty_text.replace(marker, HERE)
+    text = cfg.pretty_text.replace(MARKER, HERE)
     return ('# A released PCM-Net model (tools/publish_model.py). Its model '
             'files\n# are read from this folder ({{ fileDirname }}).\n'
             + text)
@@ -251,7 +251,7 @@ def _copy_clip(cfg: Config, folder: str) -> None:
                 f'--with-clip: clip_model.{key} {path} not found')
         target = f'clip_{key}' + osp.splitext(path)[1]
         shutil.copyfile(path, osp.join(folder, target))
-        clip[key] = f'@@RELEASE_DIR@@/{target}'
+        clip[key] = f'{MARKER}/{target}'
     cfg.clip_model = clip
 
 
