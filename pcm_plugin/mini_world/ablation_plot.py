@@ -38,7 +38,8 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
     for ax, world in zip(axes[0], worlds):
         mine = [r for r in rows if r.get('world', 'world') == world]
         rates = sorted({r['rate'] for r in mine if r['rate'] is not None})
-        drawn = [v for v in variants if v != 'real']
+        drawn = [v for v in variants if v != 'real'
+                 and any(r['variant'] == v for r in mine)]
         for variant in variants:
             if variant == 'real':
                 _draw_level(ax, mine, rates, key)
@@ -61,6 +62,8 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
         ax.set_title(world)
         ax.set_xlabel('defect rate of the synthetic training images')
         ax.set_xticks(rates)
+        if len(rates) == 1:  # one rate: keep the points close together
+            ax.set_xlim(rates[0] - 0.1, rates[0] + 0.1)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f'{key} ×100 on the real test renders')
     for ax in axes[0]:
