@@ -10,7 +10,6 @@ The CLIP that extracted the training features is read from the config's
 import argparse
 import os
 import os.path as osp
-import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -48,6 +47,7 @@ def main() -> None:
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
+    from pcm_plugin.engine.launch import INPUT_ERRORS
     if is_release(args.config):
         args.checkpoint, args.images = None, args.files
     else:
@@ -78,8 +78,7 @@ def main() -> None:
             clip_checkpoint=args.clip_checkpoint,
             clip_pretrained=args.pretrained, model_config=args.model_config,
             device=args.device, beam_size=args.beam_size)
-    except (ValueError, OSError, RuntimeError, KeyError,
-            pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')
     results = inferencer(images, batch_size=args.batch_size,
                          return_concepts=args.concepts)

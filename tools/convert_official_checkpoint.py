@@ -13,7 +13,6 @@ pretrained=...)) is built back and compared before it is written.
 """
 import argparse
 import os.path as osp
-import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -37,14 +36,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pcm_plugin.apis.official import convert_official_checkpoint
     from pcm_plugin.engine.checkpoint import trust_checkpoints
+    from pcm_plugin.engine.launch import INPUT_ERRORS
     if args.trust_checkpoint:
         trust_checkpoints()
     try:
         manifest = convert_official_checkpoint(
             args.checkpoint, args.vocabulary, args.concept_bank, args.out,
             config=args.config, name=args.name)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
-            KeyError, pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')
     print(f'converted {args.checkpoint} -> {args.out} ({manifest["name"]})')
     return 0

@@ -15,7 +15,6 @@ RELEASE``, ``tools/caption_image.py RELEASE images...``,
 import argparse
 import json
 import os.path as osp
-import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -41,6 +40,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pcm_plugin.apis.release import publish_model
     from pcm_plugin.engine.checkpoint import trust_checkpoints
+    from pcm_plugin.engine.launch import INPUT_ERRORS
     if args.trust_checkpoint:
         trust_checkpoints()
     try:
@@ -51,8 +51,7 @@ def main(argv=None) -> int:
         manifest = publish_model(args.config, args.checkpoint, args.out_dir,
                                  name=args.name, with_clip=args.with_clip,
                                  metrics=metrics)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError,
-            KeyError, pickle.UnpicklingError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')
     print(f'released {manifest["name"]} to {args.out_dir}: ' + ', '.join(
         manifest['files']))

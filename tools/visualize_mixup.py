@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pcm_plugin.apis import PCMCaptionInferencer, is_release
     from pcm_plugin.data_prep.image_io import expand_image_inputs
+    from pcm_plugin.engine.launch import INPUT_ERRORS
     from pcm_plugin.visualization import save_mixup_figures
     if is_release(args.config):
         checkpoint, images = None, args.files
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
             model_config=args.model_config)
         for path in save_mixup_figures(inferencer, images, args.out_dir):
             print(path)
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
+    except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')
     return 0
 

@@ -6,7 +6,6 @@ that extracted the training features — the same code as
 progress bar. Optionally each result also names the concepts PCM retrieved
 for the image and the patches it wrote them into.
 """
-import os.path as osp
 from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
@@ -25,9 +24,9 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     import pcm_plugin  # noqa: F401  registers the components
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
-    if isinstance(config, str) and (osp.isdir(config)
-                                    or config.endswith('.safetensors')):
-        from .release import resolve_release
+
+    from .release import names_a_release, resolve_release
+    if names_a_release(config):
         config, weights = resolve_release(config)
         checkpoint = checkpoint or weights
     if checkpoint is None:
@@ -69,6 +68,8 @@ class PCMCaptionInferencer(BaseInferencer):
     """
 
     preprocess_kwargs: set = {'skip_bad'}
+    # forward computes the concepts only when asked; postprocess reports them
+    forward_kwargs: set = {'return_concepts'}
     postprocess_kwargs: set = {'return_concepts'}
 
     def __init__(self, model: Union[str, Config],
@@ -156,12 +157,14 @@ class PCMCaptionInferencer(BaseInferencer):
                     global_feat=global_feat.to(self.device))
 
     @torch.no_grad()
-    def forward(self, data: dict, **kwargs) -> List[DataSample]:
+    def forward(self, data: dict,
+                return_concepts: bool = False) -> List[DataSample]:
         inputs = self.clip_features(data['images'])
         captions = self.model.generate(inputs, beam_size=self.beam_size)
         mixup = self.model.mixup
+        # The mix-up runs again for its selection only when it is asked for.
         details = mixup(inputs['patch_feats'], inputs['global_feat']) \
-            if mixup.mode != 'none' else None
+            if return_concepts and mixup.mode != 'none' else None
         samples = []
         for row, (index, caption) in enumerate(zip(data['index'], captions)):
             sample = DataSample(metainfo=dict(input_index=index))

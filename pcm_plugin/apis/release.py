@@ -43,6 +43,14 @@ CONFIG_KEY = 'pcm_plugin.config'  # safetensors metadata of a one-file release
 MANIFEST_KEY = 'pcm_plugin.release'
 
 
+def names_a_release(path) -> bool:
+    """Whether ``path`` is shaped like a release (a folder or a
+    ``.safetensors`` file) rather than a config; :func:`resolve_release`
+    says clearly what is wrong if it is not one."""
+    return isinstance(path, str) and (osp.isdir(path)
+                                      or path.endswith('.safetensors'))
+
+
 def is_release(path: str) -> bool:
     """Whether ``path`` is a release written by :func:`publish_model`."""
     if osp.isfile(path) and path.endswith('.safetensors'):

@@ -78,8 +78,8 @@ def load_config(args: argparse.Namespace) -> Config:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     config = args.config
-    if osp.isdir(config) or config.endswith('.safetensors'):  # a release
-        from pcm_plugin.apis.release import resolve_release
+    from pcm_plugin.apis.release import names_a_release, resolve_release
+    if names_a_release(config):
         config, weights = resolve_release(config)
         if getattr(args, 'checkpoint', 'absent') is None:
             args.checkpoint = weights
