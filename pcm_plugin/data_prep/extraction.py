@@ -18,7 +18,6 @@ other settings stops instead of mixing features in one store.
 import hashlib
 import json
 import logging
-import os
 import os.path as osp
 import time
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from .image_io import (
 )
 from .sharding import (
     barrier,
+    check_or_write_settings,
     disk_full_error,
     dist_env,
     owned_by_rank,
@@ -104,23 +104,11 @@ def items_digest(items: Sequence[Dict]) -> str:
 
 def check_or_write_config(out_dir: str, config: Dict) -> None:
     """Write ``extract_config.json``, or check it matches a previous run."""
-    path = osp.join(out_dir, CONFIG)
-    if osp.isfile(path):
-        with open(path, encoding='utf-8') as f:
-            old = json.load(f)
-        diff = sorted(k for k in set(old) | set(config)
-                      if old.get(k) != config.get(k)
-                      and k not in INFORMATIONAL)
-        if diff:
-            changes = ', '.join(f'{k}: {old.get(k)!r} -> {config.get(k)!r}'
-                                for k in diff)
-            raise ValueError(
-                f'{out_dir} holds features extracted with other settings '
-                f'({changes}); use a new --out-dir, or the old settings to '
-                'resume')
-        return
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write_json(path, config)  # every rank writes the same bytes
+    check_or_write_settings(
+        osp.join(out_dir, CONFIG), config,
+        what='features extracted with other settings',
+        fix='use a new --out-dir, or the old settings to resume',
+        ignore=INFORMATIONAL)
 
 
 def merge_index(out_dir: str) -> Dict:

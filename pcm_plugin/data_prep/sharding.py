@@ -11,9 +11,10 @@ the final barrier and the summary counts.
 import contextlib
 import datetime
 import errno
+import json
 import os
 import os.path as osp
-from typing import Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 
@@ -112,3 +113,37 @@ def disk_full_error(err: OSError, path: str, hint: str) -> OSError:
         return err
     return OSError(errno.ENOSPC, f'no space left on device while writing '
                    f'{path}; {hint}')
+
+
+def check_or_write_settings(path: str, settings: Dict, *, what: str,
+                            fix: str, ignore: Sequence[str] = ()) -> None:
+    """Pin a resumable run's settings, or check a previous run's match.
+
+    The first run writes ``path``; a rerun in the same folder (a resume)
+    must agree on every key but ``ignore`` (paths that may move), or it
+    would mix results of two runs.
+
+    Args:
+        path (str): The settings JSON (e.g. ``<out>/extract_config.json``).
+        settings (dict): This run's settings.
+        what (str): What the folder then holds, for the error.
+        fix (str): What to do instead, for the error.
+        ignore (Sequence[str]): Keys allowed to differ.
+
+    Raises:
+        ValueError: naming every differing key with both values.
+    """
+    from pcm_plugin.utils.fileio import atomic_write_json
+    if not osp.isfile(path):
+        os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+        atomic_write_json(path, settings)  # every rank writes the same bytes
+        return
+    with open(path, encoding='utf-8') as f:
+        old = json.load(f)
+    diff = sorted(k for k in set(old) | set(settings)
+                  if old.get(k) != settings.get(k) and k not in ignore)
+    if diff:
+        changes = ', '.join(f'{k}: {old.get(k)!r} -> {settings.get(k)!r}'
+                            for k in diff)
+        raise ValueError(f'{osp.dirname(path)} holds {what} ({changes}); '
+                         f'{fix}')

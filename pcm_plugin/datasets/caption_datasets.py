@@ -35,8 +35,12 @@ class _FeatureCaptionDataset(BaseDataset):
     def parse_data_info(self, raw: dict) -> dict:
         if 'image_id' not in raw:
             raise KeyError(f'{self.ann_file}: entry {raw} has no `image_id`')
+        # A refined entry (tools/refine_pairs.py) names the store of its
+        # re-assigned image and that pair's own CLIP cosine.
         info = dict(image_id=str(raw['image_id']),
-                    feature_dir=self.feature_dir)
+                    feature_dir=raw.get('feature_dir', self.feature_dir))
+        if raw.get('clip_cos') is not None:
+            info['clip_cos'] = float(raw['clip_cos'])
         if raw.get('caption') is not None:
             if not any(ch.isalnum() for ch in str(raw['caption'])):
                 raise ValueError(
@@ -57,15 +61,17 @@ class _FeatureCaptionDataset(BaseDataset):
                 f'annotation file {self.ann_file} is not valid JSON ({err}); '
                 'it is truncated or damaged: write it again with '
                 'tools/data/convert_*.py') from None
-        store = open_feature_store(self.feature_dir)
-        missing = [d['image_id'] for d in data_list
-                   if d['image_id'] not in store]
-        if missing:
-            raise KeyError(
-                f'{len(missing)} of {len(data_list)} image ids of '
-                f'{self.ann_file} have no features in {self.feature_dir} '
-                f'(e.g. {missing[:3]}); run tools/extract_features.py on '
-                'this annotation file')
+        for feature_dir in sorted({d['feature_dir'] for d in data_list}):
+            store = open_feature_store(feature_dir)
+            missing = [d['image_id'] for d in data_list
+                       if d['feature_dir'] == feature_dir and
+                       d['image_id'] not in store]
+            if missing:
+                raise KeyError(
+                    f'{len(missing)} of {len(data_list)} image ids of '
+                    f'{self.ann_file} have no features in {feature_dir} '
+                    f'(e.g. {missing[:3]}); run tools/extract_features.py '
+                    'on this annotation file')
         return data_list
 
 
@@ -74,7 +80,9 @@ class SynthCaptionDataset(_FeatureCaptionDataset):
     """Training pairs: one synthetic image's features per caption.
 
     Args:
-        ann_file (str): Train annotation JSON (``image_id``, ``caption``).
+        ann_file (str): Train annotation JSON (``image_id``, ``caption``;
+            refined files from ``tools/refine_pairs.py`` add each pair's
+            ``feature_dir`` and ``clip_cos``, which take precedence).
         feature_dir (str): Feature store of the synthetic images; its
             ``.cos.npy`` holds the CLIP image-caption cosines.
         data_fraction (float): Keep a seeded fraction r of the pairs while

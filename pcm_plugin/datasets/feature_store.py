@@ -208,6 +208,22 @@ class FeatureStore:
                                    dtype=np.float32),
             clip_cos=float('nan') if cos is None else float(cos[row]))
 
+    def global_feats(self, image_ids: Sequence[str]) -> np.ndarray:
+        """(len(image_ids), Dg) float32 global embeddings, read shard by
+        shard without touching the (much larger) patch tokens."""
+        out = np.empty((len(image_ids), self.global_dim), dtype=np.float32)
+        by_shard: Dict[int, List[tuple]] = {}
+        for pos, image_id in enumerate(image_ids):
+            if str(image_id) not in self._rows:
+                raise KeyError(f'image id {image_id!r} not in feature store '
+                               f'{self.root} ({len(self)} items)')
+            shard_no, row = self._rows[str(image_id)]
+            by_shard.setdefault(shard_no, []).append((pos, row))
+        for shard_no, pairs in by_shard.items():
+            pos, rows = (np.array(x) for x in zip(*pairs))
+            out[pos] = self._array(shard_no, 'global')[rows]
+        return out
+
     def iter_ids(self) -> Iterable[str]:
         return iter(self._rows)
 

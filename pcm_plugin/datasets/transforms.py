@@ -25,7 +25,8 @@ class LoadCLIPFeatures(BaseTransform):
 
     - patch_feats (np.ndarray, (N, Dv) float32)
     - global_feat (np.ndarray, (Dg,) float32)
-    - clip_cos (float, NaN when the store has no caption cosine)
+    - clip_cos (float, NaN when the store has no caption cosine; kept
+      when the annotation entry already gave one)
     """
 
     def transform(self, results: dict) -> dict:
@@ -41,7 +42,9 @@ class LoadCLIPFeatures(BaseTransform):
                 'the image from the annotation file')
         results['patch_feats'] = item['patch']
         results['global_feat'] = item['global_feat']
-        results['clip_cos'] = item['clip_cos']
+        # A refined pair carries its own cosine (its caption is not the
+        # one the store's cosine was computed with).
+        results.setdefault('clip_cos', item['clip_cos'])
         return results
 
 

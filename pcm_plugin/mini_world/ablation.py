@@ -17,7 +17,10 @@ Each variant is a config in ``configs/`` (so any cell can be rerun with
 
 Each is trained per defect rate and seed and tested on the real test
 renders; results are appended to a JSON-lines file as they finish, so an
-interrupted sweep resumes where it stopped.
+interrupted sweep resumes where it stopped. With ``refined=True`` the
+synthetic variants train on the SynC-refined pairs of the rate
+(:mod:`.refine`); rows carry ``refined`` and the tables label them
+``<variant>+sync``.
 """
 import json
 import os
@@ -27,6 +30,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .prepare import load_world, synth_name
+from .refine import refined_annotation
 from .runs import train_and_test, world_config
 
 # variant -> (config file in the config dir, training feature store; None
@@ -44,23 +48,31 @@ DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 
 
 def cell_dir(work_root: str, world: Dict, variant: str, *, rate: float,
-             seed: int) -> str:
+             seed: int, refined: bool = False) -> str:
     """Work directory of one cell: ``<work_root>/<world>/<cell>``."""
     train_set = VARIANTS[variant][1] or synth_name(rate)
     return osp.join(work_root, world.get('name', 'world'),
-                    f'{variant}_{train_set}_s{seed}')
+                    f'{variant}_{train_set}{"_sync" if refined else ""}'
+                    f'_s{seed}')
 
 
 def variant_config(config_dir: str, world: Dict, variant: str, *,
                    rate: float, seed: int, work_root: str,
-                   max_epochs: Optional[int] = None):
+                   max_epochs: Optional[int] = None, refined: bool = False):
     """The config of one ablation cell (test only, no validation)."""
     config, train_set = VARIANTS[variant]
+    if refined and train_set is not None:
+        raise ValueError(f'variant {variant!r} trains on {train_set}, not '
+                         'on synthetic pairs: there is nothing to refine')
     cfg = world_config(osp.join(config_dir, config), world,
                        work_dir=cell_dir(work_root, world, variant,
-                                         rate=rate, seed=seed),
+                                         rate=rate, seed=seed,
+                                         refined=refined),
                        train_set=train_set or synth_name(rate),
-                       max_epochs=max_epochs, seed=seed)
+                       max_epochs=max_epochs, seed=seed,
+                       # its entries name their stores, carry their cosines
+                       train_ann=(refined_annotation(world, rate) if refined
+                                  else None))
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     # The tables use CIDEr and BLEU-4: no METEOR JVM per cell.
     cfg.test_evaluator.scorers = ('bleu', 'rouge', 'cider')
@@ -133,9 +145,10 @@ class CellClaim:
 
 
 def finished_cells(path: str) -> set:
-    """``(world, variant, rate, seed)`` of every row in a results file."""
-    return {(r.get('world'), r['variant'], r['rate'], r['seed'])
-            for r in read_results(path)}
+    """``(world, variant, rate, seed, refined)`` of every row in a results
+    file (rows written before SynC existed are unrefined)."""
+    return {(r.get('world'), r['variant'], r['rate'], r['seed'],
+             bool(r.get('refined'))) for r in read_results(path)}
 
 
 def append_row(path: str, row: Dict) -> None:
@@ -151,16 +164,24 @@ def run_ablation(*, config_dir: str = 'configs',
                  seeds: Sequence[int] = (0, 1, 2),
                  variants: Iterable[str] = DEFAULT_VARIANTS,
                  max_epochs: Optional[int] = None,
-                 log=print) -> List[Dict]:
+                 refined: bool = False, log=print) -> List[Dict]:
     """Train and test every (variant, rate, seed) not yet in the results.
 
     Runs on the world prepared at ``root`` as it is (its seed, CLIP and
     sizes from ``world.json``); it never prepares or rebuilds anything.
     Rows go to ``<work_root>/results.jsonl`` with the world's name.
+    ``refined`` trains on the SynC-refined pairs
+    (``tools/mini_world/refine.py`` writes them).
     """
     variants = list(variants)
     world = load_world(root)
     check_world_has(world, rates, variants)
+    for rate in rates if refined else ():
+        if not osp.isfile(refined_annotation(world, rate)):
+            raise FileNotFoundError(
+                f'{refined_annotation(world, rate)} not found; refine the '
+                f'world first: `python tools/mini_world/refine.py --root '
+                f'{root} --rates {rate}`')
     name = world.get('name', 'world')
     out = osp.join(work_root, 'results.jsonl')
     os.makedirs(work_root, exist_ok=True)
@@ -169,12 +190,12 @@ def run_ablation(*, config_dir: str = 'configs',
             for variant in variants:
                 # The upper bound does not depend on the defect rate.
                 cell_rate = None if variant == 'real' else rate
-                key = (name, variant, cell_rate, seed)
+                key = (name, variant, cell_rate, seed, refined)
                 if key in finished_cells(out):
                     continue
                 cfg = variant_config(config_dir, world, variant, rate=rate,
                                      seed=seed, work_root=work_root,
-                                     max_epochs=max_epochs)
+                                     max_epochs=max_epochs, refined=refined)
                 claim = CellClaim(cfg.work_dir)
                 if not claim.acquire():
                     log(f'[ablation] {key}: another lane runs it, skipped')
@@ -187,37 +208,41 @@ def run_ablation(*, config_dir: str = 'configs',
                     metrics = train_and_test(cfg)
                     append_row(out, dict(
                         world=name, world_seed=world['settings']['seed'],
-                        variant=variant, rate=cell_rate, seed=seed,
-                        seconds=round(time.time() - start, 1),
+                        variant=variant, refined=refined, rate=cell_rate,
+                        seed=seed, seconds=round(time.time() - start, 1),
                         **{k: float(v) for k, v in metrics.items()}))
                 finally:
                     claim.release()
     return read_results(out)
 
 
+def label(row: Dict) -> str:
+    """A row's name in the tables: its variant, ``+sync`` when refined."""
+    return row['variant'] + ('+sync' if row.get('refined') else '')
+
+
+def _labels(rows: List[Dict]) -> List[str]:
+    present = {label(r) for r in rows}
+    return [name for v in VARIANTS for name in (v, f'{v}+sync')
+            if name in present]
+
+
+def _rates(rows: List[Dict]) -> List[float]:
+    return sorted({r['rate'] for r in rows if r['rate'] is not None})
+
+
 def summarize(rows: List[Dict], keys: Sequence[str] = ('CIDEr', 'Bleu_4')
               ) -> str:
     """A markdown table: mean ± std over seeds, ×100, per variant and rate."""
-    rates = sorted({r['rate'] for r in rows if r['rate'] is not None})
-    order = [v for v in VARIANTS if any(r['variant'] == v for r in rows)]
+    rates = _rates(rows)
     head = '| variant | ' + ' | '.join(
         f'{k} @ {rate}' for rate in rates for k in keys) + ' |'
     lines = [head, '|' + ' --- |' * (1 + len(rates) * len(keys))]
-    for variant in order:
-        cells = []
-        for rate in rates:
-            for key in keys:
-                cells.append(_mean_std(
-                    _cell_values(rows, variant, rate, key)))
-        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    for name in _labels(rows):
+        cells = [_mean_std(list(_by_seed(rows, name, rate, key).values()))
+                 for rate in rates for key in keys]
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
-
-
-def _cell_values(rows: List[Dict], variant: str, rate: float,
-                 key: str) -> List[float]:
-    """A cell's per-seed values ×100 (``real`` counts at every rate)."""
-    return [100 * r[key] for r in rows if r['variant'] == variant
-            and r['rate'] in (rate, None) and key in r]
 
 
 def gaps(rows: List[Dict], reference: str = 'base',
@@ -230,16 +255,33 @@ def gaps(rows: List[Dict], reference: str = 'base',
     and noise draw, so each seed gives one difference ``d_s``. A cell is
     ``mean(d) ± sd(d) / sqrt(n)`` over the seeds both have (n >= 2).
     """
-    rates = sorted({r['rate'] for r in rows if r['rate'] is not None})
-    order = [v for v in VARIANTS if v != reference
-             and any(r['variant'] == v for r in rows)]
-    lines = [f'| {key} gain over {reference} (paired by seed) | ' +
-             ' | '.join(f'@ {rate}' for rate in rates) + ' |',
-             '|' + ' --- |' * (1 + len(rates))]
-    for variant in order:
+    pairs = [(name, reference) for name in _labels(rows)
+             if name != reference]
+    return _gain_table(rows, pairs, f'{key} gain over {reference} (paired '
+                       'by seed)', key)
+
+
+def sync_gains(rows: List[Dict], key: str = 'CIDEr') -> str:
+    """Each refined variant's gain over the same variant unrefined, paired
+    by seed (as :func:`gaps`); empty when nothing was refined."""
+    names = _labels(rows)
+    pairs = [(name, name[:-len('+sync')]) for name in names
+             if name.endswith('+sync') and name[:-len('+sync')] in names]
+    if not pairs:
+        return ''
+    return _gain_table(rows, pairs, f'{key} gain of SynC refinement (paired '
+                       'by seed)', key)
+
+
+def _gain_table(rows: List[Dict], pairs: Sequence[tuple], title: str,
+                key: str) -> str:
+    rates = _rates(rows)
+    lines = [f'| {title} | ' + ' | '.join(f'@ {rate}' for rate in rates) +
+             ' |', '|' + ' --- |' * (1 + len(rates))]
+    for name, reference in pairs:
         cells = []
         for rate in rates:
-            a = _by_seed(rows, variant, rate, key)
+            a = _by_seed(rows, name, rate, key)
             b = _by_seed(rows, reference, rate, key)
             diffs = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
             if len(diffs) < 2:
@@ -248,14 +290,14 @@ def gaps(rows: List[Dict], reference: str = 'base',
             se = statistics.stdev(diffs) / len(diffs) ** 0.5
             cells.append(f'{statistics.mean(diffs):+.1f} ± {se:.1f} '
                          f'(n={len(diffs)})')
-        lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 
-def _by_seed(rows: List[Dict], variant: str, rate: float,
+def _by_seed(rows: List[Dict], name: str, rate: float,
              key: str) -> Dict[int, float]:
     """``seed -> value ×100`` of one cell (``real`` counts at every rate)."""
-    return {r['seed']: 100 * r[key] for r in rows if r['variant'] == variant
+    return {r['seed']: 100 * r[key] for r in rows if label(r) == name
             and r['rate'] in (rate, None) and key in r}
 
 

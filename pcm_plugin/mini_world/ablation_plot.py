@@ -1,13 +1,14 @@
 """The ablation as a picture: a metric against the defect rate.
 
 One panel per world, one line per variant (mean over seeds, error bars one
-standard deviation), the train-on-real upper bound as a dashed level with
-its band. Used by ``tools/mini_world/ablation.py --plot``.
+standard deviation; SynC-refined variants dotted in their variant's colour),
+the train-on-real upper bound as a dashed level with its band. Used by
+``tools/mini_world/ablation.py --plot``.
 """
 import statistics
 from typing import Dict, List, Sequence
 
-from .ablation import VARIANTS, _cell_values
+from .ablation import VARIANTS, _by_seed, _labels
 
 COLOURS = dict(base='#4d4d4d', pcm='#1f77b4', cxe='#2ca02c', full='#d62728',
                cxe_nofocal='#98df8a', full_nofocal='#ff9896', real='#9467bd')
@@ -25,7 +26,8 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
         rows (list[dict]): Result rows (``read_results``).
         path (str): The PNG to write.
         key (str): The metric. Defaults to ``'CIDEr'``.
-        variants (Sequence[str]): Which variants to draw, in this order.
+        variants (Sequence[str]): Which variants to draw (each also
+            refined, where rows exist), in this order.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -38,27 +40,28 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
     for ax, world in zip(axes[0], worlds):
         mine = [r for r in rows if r.get('world', 'world') == world]
         rates = sorted({r['rate'] for r in mine if r['rate'] is not None})
-        drawn = [v for v in variants if v != 'real'
-                 and any(r['variant'] == v for r in mine)]
-        for variant in variants:
-            if variant == 'real':
+        names = [n for n in _labels(mine) if n.split('+')[0] in variants]
+        drawn = [n for n in names if n != 'real']
+        for name in names:
+            if name == 'real':
                 _draw_level(ax, mine, rates, key)
                 continue
-            points = [(rate, _cell_values(mine, variant, rate, key))
+            points = [(rate, list(_by_seed(mine, name, rate, key).values()))
                       for rate in rates]
             points = [(rate, v) for rate, v in points if v]
             if not points:
                 continue
             # Side by side, so that the error bars do not hide each other.
-            shift = 0.01 * (drawn.index(variant) - (len(drawn) - 1) / 2)
+            shift = 0.01 * (drawn.index(name) - (len(drawn) - 1) / 2)
             xs = [rate + shift for rate, _ in points]
             means = [statistics.mean(v) for _, v in points]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0
                     for _, v in points]
             ns = '/'.join(str(len(v)) for _, v in points)
             ax.errorbar(xs, means, yerr=stds, marker='o', capsize=3,
-                        color=COLOURS.get(variant),
-                        label=f'{variant} (n={ns})')
+                        color=COLOURS.get(name.split('+')[0]),
+                        linestyle=':' if name.endswith('+sync') else '-',
+                        label=f'{name} (n={ns})')
         ax.set_title(world)
         ax.set_xlabel('defect rate of the synthetic training images')
         ax.set_xticks(rates)

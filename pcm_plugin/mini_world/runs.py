@@ -14,8 +14,13 @@ from mmengine.config import Config
 def world_config(config: str, world: Dict, *, work_dir: str,
                  train_set: str = 'synth_d030',
                  max_epochs: Optional[int] = None,
-                 seed: Optional[int] = None) -> Config:
+                 seed: Optional[int] = None,
+                 train_ann: Optional[str] = None) -> Config:
     """Point a mini-world config at a prepared world's files.
+
+    The iteration-based learning-rate schedule is fitted to the training
+    set: it ends (cosine at 0) at the run's last iteration whatever the
+    number of pairs (a SynC-refined set has 10 % fewer) and epochs.
 
     Args:
         config (str): e.g. ``configs/pcm_shapes.py``.
@@ -25,6 +30,8 @@ def world_config(config: str, world: Dict, *, work_dir: str,
             defect rate) or ``real_train`` (the upper bound).
         max_epochs (int, optional): Override the config's epochs.
         seed (int, optional): Override the random seed.
+        train_ann (str, optional): Another train annotation file (e.g.
+            SynC-refined pairs) instead of the world's.
 
     Returns:
         Config: ready for ``Runner.from_cfg``.
@@ -54,11 +61,33 @@ def world_config(config: str, world: Dict, *, work_dir: str,
         cfg[f'{split}_dataloader'].dataset.update(
             ann_file=path(ann[split]), feature_dir=path(feats[split]))
         cfg[f'{split}_evaluator'].ann_file = path(ann[f'{split}_gt'])
+    if train_ann is not None:
+        cfg.train_dataloader.dataset.ann_file = train_ann
     if max_epochs is not None:
         cfg.train_cfg.max_epochs = max_epochs
+    fit_schedule(cfg)
     if seed is not None:
         cfg.randomness = dict(seed=seed, deterministic=False)
     return cfg
+
+
+def fit_schedule(cfg: Config) -> None:
+    """End the last iteration-based scheduler at the last iteration.
+
+    The world's schedule is warm-up + cosine to 0 over ``max_epochs``
+    epochs (docs/benchmarks.md §4.1): the tested last checkpoint must be
+    the converged end of the schedule, not a snapshot at some lr.
+    """
+    import json
+    ann_file = cfg.train_dataloader.dataset.ann_file
+    if not osp.isfile(ann_file):  # the dataset names the missing file
+        return
+    with open(ann_file, encoding='utf-8') as f:
+        num_pairs = len(json.load(f)['data_list'])
+    iters = num_pairs // cfg.train_dataloader.batch_size  # drop_last
+    last = cfg.param_scheduler[-1]
+    if iters and not last.get('by_epoch', True):
+        last['end'] = cfg.train_cfg.max_epochs * iters
 
 
 def run_digest(cfg: Config) -> str:
@@ -69,7 +98,8 @@ def run_digest(cfg: Config) -> str:
     head at the same paths, and a model trained on the old ones must not be
     reused. The training features enter through their ``done.json`` stamp
     (which holds the digests of everything upstream) or, outside the mini
-    world, their ``index.json``.
+    world, their ``index.json``; the train annotation file by its content
+    (a SynC-refined one is rewritten at the same path).
     """
     import hashlib
 
@@ -77,8 +107,8 @@ def run_digest(cfg: Config) -> str:
     features = cfg.train_dataloader.dataset.feature_dir
     stamp = osp.join(features, 'done.json')
     inputs = [stamp if osp.isfile(stamp) else osp.join(features, 'index.json'),
-              cfg.model.tokenizer, cfg.model.mixup.concept_bank,
-              cfg.model.mixup.clip_head]
+              cfg.train_dataloader.dataset.ann_file, cfg.model.tokenizer,
+              cfg.model.mixup.concept_bank, cfg.model.mixup.clip_head]
     digest = hashlib.sha256(cfg.pretty_text.encode('utf-8'))
     for path in inputs:
         digest.update(file_sha256(path).encode() if osp.isfile(path) else
