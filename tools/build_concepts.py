@@ -24,12 +24,8 @@ import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from pcm_plugin.data_prep.bad_input import BadInputError  # noqa: E402
-from pcm_plugin.models.concept_bank import (  # noqa: E402
-    default_concept_words,
-    save_concept_bank,
-)
+# pcm_plugin is imported after parse_args: --help and argument errors
+# answer at once (tools/_cli.py says why).
 
 
 def add_encode_args(sub) -> None:
@@ -126,6 +122,7 @@ def run_encode(args: argparse.Namespace) -> None:
 def run_nouns(args: argparse.Namespace) -> None:
     from pcm_plugin.data_prep.caption_readers import read_caption_corpus
     from pcm_plugin.data_prep.nouns import frequent_nouns
+    from pcm_plugin.models.concept_bank import default_concept_words
     captions = []
     for path in args.corpus:
         captions.extend(read_caption_corpus(path))
@@ -158,6 +155,10 @@ def run_import(args: argparse.Namespace) -> None:
         official_bank_meta,
         read_official_bank,
     )
+    from pcm_plugin.models.concept_bank import (
+        default_concept_words,
+        save_concept_bank,
+    )
     words, embeddings = read_official_bank(args.pickle)
     meta = official_bank_meta(args.pickle, embeddings)
     save_concept_bank(args.out, words, embeddings.astype(args.dtype), meta)
@@ -173,6 +174,7 @@ def run_import(args: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from pcm_plugin.data_prep.bad_input import BadInputError
     run = {'encode': run_encode, 'nouns': run_nouns,
            'import-official': run_import}[args.command]
     try:

@@ -19,9 +19,8 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from pcm_plugin.data_prep.bad_input import BadInputError  # noqa: E402
-from pcm_plugin.data_prep.vocab import build_tokenizer_file  # noqa: E402
+# pcm_plugin is imported after parse_args: --help and argument errors
+# answer at once (tools/_cli.py says why).
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +54,8 @@ def default_out(ann_file: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from pcm_plugin.data_prep.bad_input import BadInputError
+    from pcm_plugin.data_prep.vocab import build_tokenizer_file
     out = args.out or default_out(args.ann_file)
     try:
         stats = build_tokenizer_file(

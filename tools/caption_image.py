@@ -14,9 +14,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-
-from pcm_plugin.apis.release import is_release  # noqa: E402
-from pcm_plugin.utils.fileio import check_writable_output  # noqa: E402
+# pcm_plugin is imported after parse_args: --help and argument errors
+# answer at once (tools/_cli.py says why).
 
 
 def main() -> None:
@@ -47,7 +46,9 @@ def main() -> None:
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args()
+    from pcm_plugin.apis.release import is_release
     from pcm_plugin.engine.launch import INPUT_ERRORS
+    from pcm_plugin.utils.fileio import check_writable_output
     if is_release(args.config):
         args.checkpoint, args.images = None, args.files
     else:

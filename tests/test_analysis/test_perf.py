@@ -5,7 +5,8 @@ import json
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import tool_main
+from pcm_plugin.analysis.startup import tool_scripts
+from tests.conftest import REPO_ROOT, tool_main
 
 
 def test_smoke_run_writes_every_measurement(tmp_path):
@@ -19,6 +20,10 @@ def test_smoke_run_writes_every_measurement(tmp_path):
         'ours_beam3', 'hf_bart_beam3', 'greedy_cache', 'greedy_no_cache',
         'beam_speedup_over_hf_bart', 'cache_speedup'}
     assert report['data']['bytes_store'] > 0
+    startup = report['startup']
+    assert startup['imports']['pcm_plugin_over_mmpretrain'] > 0
+    assert set(startup['help']['tools']) == set(tool_scripts(REPO_ROOT))
+    assert startup['help']['slowest'] in startup['help']['tools']
 
 
 def test_uncached_greedy_equals_the_cached_search(tmp_path):

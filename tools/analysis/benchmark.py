@@ -1,11 +1,14 @@
 """Performance of PCM-Net at COCO size, side by side with what a user would
 pick instead, in one run: training step (Base vs full PCM-Net, achieved
 FLOP/s against this process's matmul FLOP/s), beam search against HF BART
-``generate(num_beams=3)``, greedy with and without the key/value cache, and
-the feature store against one ``.npz`` per image.
+``generate(num_beams=3)``, greedy with and without the key/value cache, the
+feature store against one ``.npz`` per image, and start-up (fresh
+processes: ``import pcm_plugin`` against ``import mmpretrain``, every
+tool's ``--help``).
 
     python tools/analysis/benchmark.py --out work_dirs/benchmark.json
     python tools/analysis/benchmark.py --smoke          # seconds (tests)
+    python tools/analysis/benchmark.py --startup-only   # about a minute
 
 Timings interleave the candidates (A, B, A, B, ...) after warm-up and report
 median and interquartile range; the 1-minute load average before and after
@@ -16,8 +19,8 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
@@ -32,7 +35,39 @@ def main(argv=None) -> int:
     parser.add_argument('--reps', type=int, default=7)
     parser.add_argument('--smoke', action='store_true',
                         help='tiny sizes: checks that every part runs')
+    parser.add_argument('--startup-only', action='store_true',
+                        help='only the start-up part (fresh processes)')
     args = parser.parse_args(argv)
+    from pcm_plugin.analysis.startup import startup_times
+    report = dict(load_before=os.getloadavg()[0], device='cpu')
+    if not args.startup_only:
+        report.update(compute(args))
+    phase('start-up: import mmpretrain vs pcm_plugin, --help of each tool')
+    # Smoke: one run of each, only to check that the part runs.
+    report['startup'] = startup_times(
+        REPO, reps=1 if args.smoke else args.reps,
+        warmup=0 if args.smoke else 1)
+    report['load_after'] = os.getloadavg()[0]
+    if args.startup_only:
+        print(f"load {report['load_before']:.2f} -> "
+              f"{report['load_after']:.2f}")
+    else:
+        print_compute_table(report)
+    print_startup_table(report['startup'])
+    if args.out:
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(args.out, report, indent=1)
+        print(f'written: {args.out}')
+    return 0
+
+
+def phase(text: str) -> None:
+    """Say on stderr which part runs (a full run takes many minutes)."""
+    print(f'[benchmark] {text}', file=sys.stderr, flush=True)
+
+
+def compute(args: argparse.Namespace) -> dict:
+    """Training step, decoding and data reading (the report's keys)."""
     import torch
 
     from pcm_plugin.analysis import perf
@@ -41,11 +76,7 @@ def main(argv=None) -> int:
     size = SMOKE if args.smoke else perf.COCO
     reps = 2 if args.smoke else args.reps
     folder = perf.new_workspace()
-
-    def phase(text):
-        print(f'[benchmark] {text}', file=sys.stderr, flush=True)
-    report = dict(size=size, threads=torch.get_num_threads(),
-                  load_before=os.getloadavg()[0], device='cpu')
+    report = dict(size=size, threads=torch.get_num_threads())
     torch.manual_seed(0)
     report['matmul_flops_per_s'] = perf.matmul_flops_per_s(
         256 if args.smoke else 1024)
@@ -115,16 +146,10 @@ def main(argv=None) -> int:
     report['data'] = perf.feature_store_vs_npz(
         folder, num=64 if args.smoke else 2048, size=size,
         workers=(0,) if args.smoke else (0, 2))
-    report['load_after'] = os.getloadavg()[0]
-    print_table(report)
-    if args.out:
-        from pcm_plugin.utils.fileio import atomic_write_json
-        atomic_write_json(args.out, report, indent=1)
-        print(f'written: {args.out}')
-    return 0
+    return report
 
 
-def print_table(r: dict) -> None:
+def print_compute_table(r: dict) -> None:
     t, d = r['train_step'], r['decoding']
     print(f"threads {r['threads']}, load {r['load_before']:.2f} -> "
           f"{r['load_after']:.2f}; matmul {r['matmul_flops_per_s'] / 1e9:.1f}"
@@ -150,6 +175,24 @@ def print_table(r: dict) -> None:
         print(f'| {key} | {data[key]:.0f} | | |')
     print(f"| bytes store / npz | "
           f"{data['bytes_store'] / data['bytes_npz']:.2f} | | |")
+
+
+def print_startup_table(s: dict) -> None:
+    """The start-up rows (``report['startup']``) as a markdown table."""
+    imports, helps = s['imports'], s['help']
+    print('| start-up (fresh process) | median | IQR | note |\n'
+          '| --- | --- | --- | --- |')
+    for name in ('mmpretrain', 'pcm_plugin'):
+        x = imports[name]
+        print(f"| import {name} | {x['median_s'] * 1e3:.0f} ms | "
+              f"{x['iqr_s'] * 1e3:.0f} ms | |")
+    print(f"| pcm_plugin / mmpretrain | "
+          f"{imports['pcm_plugin_over_mmpretrain']:.3f}x | | |")
+    print(f"| --help, slowest tool | {helps['max_s'] * 1e3:.0f} ms | | "
+          f"{helps['slowest']} |")
+    for tool, x in helps['tools'].items():
+        print(f"| {tool} --help | {x['median_s'] * 1e3:.0f} ms | "
+              f"{x['iqr_s'] * 1e3:.0f} ms | |")
 
 
 if __name__ == '__main__':

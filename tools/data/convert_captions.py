@@ -17,17 +17,19 @@ same split, and no image is in two splits.
 import argparse
 import os.path as osp
 import sys
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-from pcm_plugin.data_prep.annotations import (  # noqa: E402
-    TRAIN_ID_START, parse_split_spec, split_by_image, split_summary,
-    write_annotation_files)
-from pcm_plugin.data_prep.bad_input import (  # noqa: E402
-    BadInputError, BadInputPolicy)
-from pcm_plugin.data_prep.caption_readers import (  # noqa: E402
-    read_caption_csv, read_coco_captions)
+from tools._cli import package_literals  # noqa: E402
+
+# The parser reads its constants from the source; pcm_plugin is imported
+# after parse_args, so --help and argument errors answer at once.
+TRAIN_ID_START = package_literals('data_prep.annotations')['TRAIN_ID_START']
+
+if TYPE_CHECKING:
+    from pcm_plugin.data_prep.bad_input import BadInputPolicy
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,7 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_images(args: argparse.Namespace, policy: BadInputPolicy):
+def read_images(args: argparse.Namespace, policy: 'BadInputPolicy'):
+    from pcm_plugin.data_prep.caption_readers import (
+        read_caption_csv,
+        read_coco_captions,
+    )
     fmt = args.format
     if fmt == 'auto':
         fmt = 'coco' if args.caption_file.endswith('.json') else 'csv'
@@ -93,6 +99,13 @@ def read_images(args: argparse.Namespace, policy: BadInputPolicy):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from pcm_plugin.data_prep.annotations import (
+        parse_split_spec,
+        split_by_image,
+        split_summary,
+        write_annotation_files,
+    )
+    from pcm_plugin.data_prep.bad_input import BadInputError, BadInputPolicy
     policy = BadInputPolicy(skip_bad=args.skip_bad)
     dataset = args.dataset or osp.basename(
         osp.dirname(osp.abspath(args.caption_file)))

@@ -22,16 +22,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
+from tools._cli import package_literals  # noqa: E402
+
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.ablation import (
-        DEFAULT_VARIANTS,
-        VARIANTS,
-        gaps,
-        read_results,
-        run_ablation,
-        summarize,
-    )
+    # The parser reads its constants from the source; pcm_plugin is
+    # imported after parse_args, so --help and argument errors answer at
+    # once.
+    constants = package_literals('mini_world.ablation')
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='configs',
                         help="where the variants' configs pcm_shapes*.py are")
@@ -43,13 +41,24 @@ def main(argv=None) -> int:
     parser.add_argument('--seeds', type=int, nargs='+',
                         default=[0, 1, 2, 3, 4])
     parser.add_argument('--variants', nargs='+',
-                        default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
+                        default=list(constants['DEFAULT_VARIANTS']),
+                        choices=list(constants['VARIANTS']))
     parser.add_argument('--epochs', type=int, default=None)
+    parser.add_argument('--refined', action='store_true',
+                        help='train on the SynC-refined pairs '
+                        '(tools/mini_world/refine.py); rows get refined=true')
     parser.add_argument('--summary-only', action='store_true')
     parser.add_argument('--plot', metavar='PNG',
                         help='also draw CIDEr against the defect rate, one '
                         'panel per world')
     args = parser.parse_args(argv)
+    from pcm_plugin.mini_world.ablation import (
+        gaps,
+        read_results,
+        run_ablation,
+        summarize,
+        sync_gains,
+    )
     if args.summary_only:
         rows = read_results(osp.join(args.work_root, 'results.jsonl'))
     else:
@@ -57,14 +66,17 @@ def main(argv=None) -> int:
             rows = run_ablation(
                 config_dir=args.config_dir, root=args.root,
                 work_root=args.work_root, rates=args.rates, seeds=args.seeds,
-                variants=args.variants, max_epochs=args.epochs)
+                variants=args.variants, max_epochs=args.epochs,
+                refined=args.refined)
         except FileNotFoundError as err:
             print(f'error: {err}', file=sys.stderr)
             return 1
     tables = []
     for world in sorted({r.get('world', 'world') for r in rows}):
         mine = [r for r in rows if r.get('world', 'world') == world]
-        tables.append(f'### {world}\n\n{summarize(mine)}\n\n{gaps(mine)}')
+        tables.append(f'### {world}\n\n{summarize(mine)}\n\n{gaps(mine)}'
+                      + (f'\n\n{sync_gains(mine)}' if sync_gains(mine)
+                         else ''))
     text = '\n\n'.join(tables)
     print(text)
     os.makedirs(args.work_root, exist_ok=True)

@@ -22,19 +22,19 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.diagnostics import (
-        defect_cosines,
-        mixup_localisation,
-        nearest_neighbour_cider,
-        synthetic_sets,
-    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--alpha', type=float, default=2.5,
                         help='CLIP-weighted loss scale (configs: 2.5)')
     parser.add_argument('--json', help='also write the numbers here')
     args = parser.parse_args(argv)
-
+    # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
+    from pcm_plugin.mini_world.diagnostics import (
+        defect_cosines,
+        mixup_localisation,
+        nearest_neighbour_cider,
+        synthetic_sets,
+    )
     cosines = {name: defect_cosines(args.root, name, alpha=args.alpha)
                for name in synthetic_sets(args.root)}
     print(f'| set | pairs | n | CLIP cosine mean ± std | weight (alpha '

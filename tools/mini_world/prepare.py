@@ -10,6 +10,7 @@ feature stores, the concept bank and the caption tokenizer. Steps whose
 ``pcm_plugin/mini_world/prepare.py`` for the layout.
 """
 import argparse
+import dataclasses
 import json
 import os
 import os.path as osp
@@ -19,59 +20,62 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
+from tools._cli import package_literals  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from pcm_plugin.mini_world.mini_clip import CLIP_KINDS
-    from pcm_plugin.mini_world.prepare import WorldSettings
-    d = WorldSettings()
+    """The options; world settings not given are absent from the result.
+
+    Their defaults are ``WorldSettings``'s own (applied in :func:`main`):
+    importing it here would import pcm_plugin before ``--help`` (the
+    package import costs seconds), so the parser reads the two constants
+    it shows from the source instead.
+    """
+    root = package_literals('mini_world.prepare')['WorldSettings.root']
+    clip_kinds = package_literals('mini_world.mini_clip')['CLIP_KINDS']
     parser = argparse.ArgumentParser(
-        description='Build (or reuse) the mini world data directory.')
-    parser.add_argument('--root', default=d.root,
-                        help=f'data directory (default {d.root})')
-    parser.add_argument('--seed', type=int, default=d.seed)
-    parser.add_argument('--num-train', type=int, default=d.num_train,
+        description='Build (or reuse) the mini world data directory.',
+        argument_default=argparse.SUPPRESS)
+    parser.add_argument('--root', help=f'data directory (default {root})')
+    parser.add_argument('--seed', type=int)
+    parser.add_argument('--num-train', type=int,
                         help='training captions = synthetic images')
-    parser.add_argument('--num-val', type=int, default=d.num_val)
-    parser.add_argument('--num-test', type=int, default=d.num_test)
-    parser.add_argument('--refs', type=int, default=d.refs,
+    parser.add_argument('--num-val', type=int)
+    parser.add_argument('--num-test', type=int)
+    parser.add_argument('--refs', type=int,
                         help='reference captions per val/test image (1-7)')
     parser.add_argument('--defect-rates', type=float, nargs='+',
-                        default=d.defect_rates,
                         help='one synthetic training set per rate')
     parser.add_argument('--real-train', action='store_true',
                         help='also build the train-on-real-renders set')
-    parser.add_argument('--clip', default=d.clip, choices=sorted(CLIP_KINDS),
+    parser.add_argument('--clip', choices=sorted(clip_kinds),
                         help='which committed mini CLIP sees the world: '
                         '`localized` (patch tokens name their objects, as '
                         'PCM-Net assumes; default) or `weak` (class-token '
                         'training only: the weakly-localized world)')
-    parser.add_argument('--rebuild', action='store_true',
+    parser.add_argument('--rebuild', action='store_true', default=False,
                         help='replace a different world prepared at --root '
                         '(without it, that is refused)')
     parser.add_argument('--clip-config', default=None,
                         help='mini CLIP config JSON (overrides --clip)'),
     parser.add_argument('--clip-checkpoint', default=None,
                         help='mini CLIP weights (default: committed)')
-    parser.add_argument('--batch-size', type=int, default=d.batch_size,
+    parser.add_argument('--batch-size', type=int,
                         help='feature extraction batch size')
-    parser.add_argument('--no-progress', action='store_true')
+    parser.add_argument('--no-progress', action='store_true', default=False)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pcm_plugin.mini_world.prepare import WorldSettings, prepare_world
-    if not 1 <= args.refs <= 7:
-        print(f'error: --refs {args.refs}: the templates give 1-7 distinct '
-              'references per image', file=sys.stderr)
+    names = {f.name for f in dataclasses.fields(WorldSettings)}
+    settings = WorldSettings(**{k: v for k, v in vars(args).items()
+                                if k in names})
+    if not 1 <= settings.refs <= 7:
+        print(f'error: --refs {settings.refs}: the templates give 1-7 '
+              'distinct references per image', file=sys.stderr)
         return 2
-    settings = WorldSettings(
-        root=args.root, seed=args.seed, num_train=args.num_train,
-        num_val=args.num_val, num_test=args.num_test, refs=args.refs,
-        defect_rates=list(args.defect_rates), real_train=args.real_train,
-        clip=args.clip, clip_config=args.clip_config,
-        clip_checkpoint=args.clip_checkpoint,
-        batch_size=args.batch_size)
     try:
         world = prepare_world(settings, progress=not args.no_progress,
                               rebuild=args.rebuild)

@@ -20,13 +20,14 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 
 def main(argv=None) -> int:
-    from pcm_plugin.mini_world.probe import probe_concept_tokens
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='configs')
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--variants', nargs='+', default=['pcm', 'full'])
     args = parser.parse_args(argv)
+    # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
+    from pcm_plugin.mini_world.probe import probe_concept_tokens
     rows = probe_concept_tokens(config_dir=args.config_dir, root=args.root,
                                 work_root=args.work_root,
                                 variants=args.variants)

@@ -1,0 +1,74 @@
+"""What the tools need from ``pcm_plugin`` before their arguments are parsed.
+
+``--help`` and argument errors should answer at once, but importing any
+``pcm_plugin.<module>`` first runs ``pcm_plugin/__init__``, which joins
+mmpretrain's registries (torch, mmengine and mmpretrain: seconds). A parser
+needs only a few literal constants (choices, defaults), so this module
+reads them from the package's files without importing the package; the
+tools import ``pcm_plugin`` after ``parse_args``. Standard library only.
+(Not a tool: ``tools/_*`` are helpers.)
+"""
+import ast
+import importlib.util
+import os.path as osp
+from typing import Any, Dict, Optional
+
+
+def package_file(module: str) -> str:
+    """The source file of ``pcm_plugin.<module>``, found without importing.
+
+    Args:
+        module (str): Dotted name inside the package, e.g.
+            ``'data_prep.annotations'``.
+
+    Returns:
+        str: Path of the ``.py`` file (the package that ``import
+        pcm_plugin`` would load: the tools put the checkout first on
+        ``sys.path``).
+    """
+    # find_spec imports parents of a dotted name, but not a top-level one.
+    root = importlib.util.find_spec('pcm_plugin').submodule_search_locations
+    return osp.join(root[0], *module.split('.')) + '.py'
+
+
+def package_literals(module: str) -> Dict[str, Any]:
+    """The literal constants of ``pcm_plugin.<module>``, read from its
+    source (the module is not run, so its imports cost nothing).
+
+    Args:
+        module (str): Dotted name inside the package.
+
+    Returns:
+        dict: ``NAME -> value`` for each module-level ``NAME = <literal>``
+        (or annotated ``NAME: T = <literal>``), and ``Class.NAME -> value``
+        for such lines in a class body (dataclass defaults). Assignments
+        whose value is not a literal are left out.
+    """
+    with open(package_file(module), encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    found: Dict[str, Any] = {}
+    scopes = [('', tree.body)] + [(f'{node.name}.', node.body)
+                                  for node in tree.body
+                                  if isinstance(node, ast.ClassDef)]
+    for prefix, body in scopes:
+        for node in body:
+            target = _single_name_target(node)
+            if target is None:
+                continue
+            try:
+                found[prefix + target] = ast.literal_eval(node.value)
+            except ValueError:  # not a literal: a call, a name, ...
+                continue
+    return found
+
+
+def _single_name_target(node: ast.stmt) -> Optional[str]:
+    """``NAME`` of ``NAME = value`` / ``NAME: T = value``, else None."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        target = node.target
+    else:
+        return None
+    return target.id if isinstance(target, ast.Name) else None
+
