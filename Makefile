@@ -12,11 +12,12 @@ export TOKENIZERS_PARALLELISM := false
 
 venv: $(STAMP)
 
-$(STAMP): requirements/pinned.txt requirements/tests.txt setup.py
+$(STAMP): requirements/pinned.txt requirements/tests.txt requirements/no_deps.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# pip's config on some machines prints one 'is ignored' line per
 	@# package; keep real warnings and errors.
 	$(PY) -m pip install -q -r requirements/pinned.txt -r requirements/tests.txt 2>&1 | grep -v 'is ignored: it is neither' || true
+	$(PY) -m pip install -q --no-deps -r requirements/no_deps.txt 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(PY) tools/install_torchvision_shim.py
 	$(PY) -c "import torch, mmengine, mmpretrain.models, open_clip, diffusers, pcm_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__"

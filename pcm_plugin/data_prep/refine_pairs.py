@@ -87,7 +87,14 @@ class RefineSettings:
 
 def refined_entries(pool: Pool, chosen: Dict[str, torch.Tensor],
                     keep: torch.Tensor) -> List[Dict]:
-    """The kept captions' annotation entries, re-pointed at their images."""
+    """The kept captions' annotation entries, re-pointed at their images.
+
+    What describes the image follows it: ``image_id``, ``feature_dir`` and,
+    where entries name image files, ``file_name`` (the new image's).
+    """
+    files = {}
+    for entry in pool.entries:
+        files.setdefault(str(entry['image_id']), entry.get('file_name'))
     entries = []
     for i in keep.tolist():
         image = int(chosen['image'][i])
@@ -97,6 +104,8 @@ def refined_entries(pool: Pool, chosen: Dict[str, torch.Tensor],
                      clip_cos=float(chosen['clip_cos'][i]),
                      sync_score=float(chosen['score'][i]),
                      source_image_id=str(pool.entries[i]['image_id']))
+        if 'file_name' in entry:
+            entry['file_name'] = files[entry['image_id']]
         entries.append(entry)
     return entries
 
@@ -224,8 +233,12 @@ def refine_pairs(ann_file: str, *, feature_dirs: Sequence[str],
         barrier()  # every rank's neighbours on disk
         report = None
         if rank == 0:
+            tic = time.time()
             report = finish(ann_file, out_file, pool, s, work_dir, world)
-            report.update(chunks_run_by_rank0=ran,
+            report.update(chunks_run_by_rank0=ran.pop('chunks'),
+                          seconds_rank0={k: round(v, 2) for k, v in dict(
+                              ran, score_and_write=time.time() - tic
+                          ).items()},
                           seconds=round(time.time() - start, 2),
                           peak_rss_mib=round(resource.getrusage(
                               resource.RUSAGE_SELF).ru_maxrss / 1024, 1))

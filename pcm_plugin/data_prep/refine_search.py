@@ -104,12 +104,15 @@ def embed_text(clip, tokenizer, captions: Sequence[str],
 
 
 def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
-                  tokenizer, sentence_encoder, work_dir: str):
+                  tokenizer, sentence_encoder, work_dir: str,
+                  seconds: Dict[str, float]):
     """Embed one chunk's captions, find its neighbours, save its rows.
 
     Returns:
-        tuple: the chunk's column neighbours, for :func:`merge_top_k`.
+        tuple: the chunk's column neighbours, for :func:`merge_top_k`;
+        ``seconds['embed' | 'search']`` grow by the time each part took.
     """
+    tic = time.perf_counter()
     start = chunk * s.chunk_size
     rows = range(start, min(start + s.chunk_size, len(pool.entries)))
     captions = [pool.captions[i] for i in rows]
@@ -122,6 +125,8 @@ def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
             raise BadInputError(f'the {name} encoder gave NaN/Inf for '
                                 f'{len(bad)} captions (e.g. {bad[:2]}); '
                                 'check the model weights')
+    toc = time.perf_counter()
+    seconds['embed'] += toc - tic
     cand_sims, cand, columns = sync.chunk_neighbours(
         text, pool.images, k=s.k, k_back=s.k_back, offset=start)
     own = pool.images[pool.own[list(rows)]]  # (c, d)
@@ -129,13 +134,19 @@ def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
              cand_sims=cand_sims.numpy(),
              own_sims=(text * own).sum(dim=-1).numpy(),
              sentences=sentences.numpy())
+    seconds['search'] += time.perf_counter() - toc
     return columns
 
 
 def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
                       load_models, progress: bool = True,
-                      on_chunk=None) -> int:
-    """This rank's share of steps 1-2; returns how many chunks it ran."""
+                      on_chunk=None) -> Dict[str, float]:
+    """This rank's share of steps 1-2.
+
+    Returns:
+        dict: ``chunks`` run now, and the seconds spent embedding captions
+        (``embed``) and searching neighbours (``search``, merge included).
+    """
     from tqdm import tqdm
     rank, world, _ = dist_env()
     num_chunks = -(-len(pool.entries) // s.chunk_size)
@@ -143,23 +154,26 @@ def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
                        s.k_back, len(pool.entries))
     pending = [c for c in owned_by_rank(num_chunks, rank, world)
                if c not in state.done]
+    seconds = dict(chunks=len(pending), embed=0.0, search=0.0)
     if not pending:
-        return 0
+        return seconds
     clip, tokenizer, sentence_encoder = load_models()
     bar = tqdm(pending, desc='refine: neighbours', unit='chunk',
                disable=not progress or rank != 0, dynamic_ncols=True)
     saved = time.time()
     for chunk in bar:
         columns = process_chunk(chunk, pool, s, clip, tokenizer,
-                                sentence_encoder, work_dir)
+                                sentence_encoder, work_dir, seconds)
+        tic = time.perf_counter()
         state.columns = sync.merge_top_k(state.columns, columns)
+        seconds['search'] += time.perf_counter() - tic
         state.done.append(chunk)
         if time.time() - saved >= s.save_every or chunk == pending[-1]:
             state.save()
             saved = time.time()
         if on_chunk is not None:  # tests: kill the process here
             on_chunk(chunk)
-    return len(pending)
+    return seconds
 
 
 def gather_neighbours(pool: Pool, s: 'RefineSettings', work_dir: str,

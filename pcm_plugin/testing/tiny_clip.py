@@ -21,6 +21,14 @@ TINY_CLIP_CONFIGS: Dict[str, Dict] = {
                         patch_size=32),
         text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2,
                       layers=2)),
+    # The embedding width of ViT-B/32 (512) with toy towers: what the SynC
+    # neighbour search costs at scale, without the towers' cost.
+    'pcm-tiny-embed512': dict(
+        embed_dim=512,
+        vision_cfg=dict(image_size=32, layers=1, width=32, head_width=16,
+                        patch_size=16),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2,
+                      layers=1)),
     'pcm-tiny-vit-l14': dict(
         embed_dim=40,
         vision_cfg=dict(image_size=224, layers=2, width=64, head_width=32,

