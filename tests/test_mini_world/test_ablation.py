@@ -49,6 +49,19 @@ def test_gap_table_pairs_seeds():
     ]
 
 
+def fake_world(root: str) -> dict:
+    """A ``world.json`` layout whose files need not exist (configs only)."""
+    return dict(
+        root=root,
+        annotations={k: f'ann/{k}.json'
+                     for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
+        features={k: f'features/{k}'
+                  for k in ('val', 'test', 'synth_d060', 'real_train')},
+        clip=dict(name='pcm-mini-clip', config='clip/c.json',
+                  checkpoint='clip/c.pt'),
+        concept_bank='concepts.npz', tokenizer='tokenizer.json')
+
+
 @pytest.mark.parametrize('variant, mode, weighted, focal, train_set', [
     ('base', 'none', False, 'none', 'synth_d060'),
     ('pcm', 'top', False, 'none', 'synth_d060'),
@@ -62,15 +75,7 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
                                                    focal, train_set,
                                                    tmp_path):
     root = str(tmp_path / 'world')
-    world = dict(
-        root=root,
-        annotations={k: f'ann/{k}.json'
-                     for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
-        features={k: f'features/{k}'
-                  for k in ('val', 'test', 'synth_d060', 'real_train')},
-        clip=dict(name='pcm-mini-clip', config='clip/c.json',
-                  checkpoint='clip/c.pt'),
-        concept_bank='concepts.npz', tokenizer='tokenizer.json')
+    world = fake_world(root)
     cfg = variant_config(CONFIG_DIR, world, variant, rate=0.6, seed=2,
                          work_root=str(tmp_path / 'runs'))
     assert cfg.model.mixup.mode == mode
@@ -129,15 +134,7 @@ def test_refined_cell_trains_on_the_refined_file_with_a_fitted_schedule(
                       (root / 'refined' / 'synth_d060' / 'train.json', 115)):
         path.write_text(json.dumps(dict(metainfo={}, data_list=[
             dict(image_id=str(i), caption='c') for i in range(num)])))
-    world = dict(
-        root=str(root),
-        annotations={k: f'ann/{k}.json'
-                     for k in ('train', 'val', 'test', 'val_gt', 'test_gt')},
-        features={k: f'features/{k}'
-                  for k in ('val', 'test', 'synth_d060', 'real_train')},
-        clip=dict(name='pcm-mini-clip', config='clip/c.json',
-                  checkpoint='clip/c.pt'),
-        concept_bank='concepts.npz', tokenizer='tokenizer.json')
+    world = fake_world(str(root))
     kw = dict(rate=0.6, seed=2, work_root=str(tmp_path / 'runs'))
     plain = variant_config(CONFIG_DIR, world, 'full', **kw)
     refined = variant_config(CONFIG_DIR, world, 'full', refined=True, **kw)
