@@ -14,11 +14,12 @@ from mmpretrain.registry import (
                                  METRICS,
                                  MODEL_WRAPPERS,
                                  MODELS,
+                                 OPTIM_WRAPPERS,
                                  PARAM_SCHEDULERS,
                                  TRANSFORMS,
 )
 
 __all__ = [
     'DATASETS', 'HOOKS', 'LOOPS', 'METRICS', 'MODEL_WRAPPERS', 'MODELS',
-    'PARAM_SCHEDULERS', 'TRANSFORMS'
+    'OPTIM_WRAPPERS', 'PARAM_SCHEDULERS', 'TRANSFORMS'
 ]

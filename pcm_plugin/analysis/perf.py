@@ -10,10 +10,11 @@ Sizes (PCM-Net COCO ViT-B/32, docs/method.md §3 and §6): d=512, 3+3 layers,
 8 heads, FFN 2048, vocabulary 10,200, 49x768 patches + a 512-d global
 feature, 20 words, batch 32.
 """
+import itertools
 import os.path as osp
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,9 +54,12 @@ def matmul_flops_per_s(n: int = 1024, reps: int = 10) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - start)
 
 
-def build_coco_size(folder: str, *, mixup: bool, size: Dict = COCO):
+def build_coco_size(folder: str, *, mixup: bool, size: Dict = COCO,
+                    attn_impl: str = 'eager',
+                    compile_layers: object = False):
     """A random PCM-Net (full, or Base with ``mixup=False``) at COCO size:
-    tokenizer, concept bank and CLIP head files written to ``folder``."""
+    tokenizer, concept bank and CLIP head files written to ``folder``.
+    ``attn_impl`` and ``compile_layers`` as the model configs take them."""
     from safetensors.torch import save_file
 
     import pcm_plugin  # noqa: F401
@@ -90,10 +94,13 @@ def build_coco_size(folder: str, *, mixup: bool, size: Dict = COCO):
                    concept_bank=osp.join(folder, 'bank.npz'),
                    clip_head=osp.join(folder, 'head.safetensors'),
                    mode='top' if mixup else 'none'),
-        encoder=dict(type='VisualSemanticEncoder', **layer),
-        decoder=dict(type='CaptionTransformerDecoder', beam_size=3, **layer),
+        encoder=dict(type='VisualSemanticEncoder', attn_impl=attn_impl,
+                     **layer),
+        decoder=dict(type='CaptionTransformerDecoder', beam_size=3,
+                     attn_impl=attn_impl, **layer),
         loss=dict(type='CLIPWeightedCELoss', alpha=2.5,
-                  focal='batch' if mixup else 'none')))
+                  focal='batch' if mixup else 'none'),
+        compile_layers=compile_layers))
 
 
 def random_batch(size: Dict = COCO, seed: int = 0):
@@ -114,17 +121,31 @@ def random_batch(size: Dict = COCO, seed: int = 0):
     return inputs, samples
 
 
-def train_step_fn(model, batch) -> Callable[[], None]:
-    """One forward + backward + Adam step (dropout on: training mode)."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels (CUDA runs asynchronously)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def train_step_fn(model, batch, *, amp: bool = False) -> Callable[[], None]:
+    """One forward + backward + Adam step (dropout on: training mode).
+
+    ``amp``: forward and loss under bfloat16 autocast, as
+    ``BF16OptimWrapper`` (``--amp``) runs them.
+    """
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=1e-4)
     inputs, samples = batch
+    device = next(model.parameters()).device
     model.train()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        model(inputs, samples, mode='loss')['loss_ce'].backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model(inputs, samples, mode='loss')['loss_ce']
+        loss.backward()
         optimizer.step()
+        synchronize(device)
     return step
 
 
@@ -134,6 +155,109 @@ def count_flops(fn: Callable[[], None]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def beam_fn(decoder, memory: torch.Tensor, mask: torch.Tensor, *,
+            words: int, amp: bool = False) -> Callable[[], None]:
+    """One beam-3 search of ``words`` steps, under bfloat16 autocast with
+    ``amp`` (as ``tools/test.py --amp``)."""
+
+    @torch.no_grad()
+    def search():
+        with torch.autocast(memory.device.type, dtype=torch.bfloat16,
+                            enabled=amp):
+            decoder.generate(memory, mask, beam_size=3, max_len=words)
+        synchronize(memory.device)
+    return search
+
+
+def variant_name(attn_impl: str, amp: bool, compiled: bool) -> str:
+    """e.g. ``'sdpa-bf16-compiled'``."""
+    return (f"{attn_impl}-{'bf16' if amp else 'fp32'}"
+            + ('-compiled' if compiled else ''))
+
+
+def attention_precision_compile(folder: str, *, size: Dict = COCO,
+                                device: str = 'cpu', reps: int = 7,
+                                compile_backend: Optional[str] = 'inductor'
+                                ) -> Dict:
+    """Training step and beam-3 search of the full model: eager vs SDPA
+    attention x float32 vs bfloat16 autocast x compiled layers or not.
+
+    Every variant starts from the same weights; each comparison runs its
+    variants interleaved. The first call of a compiled variant (the
+    compilation) is timed apart, as ``first_call_s``.
+
+    Args:
+        folder (str): Workspace for the model's files.
+        size (dict): Model and batch sizes. Defaults to :data:`COCO`.
+        device (str): ``'cpu'`` or ``'cuda'``.
+        reps (int): Timed repetitions per variant.
+        compile_backend (str, optional): ``torch.compile`` backend of the
+            compiled variants; None leaves them out.
+
+    Returns:
+        dict: ``train_step`` and ``beam3``, each variant's median/IQR and
+        its time relative to ``eager-fp32``; ``compile_error`` if
+        compiling failed on this device (the compiled rows then missing).
+    """
+    from pcm_plugin.models.layers import ATTN_IMPLS
+    device = torch.device(device)
+    torch.manual_seed(0)
+    base = build_coco_size(folder, mixup=True, size=size).to(device).eval()
+    inputs, samples = random_batch(size)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    with torch.no_grad():
+        memory, mask = base.encode(inputs)
+    out = dict(device=str(device), compile_backend=compile_backend)
+    models = {}
+    for comp, impl, amp in itertools.product(
+            (False, True) if compile_backend else (False, ), ATTN_IMPLS,
+            (False, True)):
+        model = build_coco_size(
+            folder, mixup=True, size=size, attn_impl=impl,
+            compile_layers=comp and dict(backend=compile_backend))
+        model.load_state_dict(base.state_dict())
+        models[variant_name(impl, amp, comp)] = (model.to(device), amp)
+
+    def timed(part: str, fns: Dict[str, Callable[[], None]]) -> Dict:
+        first = {}
+        for name in [n for n in fns if n.endswith('-compiled')]:
+            start = time.perf_counter()
+            try:
+                fns[name]()
+            except Exception as err:  # a backend this device lacks
+                out['compile_error'] = f'{part}: {type(err).__name__}: {err}'
+                for key in list(models):
+                    if key.endswith('-compiled'):
+                        del models[key]
+                        fns.pop(key, None)
+                break
+            first[name] = time.perf_counter() - start
+        times = timed_interleaved(fns, reps=reps)
+        for name, t in times.items():
+            t['over_eager_fp32'] = (t['median_s']
+                                    / times['eager-fp32']['median_s'])
+            if name in first:
+                t['first_call_s'] = first[name]
+        return times
+
+    # The compiled variants share the layers' code in this one process,
+    # each with its own graphs (training and eval, dtype, kernel, cache
+    # lengths 0, 1 and dynamic): more than dynamo's 8 per function, past
+    # which it runs the function eagerly (a first run here did).
+    from torch._dynamo import config as dynamo_config
+    with dynamo_config.patch(recompile_limit=64):
+        out['train_step'] = timed('train_step', {
+            name: train_step_fn(model, (inputs, samples), amp=amp)
+            for name, (model, amp) in models.items()})
+        searches = {}
+        for name, (model, amp) in models.items():
+            never_end(model.eval().decoder)  # random weights: all 20 steps
+            searches[name] = beam_fn(model.decoder, memory, mask,
+                                     words=size['words'], amp=amp)
+        out['beam3'] = timed('beam3', searches)
+    return out
 
 
 def greedy_without_cache(decoder, memory, memory_mask, steps: int):

@@ -1,5 +1,6 @@
 """Training-loop pieces: LR schedule, checkpoint loading, resumable loop,
-batch rule, CPU DDP, tool logic."""
+batch rule, CPU DDP, mixed precision, tool logic."""
+from .amp import AutocastTestLoop, BF16OptimWrapper
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint import load_local_checkpoint, register_checkpoint_loader
 from .cpu_ddp import CPUCompatDDP
@@ -8,7 +9,8 @@ from .resumable_loop import ResumableEpochBasedTrainLoop
 from .rng_state_hook import RNGStateHook
 
 __all__ = [
-    'AtomicCheckpointHook', 'CPUCompatDDP', 'NoamLR', 'RNGStateHook',
+    'AtomicCheckpointHook', 'AutocastTestLoop', 'BF16OptimWrapper',
+    'CPUCompatDDP', 'NoamLR', 'RNGStateHook',
     'ResumableEpochBasedTrainLoop',
     'load_local_checkpoint', 'register_checkpoint_loader'
 ]

@@ -20,6 +20,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 
 from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
+from .amp import amp_optim_wrapper, amp_test_cfg, check_amp_dtype
+
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -38,6 +40,31 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         'files are refused; mmengine checkpoints do not need it')
 
 
+def add_amp_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--amp`` and ``--amp-dtype`` (:mod:`pcm_plugin.engine.amp`)."""
+    parser.add_argument('--amp', action='store_true',
+                        help=f'{what} under autocast in --amp-dtype (mixed '
+                        'precision)')
+    parser.add_argument(
+        '--amp-dtype', choices=['bfloat16', 'float16'], default=None,
+        help='bfloat16 (default; CPU or GPU) or float16 (CUDA only, with '
+        'dynamic loss scaling in training)')
+
+
+def amp_dtype(args: argparse.Namespace) -> Optional[str]:
+    """The autocast dtype ``--amp`` asks for, None without ``--amp``.
+
+    Raises:
+        ValueError: ``--amp-dtype`` without ``--amp``, or a dtype this
+            machine cannot autocast in.
+    """
+    if not args.amp:
+        if args.amp_dtype:
+            raise ValueError(f'--amp-dtype {args.amp_dtype} needs --amp')
+        return None
+    return check_amp_dtype(args.amp_dtype, cuda=torch.cuda.is_available())
+
+
 def train_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
     parser.add_argument('config', help='train config file path')
@@ -45,8 +72,7 @@ def train_arg_parser() -> argparse.ArgumentParser:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or from the latest one in '
         'the work dir when no path is given')
-    parser.add_argument('--amp', action='store_true',
-                        help='mixed precision training (GPU only)')
+    add_amp_args(parser, 'train')
     parser.add_argument('--no-validate', action='store_true',
                         help='skip validation during training')
     parser.add_argument('--auto-scale-lr', action='store_true')
@@ -67,8 +93,7 @@ def test_arg_parser() -> argparse.ArgumentParser:
                         '--out-item pred the captions (COCO results format)')
     parser.add_argument('--out-item', choices=['metrics', 'pred'],
                         default='metrics')
-    parser.add_argument('--amp', action='store_true',
-                        help='autocast at test time (bfloat16 on CPU)')
+    add_amp_args(parser, 'test')
     add_common_args(parser)
     return parser
 
@@ -143,12 +168,16 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
                        'work_dir)')
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-    if args.amp:
-        if not torch.cuda.is_available():
-            raise RuntimeError('--amp trains with float16 and needs a GPU; '
-                               'drop the flag on CPU')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    dtype = amp_dtype(args)
+    if dtype:
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, dtype)
+    if cfg.get('compile'):
+        # Measured: 16 toy iterations took 164 s instead of 0.6 s, dynamo
+        # giving up after 8 recompilations (docs/benchmarks.md §2.1).
+        raise ValueError(
+            "cfg.compile (mmengine's) compiles train_step, tokenizer "
+            'included, and recompiles for every batch of new captions; '
+            'set model.compile_layers=True instead')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
         check_resumable(cfg.work_dir)
@@ -178,8 +207,9 @@ def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg.load_from = args.checkpoint
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found')
-    if args.amp:
-        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+    dtype = amp_dtype(args)
+    if dtype:
+        cfg.test_cfg = amp_test_cfg(cfg.get('test_cfg'), dtype)
     if args.out:  # fail now, not after a whole evaluation
         check_writable_output(args.out)
     if args.out and args.out_item == 'pred':

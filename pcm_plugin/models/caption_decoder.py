@@ -83,10 +83,11 @@ class DecoderLayer(nn.Module):
     """Post-LN layer: masked self-attn, cross-attn, FFN, each Add & LN."""
 
     def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int,
-                 attn_drop: float, hidden_drop: float, layer_norm_eps: float):
+                 attn_drop: float, hidden_drop: float, layer_norm_eps: float,
+                 attn_impl: str):
         super().__init__()
-        attn = dict(
-            embed_dim=embed_dim, num_heads=num_heads, attn_drop=attn_drop)
+        attn = dict(embed_dim=embed_dim, num_heads=num_heads,
+                    attn_drop=attn_drop, attn_impl=attn_impl)
         self.self_attn = MultiHeadAttention(**attn)
         self.cross_attn = MultiHeadAttention(**attn)
         self.ffn = FeedForward(
@@ -165,6 +166,10 @@ class CaptionTransformerDecoder(BaseModule):
         bos_id (int): First input token of every caption. Defaults to 0.
         eos_id (int): End-of-sentence token. Defaults to 0.
         max_positions (int): Rows of the sinusoid table. Defaults to 5000.
+        attn_impl (str): Attention kernel, ``'eager'`` (reference) or
+            ``'sdpa'`` (fused; for GPUs), see
+            :class:`~pcm_plugin.models.layers.MultiHeadAttention`.
+            Defaults to 'eager'.
         init_cfg (dict, optional): mmengine init config. Defaults to None.
     """
 
@@ -176,6 +181,7 @@ class CaptionTransformerDecoder(BaseModule):
                  embed_norm_eps: float = 1e-5,
                  max_len: int = 20, beam_size: int = 3, bos_id: int = 0,
                  eos_id: int = 0, max_positions: int = 5000,
+                 attn_impl: str = 'eager',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if embed_dim % num_heads or embed_dim % 2:
@@ -206,7 +212,8 @@ class CaptionTransformerDecoder(BaseModule):
             DecoderLayer(
                 embed_dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim,
                 attn_drop=attn_drop, hidden_drop=hidden_drop,
-                layer_norm_eps=layer_norm_eps) for _ in range(num_layers))
+                layer_norm_eps=layer_norm_eps, attn_impl=attn_impl)
+            for _ in range(num_layers))
         self.predictor = nn.Sequential(
             nn.Dropout(predictor_drop), nn.Linear(embed_dim, vocab_size))
 

@@ -108,6 +108,16 @@ class PCMCaptioner(BaseModel):
             Defaults to None (features only).
         data_preprocessor (dict, optional): Defaults to
             ``CaptionFeaturePreprocessor``.
+        compile_layers (bool | dict): ``torch.compile`` each encoder and
+            decoder layer (those of teacher forcing and of the cached
+            decoding steps alike) with dynamic shapes; a dict adds
+            ``torch.compile`` options, e.g. ``dict(mode='max-autotune')``.
+            Meant for GPUs: on the project's CPU it made the training step
+            1.2-1.3x slower and beam search no faster, after 1-2 minutes
+            of compiling (docs/benchmarks.md §2.1). mmengine's own
+            ``cfg.compile`` compiles ``train_step`` with the tokenizer in
+            it and recompiles for every batch of new captions. Weights and
+            checkpoints are unchanged. Defaults to False.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -118,6 +128,7 @@ class PCMCaptioner(BaseModel):
                  max_len: int = 20, clip_weighted: bool = True,
                  image_encoder: Optional[Union[dict, nn.Module]] = None,
                  data_preprocessor: Optional[dict] = None,
+                 compile_layers: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(type='CaptionFeaturePreprocessor')
@@ -146,6 +157,18 @@ class PCMCaptioner(BaseModel):
         self.max_len, self.clip_weighted = max_len, clip_weighted
         self._check_agreement()
         self._register_load_state_dict_pre_hook(self._take_tokenizer)
+        if compile_layers:
+            # Shapes vary by design (caption length, cache length, batch x
+            # beams): compiled as dynamic from the start, a decoder layer
+            # needs 4 graphs for training, beam and greedy search, not 8,
+            # dynamo's limit past which it silently runs eagerly.
+            options = dict(dynamic=True)
+            if isinstance(compile_layers, dict):
+                options.update(compile_layers)
+            for part in (self.encoder, self.decoder):
+                # In place (nn.Module.compile): parameter names unchanged.
+                for layer in getattr(part, 'layers', [part]):
+                    layer.compile(**options)
 
     def _check_vocab(self, source: str) -> None:
         if self.decoder.vocab_size != len(self.tokenizer):

@@ -355,7 +355,11 @@ class PCMMixup(BaseModule):
                 f"{FROM_WEIGHTS}' it comes with the weights, so load a "
                 'single-file release first (or set model.mixup.concept_bank)')
         B, N, _ = patch_feats.shape
-        with torch.no_grad():
+        # The choices (top-K concepts, top-M pairs) rank cosines scaled by
+        # 1 / temperature = 100: under autocast, bfloat16's 3 significant
+        # digits would flip them. A few small matmuls: float32 always.
+        with torch.no_grad(), torch.autocast(patch_feats.device.type,
+                                             enabled=False):
             textual, mask, concept_idx = salient_patch_mixup(
                 self.clip_head(patch_feats), global_feat, self.concept_embeds,
                 top_k=self.top_k, top_m=self.top_m,

@@ -22,11 +22,12 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int,
                  attn_drop: float, hidden_drop: float, ffn_drop: float,
-                 layer_norm_eps: float):
+                 layer_norm_eps: float, attn_impl: str):
         super().__init__()
         self.attn = MultiHeadAttention(embed_dim=embed_dim,
                                        num_heads=num_heads,
-                                       attn_drop=attn_drop)
+                                       attn_drop=attn_drop,
+                                       attn_impl=attn_impl)
         self.attn_drop = nn.Dropout(hidden_drop)
         self.attn_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
         self.ffn = FeedForward(embed_dim=embed_dim, ffn_dim=ffn_dim,
@@ -59,6 +60,10 @@ class VisualSemanticEncoder(BaseModule):
             norm at PyTorch's default (docs/method.md §9).
         aggregate_global (bool): Re-aggregate the global token from all
             stages (Eq. 6). Defaults to True.
+        attn_impl (str): Attention kernel, ``'eager'`` (reference) or
+            ``'sdpa'`` (fused; for GPUs), see
+            :class:`~pcm_plugin.models.layers.MultiHeadAttention`.
+            Defaults to 'eager'.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -68,13 +73,14 @@ class VisualSemanticEncoder(BaseModule):
                  ffn_drop: float = 0.2, layer_norm_eps: float = 1e-12,
                  global_norm_eps: float = 1e-5,
                  aggregate_global: bool = True,
+                 attn_impl: str = 'eager',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.layers = nn.ModuleList(
             EncoderLayer(embed_dim=embed_dim, num_heads=num_heads,
                          ffn_dim=ffn_dim, attn_drop=attn_drop,
                          hidden_drop=hidden_drop, ffn_drop=ffn_drop,
-                         layer_norm_eps=layer_norm_eps)
+                         layer_norm_eps=layer_norm_eps, attn_impl=attn_impl)
             for _ in range(num_layers))
         self.aggregate_global = aggregate_global
         if aggregate_global:

@@ -20,6 +20,11 @@ def test_smoke_run_writes_every_measurement(tmp_path):
         'ours_beam3', 'hf_bart_beam3', 'greedy_cache', 'greedy_no_cache',
         'beam_speedup_over_hf_bart', 'cache_speedup'}
     assert report['data']['bytes_store'] > 0
+    variants = report['variants']  # the smoke run compiles nothing
+    names = {f'{impl}-{dtype}' for impl in ('eager', 'sdpa')
+             for dtype in ('fp32', 'bf16')}
+    assert set(variants['train_step']) == set(variants['beam3']) == names
+    assert variants['beam3']['eager-fp32']['over_eager_fp32'] == 1.0
     startup = report['startup']
     assert startup['imports']['pcm_plugin_over_mmpretrain'] > 0
     assert set(startup['help']['tools']) == set(tool_scripts(REPO_ROOT))

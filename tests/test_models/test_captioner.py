@@ -125,3 +125,22 @@ def test_bad_input_500_word_caption_is_clipped_like_a_short_one(cfg):
     short = model(inputs, samples, mode='loss')['loss_ce']
     assert torch.isfinite(long)
     assert torch.equal(long, short)
+
+
+def test_compile_layers_keeps_names_and_outputs(cfg):
+    """``compile_layers``: every layer compiled in place, the state dict
+    keys unchanged, loss and captions those of the eager model (dynamo's
+    ``eager`` backend: the tracing without the slow CPU code generation)."""
+    torch.manual_seed(0)
+    eager = MODELS.build(cfg).eval()
+    torch.manual_seed(0)
+    compiled = MODELS.build(dict(
+        cfg, compile_layers=dict(backend='eager'))).eval()
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    layers = [*compiled.encoder.layers, *compiled.decoder.layers]
+    assert all(layer._compiled_call_impl is not None for layer in layers)
+    inputs, samples = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(inputs, samples, mode='loss'),
+                                   eager(inputs, samples, mode='loss'))
+        assert compiled.generate(inputs) == eager.generate(inputs)

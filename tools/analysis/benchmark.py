@@ -12,7 +12,10 @@ tool's ``--help``).
 
 Timings interleave the candidates (A, B, A, B, ...) after warm-up and report
 median and interquartile range; the 1-minute load average before and after
-is recorded, since other work may share the cores.
+is recorded, since other work may share the cores. The attention /
+precision / compile rows (eager vs SDPA attention x float32 vs bfloat16
+autocast x compiled layers or not, training step and beam 3) run on
+``--device``; ``--compile-backend none`` leaves the compiled ones out.
 """
 import argparse
 import os
@@ -35,6 +38,13 @@ def main(argv=None) -> int:
     parser.add_argument('--reps', type=int, default=7)
     parser.add_argument('--smoke', action='store_true',
                         help='tiny sizes: checks that every part runs')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
+                        help='device of the attention/precision/compile '
+                        'rows')
+    parser.add_argument('--compile-backend', default=None,
+                        help='torch.compile backend of the compiled rows, '
+                        "'none' for none (default: inductor; none with "
+                        '--smoke, as compiling takes seconds)')
     parser.add_argument('--startup-only', action='store_true',
                         help='only the start-up part (fresh processes)')
     args = parser.parse_args(argv)
@@ -142,6 +152,11 @@ def compute(args: argparse.Namespace) -> dict:
     decode['cache_speedup'] = (decode['greedy_no_cache']['median_s']
                                / decode['greedy_cache']['median_s'])
     report['decoding'] = decode
+    phase(f'attention x precision x compile on {args.device}')
+    backend = args.compile_backend or ('none' if args.smoke else 'inductor')
+    report['variants'] = perf.attention_precision_compile(
+        folder, size=size, device=args.device, reps=reps,
+        compile_backend=None if backend == 'none' else backend)
     phase('data: feature store vs one .npz per image')
     report['data'] = perf.feature_store_vs_npz(
         folder, num=64 if args.smoke else 2048, size=size,
@@ -175,6 +190,28 @@ def print_compute_table(r: dict) -> None:
         print(f'| {key} | {data[key]:.0f} | | |')
     print(f"| bytes store / npz | "
           f"{data['bytes_store'] / data['bytes_npz']:.2f} | | |")
+    print_variants_table(r['variants'])
+
+
+def print_variants_table(v: dict) -> None:
+    """Training step and beam 3 of each attention/precision/compile
+    variant, relative to eager float32 (``report['variants']``)."""
+    print(f"\n{v['device']}, compile backend {v['compile_backend']}"
+          + (f"; compile failed: {v['compile_error']}"
+             if 'compile_error' in v else ''))
+    print('| variant | train step | IQR | vs eager-fp32 | beam 3 | IQR | '
+          'vs eager-fp32 | first call (compiling) |\n'
+          '| --- | --- | --- | --- | --- | --- | --- | --- |')
+    for name, t in v['train_step'].items():
+        b = v['beam3'].get(name)
+        beam = (f"{b['median_s'] * 1e3:.0f} ms | {b['iqr_s'] * 1e3:.0f} ms | "
+                f"{b['over_eager_fp32']:.2f}x" if b else '– | – | –')
+        first = ' / '.join(f"{x['first_call_s']:.1f} s" for x in (t, b)
+                           if x and 'first_call_s' in x)
+        print(f"| {name} | {t['median_s'] * 1e3:.0f} ms | "
+              f"{t['iqr_s'] * 1e3:.0f} ms | {t['over_eager_fp32']:.2f}x | "
+              f'{beam} | {first} |')
+    print()
 
 
 def print_startup_table(s: dict) -> None:
