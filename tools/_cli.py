@@ -3,14 +3,16 @@
 ``--help`` and argument errors should answer at once, but importing any
 ``pcm_plugin.<module>`` first runs ``pcm_plugin/__init__``, which joins
 mmpretrain's registries (torch, mmengine and mmpretrain: seconds). A parser
-needs only a few literal constants (choices, defaults), so this module
-reads them from the package's files without importing the package; the
-tools import ``pcm_plugin`` after ``parse_args``. Standard library only.
+needs only a few literal constants (choices, defaults) or a module that
+imports nothing but the standard library (the train/test parsers), so this
+module serves them from the package's files without importing the package;
+the tools import ``pcm_plugin`` after ``parse_args``. Standard library only.
 (Not a tool: ``tools/_*`` are helpers.)
 """
 import ast
 import importlib.util
 import os.path as osp
+from types import ModuleType
 from typing import Any, Dict, Optional
 
 
@@ -72,3 +74,23 @@ def _single_name_target(node: ast.stmt) -> Optional[str]:
         return None
     return target.id if isinstance(target, ast.Name) else None
 
+
+def light_module(module: str) -> ModuleType:
+    """Run ``pcm_plugin.<module>`` from its file, without the package.
+
+    Only for modules that import nothing but the standard library (their
+    docstring says so); the package imports them as usual.
+
+    Args:
+        module (str): Dotted name inside the package, e.g.
+            ``'engine.launch_args'``.
+
+    Returns:
+        ModuleType: A private copy, named ``_pcm_light.<module>`` and not
+        put in ``sys.modules``.
+    """
+    spec = importlib.util.spec_from_file_location(
+        f'_pcm_light.{module}', package_file(module))
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded

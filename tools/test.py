@@ -13,11 +13,16 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
-from pcm_plugin.engine import launch  # noqa: E402
+from tools._cli import light_module  # noqa: E402
+
+# The parser without the package (importing it costs seconds), so that
+# --help and argument errors answer at once; pcm_plugin after parse_args.
+launch_args = light_module('engine.launch_args')
 
 
 def main() -> None:
-    args = launch.test_arg_parser().parse_args()
+    args = launch_args.test_arg_parser().parse_args()
+    from pcm_plugin.engine import launch
     try:
         cfg = launch.merge_test_args(launch.load_config(args), args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -6,6 +6,9 @@ the Runner (mmengine's own init calls ``torch.cuda.set_device``, which does
 not exist in CPU torch), a DDP wrapper without ``device_ids``, and a clean
 ``destroy_process_group`` at exit (without it torchrun runs sometimes end in
 SIGABRT after both ranks finished).
+
+The argument parsers are in :mod:`.launch_args` (standard library only, so
+that the tools can load it before the package) and re-exported here.
 """
 import argparse
 import os
@@ -16,39 +19,17 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 
 from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
 from .amp import amp_optim_wrapper, amp_test_cfg, check_amp_dtype
-
-
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config keys, e.g. model.mixup.top_k=3 '
-        'train_dataloader.batch_size=16')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
-                                               'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    parser.add_argument('--no-pin-memory', action='store_true')
-    parser.add_argument(
-        '--trust-checkpoint', action='store_true',
-        help='allow full unpickling of a checkpoint that needs it (it can '
-        'run code from the file: only for files you trust). Without it such '
-        'files are refused; mmengine checkpoints do not need it')
-
-
-def add_amp_args(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--amp`` and ``--amp-dtype`` (:mod:`pcm_plugin.engine.amp`)."""
-    parser.add_argument('--amp', action='store_true',
-                        help=f'{what} under autocast in --amp-dtype (mixed '
-                        'precision)')
-    parser.add_argument(
-        '--amp-dtype', choices=['bfloat16', 'float16'], default=None,
-        help='bfloat16 (default; CPU or GPU) or float16 (CUDA only, with '
-        'dynamic loss scaling in training)')
+from .launch_args import (  # noqa: F401
+    add_amp_args,
+    add_common_args,
+    test_arg_parser,
+    train_arg_parser,
+)
 
 
 def amp_dtype(args: argparse.Namespace) -> Optional[str]:
@@ -63,39 +44,6 @@ def amp_dtype(args: argparse.Namespace) -> Optional[str]:
             raise ValueError(f'--amp-dtype {args.amp_dtype} needs --amp')
         return None
     return check_amp_dtype(args.amp_dtype, cuda=torch.cuda.is_available())
-
-
-def train_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument(
-        '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest one in '
-        'the work dir when no path is given')
-    add_amp_args(parser, 'train')
-    parser.add_argument('--no-validate', action='store_true',
-                        help='skip validation during training')
-    parser.add_argument('--auto-scale-lr', action='store_true')
-    parser.add_argument('--no-persistent-workers', action='store_true')
-    add_common_args(parser)
-    return parser
-
-
-def test_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description='Evaluate a PCM-Net checkpoint')
-    parser.add_argument('config', help='test config file path, or a '
-                        'released model folder (tools/publish_model.py)')
-    parser.add_argument('checkpoint', nargs='?',
-                        help='checkpoint file (.pth or .safetensors); '
-                        'omitted with a released model folder')
-    parser.add_argument('--out', help='JSON file for the metrics, or with '
-                        '--out-item pred the captions (COCO results format)')
-    parser.add_argument('--out-item', choices=['metrics', 'pred'],
-                        default='metrics')
-    add_amp_args(parser, 'test')
-    add_common_args(parser)
-    return parser
 
 
 def load_config(args: argparse.Namespace) -> Config:
