@@ -24,22 +24,32 @@ COCO = dict(d=512, layers=3, heads=8, ffn=2048, vocab=10200, patches=49,
 
 
 def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,
-                      warmup: int = 2, reps: int = 7) -> Dict[str, Dict]:
-    """Median/IQR seconds of each callable, run in alternation."""
+                      warmup: int = 2, reps: int = 7,
+                      cpu: bool = False) -> Dict[str, Dict]:
+    """Median/IQR seconds of each callable, run in alternation.
+
+    With ``cpu``, also the median CPU seconds of this process
+    (``cpu_median_s``): for single-threaded work on shared cores, the time
+    the work itself took, without the waits for the other processes.
+    """
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
     runs: Dict[str, List[float]] = {name: [] for name in candidates}
+    cpu_runs: Dict[str, List[float]] = {name: [] for name in candidates}
     for _ in range(reps):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             runs[name].append(time.perf_counter() - start)
+            cpu_runs[name].append(time.process_time() - cpu_start)
     out = {}
     for name, values in runs.items():
         q = np.percentile(values, [25, 50, 75])
         out[name] = dict(median_s=float(q[1]), iqr_s=float(q[2] - q[0]),
                          runs=len(values))
+        if cpu:
+            out[name]['cpu_median_s'] = float(np.median(cpu_runs[name]))
     return out
 
 
@@ -276,11 +286,163 @@ def greedy_without_cache(decoder, memory, memory_mask, steps: int):
     return ids[:, 1:]
 
 
+def search_steps(decoder, memory: torch.Tensor, mask: torch.Tensor, *,
+                 beam_size: int, max_len: int) -> int:
+    """Decoding steps one search runs: it stops once every sample's beams
+    have finished, so a trained decoder runs fewer than ``max_len``."""
+    calls = []
+    step = decoder.step
+
+    def counted(*args):
+        calls.append(1)
+        return step(*args)
+
+    decoder.step = counted  # on the instance, removed below
+    try:
+        with torch.no_grad():
+            decoder.generate(memory, mask, beam_size=beam_size,
+                             max_len=max_len)
+    finally:
+        del decoder.step
+    return len(calls)
+
+
+def decoding(decoder, memory: torch.Tensor, mask: torch.Tensor, bart, *,
+             words: int, reps: int, bart_steps: Optional[int] = None,
+             visible_memory: bool = False) -> Dict:
+    """Beam 3, ours against HF BART ``generate(num_beams=3)``, and greedy
+    with and without the key/value cache, timed interleaved.
+
+    BART gets the same memory, all of it visible (a user's BART would run
+    over every position, masked or not) and decodes ``bart_steps`` for
+    every sample (``min_new_tokens`` = ``max_new_tokens``): with random
+    weights its [EOS] means nothing, so it is held to the steps our search
+    needs.
+
+    Args:
+        decoder (CaptionTransformerDecoder): Ours, eval mode.
+        memory (Tensor): ``(B, L, d)`` encoder output.
+        mask (Tensor): ``(B, L)`` bool, True = visible.
+        bart (BartForConditionalGeneration): Same dimensions.
+        words (int): Our searches' ``max_len``.
+        reps (int): Timed repetitions.
+        bart_steps (int, optional): BART's steps. Defaults to ``words``.
+        visible_memory (bool): Also time BART over the visible positions
+            only (``hf_bart_beam3_visible``: what our search attends to,
+            masked positions dropped, with an attention mask for the
+            padding).
+
+    Returns:
+        dict: Per candidate median/IQR/CPU seconds and ``captions_per_s``;
+        ``steps`` (our beam-3 steps), ``bart_steps``,
+        ``beam_speedup_over_hf_bart`` and ``cache_speedup`` (greedy), each
+        also on CPU time (``*_cpu``).
+    """
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from pcm_plugin.models.caption_decoder import drop_masked_positions
+    bart_steps = bart_steps or words
+
+    def bart_fn(hidden, attention_mask=None):
+        @torch.no_grad()
+        def search():
+            # A new wrapper each call: generate() expands it for the beams
+            # in place, which would triple the batch at every repetition.
+            bart.generate(encoder_outputs=BaseModelOutput(
+                last_hidden_state=hidden), attention_mask=attention_mask,
+                num_beams=3, max_new_tokens=bart_steps,
+                min_new_tokens=bart_steps, do_sample=False,
+                early_stopping=False)
+        return search
+
+    def ours(beam_size):
+        @torch.no_grad()
+        def search():
+            decoder.generate(memory, mask, beam_size=beam_size,
+                             max_len=words)
+        return search
+
+    @torch.no_grad()
+    def greedy_no_cache():
+        greedy_without_cache(decoder, memory, mask, words)
+
+    candidates = dict(ours_beam3=ours(3), hf_bart_beam3=bart_fn(memory),
+                      greedy_cache=ours(1), greedy_no_cache=greedy_no_cache)
+    if visible_memory:
+        kept, kept_mask = drop_masked_positions(memory, mask)
+        candidates['hf_bart_beam3_visible'] = bart_fn(kept,
+                                                      kept_mask.long())
+    out = timed_interleaved(candidates, reps=reps, cpu=True)
+    for row in out.values():
+        row['captions_per_s'] = memory.size(0) / row['median_s']
+    out['steps'] = search_steps(decoder, memory, mask, beam_size=3,
+                                max_len=words)
+    out['bart_steps'] = bart_steps
+    for ratio, (slow, fast) in dict(
+            beam_speedup_over_hf_bart=('hf_bart_beam3', 'ours_beam3'),
+            cache_speedup=('greedy_no_cache', 'greedy_cache')).items():
+        out[ratio] = out[slow]['median_s'] / out[fast]['median_s']
+        out[ratio + '_cpu'] = (out[slow]['cpu_median_s']
+                               / out[fast]['cpu_median_s'])
+    return out
+
+
+def trained_run_batch(run_dir: str, *, batch: int = 32):
+    """A trained run's model and the memory of its first test images.
+
+    Args:
+        run_dir (str): Work directory with the run's config dump (``*.py``)
+            and ``epoch_<n>.pth`` checkpoints; the latest is loaded.
+        batch (int): Test images encoded.
+
+    Returns:
+        tuple: ``model`` (eval mode), ``memory`` (B, L, d), ``mask`` (B, L).
+    """
+    import copy
+    import glob
+    import re
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+
+    import pcm_plugin  # noqa: F401
+    from pcm_plugin.registry import MODELS
+    configs = sorted(glob.glob(osp.join(run_dir, '*.py')))
+    checkpoints = sorted(
+        glob.glob(osp.join(run_dir, 'epoch_*.pth')),
+        key=lambda p: int(re.findall(r'epoch_(\d+)', p)[-1]))
+    if not configs or not checkpoints:
+        raise FileNotFoundError(f'{run_dir}: no config dump (*.py) or no '
+                                'epoch_*.pth checkpoint')
+    cfg = Config.fromfile(configs[0])
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    load_checkpoint(model, checkpoints[-1], map_location='cpu',
+                    logger='silent')
+    model.eval()
+    init_default_scope('mmpretrain')  # where pcm_plugin registers
+    loader = copy.deepcopy(cfg.test_dataloader)
+    loader.update(batch_size=batch, num_workers=0)
+    data = model.data_preprocessor(
+        next(iter(Runner.build_dataloader(loader))), False)
+    with torch.no_grad():
+        memory, mask = model.encode(data['inputs'])
+    return model, memory, mask
+
+
 def never_end(decoder) -> None:
     """Make [EOS] impossible for a random-weight decoder, so that every
     search runs all its steps (HF is held to ``min_new_tokens`` alike)."""
     with torch.no_grad():
         decoder.predictor[-1].bias[0] = -1e4
+
+
+def decoder_size(decoder) -> Dict:
+    """:data:`COCO`-style sizes of a built decoder (for :func:`hf_bart`)."""
+    layer = decoder.layers[0]
+    return dict(d=decoder.embed_dim, layers=len(decoder.layers),
+                heads=layer.self_attn.num_heads,
+                ffn=layer.ffn.net[0].out_features, vocab=decoder.vocab_size)
 
 
 def hf_bart(size: Dict = COCO):

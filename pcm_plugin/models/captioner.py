@@ -10,6 +10,7 @@ from torch import nn
 
 from pcm_plugin.registry import MODELS
 
+from .caption_decoder import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
 from .tokenizer import (
     EOS_ID,
@@ -160,8 +161,9 @@ class PCMCaptioner(BaseModel):
         if compile_layers:
             # Shapes vary by design (caption length, cache length, batch x
             # beams): compiled as dynamic from the start, a decoder layer
-            # needs 4 graphs for training, beam and greedy search, not 8,
-            # dynamo's limit past which it silently runs eagerly.
+            # needs 7 graphs for training, beam and greedy search (the
+            # beam width is part of a step's graph, 1 vs more), not more
+            # than 8, dynamo's limit past which it silently runs eagerly.
             options = dict(dynamic=True)
             if isinstance(compile_layers, dict):
                 options.update(compile_layers)
@@ -252,8 +254,20 @@ class PCMCaptioner(BaseModel):
             return self.predict(inputs, data_samples)
         raise RuntimeError(f'Invalid mode "{mode}".')
 
-    def encode(self, inputs: Dict[str, torch.Tensor]):
-        """Embed + encode: ``memory`` (B, L, d) and ``mask`` (B, L)."""
+    def encode(self, inputs: Dict[str, torch.Tensor], *,
+               drop_masked: bool = False):
+        """Embed + encode: ``memory`` (B, L, d) and ``mask`` (B, L).
+
+        Args:
+            inputs (dict): As :meth:`forward` takes them.
+            drop_masked (bool): Drop the masked tokens (at test time the
+                unselected textual tokens, 44 of 99 at the COCO size)
+                before the encoder, where that is exactly equivalent
+                (:func:`~pcm_plugin.models.caption_decoder.
+                drop_masked_positions`): the visible positions' memory is
+                the same, in order, and L shrinks. Defaults to False (the
+                memory keeps the mix-up's token layout).
+        """
         if 'images' in inputs:
             if self.image_encoder is None:
                 raise KeyError('the inputs are images but the model has no '
@@ -266,8 +280,10 @@ class PCMCaptioner(BaseModel):
             raise KeyError(f'model inputs lack {missing}; the pipeline must '
                            'end with LoadCLIPFeatures + PackCaptionInputs')
         emb = self.mixup(inputs['patch_feats'], inputs['global_feat'])
-        memory = self.encoder(emb['tokens'], emb['token_mask'])
-        return memory, emb['token_mask']
+        tokens, mask = emb['tokens'], emb['token_mask']
+        if drop_masked:
+            tokens, mask = drop_masked_positions(tokens, mask)
+        return self.encoder(tokens, mask), mask
 
     def _clip_cos(self, data_samples: List[DataSample], device) -> Optional[
             torch.Tensor]:
@@ -305,7 +321,7 @@ class PCMCaptioner(BaseModel):
     def generate(self, inputs: Dict[str, torch.Tensor],
                  beam_size: Optional[int] = None) -> List[str]:
         """Captions for a batch of features (beam search by default)."""
-        memory, mask = self.encode(inputs)
+        memory, mask = self.encode(inputs, drop_masked=True)
         ids, _ = self.decoder.generate(memory, mask, beam_size=beam_size,
                                        max_len=self.max_len)
         return decode_ids(self._require_tokenizer(), ids)

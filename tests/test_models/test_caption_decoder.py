@@ -1,5 +1,6 @@
 """Tests for pcm_plugin.models.caption_decoder (docs/method.md §3.7-3.8)."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -93,31 +94,167 @@ class TestIncrementalDecoding:
         ids[:, 0] = decoder.bos_id
         with torch.no_grad():
             full = decoder(ids, memory, mask)  # (B, T, V)
-            cache = decoder.init_cache(memory, mask)
+            # Preallocated for 2 steps: the cache grows past them.
+            cache = decoder.init_cache(memory, mask, max_len=2)
             for t in range(ids.size(1)):
-                logits, new_cache = decoder.step(ids[:, t], cache)
-                assert cache.length == t  # the input cache is not mutated
-                assert new_cache.length == t + 1
+                assert cache.length == t
+                logits = decoder.step(ids[:, t], cache)  # in place
                 torch.testing.assert_close(
                     logits, full[:, t], atol=1e-5, rtol=0)
-                cache = new_cache
+        assert cache.length == 6 and cache.self_kv[0][0].size(0) >= 6
 
     def test_reorder_cache_matches_permuted_batch(self):
+        """Rows repeated and moved, each to its own query slot of a
+        width-2 grid (two hypotheses of sample 0), then samples dropped."""
         decoder = make_decoder(seed=4, vocab_size=9)
         memory, mask = make_memory(seed=5, batch=3)
-        ids = torch.randint(0, 9, (3, 5), generator=torch.Generator().
+        ids = torch.randint(0, 9, (3, 6), generator=torch.Generator().
                             manual_seed(6))  # (B, T)
         order = torch.tensor([2, 0, 0, 1])
+        slots = torch.tensor([4, 0, 1, 2])  # sample = slot // 2
         with torch.no_grad():
             full = decoder(ids[order], memory[order], mask[order])
-            cache = decoder.init_cache(memory, mask)
+            cache = decoder.init_cache(memory, mask, width=2)
             for t in range(2):
-                _, cache = decoder.step(ids[:, t], cache)
-            cache = decoder.reorder_cache(cache, order)
-            for t in range(2, 5):
-                logits, cache = decoder.step(ids[order, t], cache)
+                decoder.step(ids[:, t], cache)
+            decoder.reorder_cache(cache, order, slots=slots)
+            for t in range(2, 4):
+                logits = decoder.step(ids[order, t], cache)
                 torch.testing.assert_close(
                     logits, full[:, t], atol=1e-5, rtol=0)
+            # Sample 1 leaves: keep memories 0 and 2, renumbered 0 and 1.
+            keep = torch.tensor([0, 1, 2])  # rows of samples 2, 0, 0
+            decoder.reorder_cache(cache, keep, slots=torch.tensor([2, 0, 1]),
+                                  memories=torch.tensor([0, 2]))
+            for t in range(4, 6):
+                logits = decoder.step(ids[order[keep], t], cache)
+                torch.testing.assert_close(
+                    logits, full[keep, t], atol=1e-5, rtol=0)
+
+
+class TestDropMaskedPositions:
+
+    def test_layout_and_exact_attention(self):
+        from pcm_plugin.models.caption_decoder import drop_masked_positions
+        decoder = make_decoder(seed=8, vocab_size=9)
+        memory, mask = make_memory(seed=9, batch=4, length=6)
+        mask[2, 3] = False  # a hole inside a row
+        kept, kept_mask = drop_masked_positions(memory, mask)
+        assert kept.shape == (4, int(mask.sum(1).max()), 16)
+        for row in range(4):  # visible positions first, in order
+            count = int(mask[row].sum())
+            assert torch.equal(kept[row, :count], memory[row][mask[row]])
+            assert kept_mask[row].tolist() == [True] * count + [False] * (
+                kept_mask.size(1) - count)
+        ids = torch.randint(0, 9, (4, 5))  # (B, T)
+        with torch.no_grad():
+            torch.testing.assert_close(decoder(ids, kept, kept_mask),
+                                       decoder(ids, memory, mask),
+                                       atol=1e-6, rtol=0)
+
+    def test_nothing_to_drop_or_not_equivalent(self):
+        from pcm_plugin.models.caption_decoder import drop_masked_positions
+        memory, mask = make_memory(seed=1, batch=3, length=5)
+        full = torch.ones_like(mask)
+        assert drop_masked_positions(memory, full)[0] is memory
+        # Row 0 is whole: no shorter layout exists.
+        assert drop_masked_positions(memory, mask)[0] is memory
+        # A row with no visible key averages *all* keys: kept as is.
+        mask[0, 1:] = False
+        mask[1] = False
+        assert drop_masked_positions(memory, mask)[1] is mask
+
+
+def previous_search(decoder, memory, memory_mask, beam, steps):
+    """The beam search before the speed-up (commit 689dd3c), line for line,
+    with each step's logits from a full forward over the prefixes instead
+    of its key/value cache: every beam of every sample decoded at every
+    step, finished ones frozen at EOS, until all beams have finished.
+
+    Returns:
+        tuple: ids (B, T), scores (B,) and the number of steps run.
+    """
+    batch, vocab, eos = memory.size(0), decoder.vocab_size, decoder.eos_id
+    sample = torch.arange(batch)
+    memory = memory.repeat_interleave(beam, 0)  # (B * W, L, d)
+    memory_mask = memory_mask.repeat_interleave(beam, 0)  # (B * W, L)
+    scores = torch.full((batch, beam), -math.inf)  # (B, W)
+    scores[:, 0] = 0.0
+    finished = torch.zeros(batch, beam, dtype=torch.bool)
+    ids = torch.full((batch, beam, steps), eos)  # (B, W, T)
+    prefix = torch.full((batch * beam, 1), decoder.bos_id)  # (B * W, 1)
+    frozen = torch.full((vocab, ), -math.inf)
+    frozen[eos] = 0.0
+    for t in range(steps):
+        with torch.no_grad():
+            logits = decoder(prefix, memory, memory_mask)[:, -1]  # (B*W, V)
+        log_probs = logits.float().log_softmax(-1).view(batch, beam, vocab)
+        log_probs = torch.where(finished[..., None], frozen, log_probs)
+        candidates = scores[..., None] + log_probs  # (B, W, V)
+        scores, flat = candidates.view(batch, beam * vocab).topk(beam, -1)
+        parent, word = flat // vocab, flat % vocab  # (B, W) each
+        ids = ids.gather(1, parent[..., None].expand(-1, -1, steps))
+        ids[:, :, t] = word
+        finished = finished.gather(1, parent) | (word == eos)
+        if bool(finished.all()):
+            break
+        rows = (parent + sample[:, None] * beam).view(-1)  # (B * W,)
+        prefix = torch.cat([prefix[rows], word.view(-1, 1)], 1)
+    best = scores.argmax(-1)  # (B,)
+    return ids[sample, best], scores[sample, best], t + 1
+
+
+class TestAgainstThePreviousSearch:
+    """Same ids as the search before the speed-up (finished samples and
+    beams leaving the batch, the first step on one beam per sample,
+    masked memory dropped, queries grouped per sample), whatever ends the
+    search: EOS as drawn, EOS likely (samples leave early, at different
+    steps) or impossible (every step runs)."""
+
+    @pytest.mark.parametrize('beam_size', [1, 2, 3, 5])
+    @pytest.mark.parametrize('batch', [1, 4, 9])
+    @pytest.mark.parametrize('eos_bias', [0.0, 2.0, -1e4])
+    def test_same_ids_and_scores(self, beam_size, batch, eos_bias):
+        for seed in range(3):
+            decoder = make_decoder(seed=seed, vocab_size=11, sharpen=4.0)
+            with torch.no_grad():
+                decoder.predictor[1].bias[decoder.eos_id] += eos_bias
+            memory, mask = make_memory(seed=30 + seed, batch=batch,
+                                       length=7)
+            mask[:, 3] = False  # a masked position inside every row
+            ids, scores = decoder.generate(memory, mask, beam_size=beam_size,
+                                           max_len=7)
+            ref_ids, ref_scores, _ = previous_search(decoder, memory, mask,
+                                                     beam_size, 7)
+            assert torch.equal(ids, ref_ids), (seed, ids, ref_ids)
+            torch.testing.assert_close(scores, ref_scores, atol=1e-5,
+                                       rtol=0)
+
+    def test_samples_leave_at_different_steps(self):
+        """The case the batch shrinking must get right: some samples end
+        at once, others run to max_len; only unfinished beams are decoded
+        (one per sample at the first step), for as many steps as before."""
+        from pcm_plugin.analysis.perf import search_steps
+        decoder = make_decoder(seed=3, vocab_size=11, sharpen=4.0)
+        memory, mask = make_memory(seed=43, batch=9, length=7)
+        mask[:, 3] = False
+        rows = []  # decoded rows at each step
+        step = decoder.step
+
+        def counted(tokens, cache):
+            rows.append(len(tokens))
+            return step(tokens, cache)
+
+        decoder.step = counted
+        ids, _ = decoder.generate(memory, mask, beam_size=3, max_len=7)
+        del decoder.step
+        lengths = ((ids == decoder.eos_id).cumsum(1) == 0).sum(1)  # (B,)
+        assert lengths.min() < 2 and lengths.max() == 7, lengths
+        ref_ids, _, ref_steps = previous_search(decoder, memory, mask, 3, 7)
+        assert torch.equal(ids, ref_ids)
+        assert len(rows) == ref_steps == search_steps(
+            decoder, memory, mask, beam_size=3, max_len=7)
+        assert rows[0] == 9 and max(rows) <= 27 and rows[-1] < 27, rows
 
 
 class TestSearch:

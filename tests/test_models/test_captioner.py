@@ -3,6 +3,7 @@ import pytest
 import torch
 from mmpretrain.structures import DataSample
 
+from pcm_plugin.models.tokenizer import decode_ids
 from pcm_plugin.registry import MODELS
 from tests.conftest import CAPTIONS
 
@@ -144,3 +145,22 @@ def test_compile_layers_keeps_names_and_outputs(cfg):
         torch.testing.assert_close(compiled(inputs, samples, mode='loss'),
                                    eager(inputs, samples, mode='loss'))
         assert compiled.generate(inputs) == eager.generate(inputs)
+
+
+def test_captions_drop_the_masked_textual_tokens_before_the_encoder(cfg):
+    """At test time the unselected textual tokens are masked: ``generate``
+    drops them before the encoder (fewer positions), which leaves the
+    memory of the visible ones and the captions as they were."""
+    model = MODELS.build(cfg).eval()
+    inputs, _ = batch()
+    with torch.no_grad():
+        memory, mask = model.encode(inputs)  # (B, 1 + 2N, d)
+        kept, kept_mask = model.encode(inputs, drop_masked=True)
+        assert memory.shape[1] == 1 + 2 * 49
+        assert kept.shape[1] == int(mask.sum(1).max()) < memory.shape[1]
+        for row in range(len(memory)):
+            torch.testing.assert_close(kept[row][kept_mask[row]],
+                                       memory[row][mask[row]], atol=1e-5,
+                                       rtol=0)
+        ids, _ = model.decoder.generate(memory, mask, max_len=8)
+    assert model.generate(inputs) == decode_ids(model.tokenizer, ids)

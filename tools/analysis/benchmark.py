@@ -7,6 +7,7 @@ processes: ``import pcm_plugin`` against ``import mmpretrain``, every
 tool's ``--help``).
 
     python tools/analysis/benchmark.py --out work_dirs/benchmark.json
+    python tools/analysis/benchmark.py --decoding-only  # a few minutes
     python tools/analysis/benchmark.py --smoke          # seconds (tests)
     python tools/analysis/benchmark.py --startup-only   # about a minute
 
@@ -16,6 +17,10 @@ is recorded, since other work may share the cores. The attention /
 precision / compile rows (eager vs SDPA attention x float32 vs bfloat16
 autocast x compiled layers or not, training step and beam 3) run on
 ``--device``; ``--compile-backend none`` leaves the compiled ones out.
+The decoding rows run twice: on the random-weight model (its [EOS] made
+impossible, so every search runs all the steps) and on a trained
+mini-world run (``--trained-run``: real end-of-sentence behaviour, HF BART
+held to the steps our search needs); CPU seconds are reported too.
 """
 import argparse
 import os
@@ -26,6 +31,8 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
+# A mini-world ablation cell (PCM-Net trained on synthetic renders).
+TRAINED_RUN = 'work_dirs/ablation/localized-seed0/full_synth_d030_s0'
 SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
              patch_dim=24, global_dim=16, words=5, batch=4, concepts=8)
 
@@ -45,9 +52,20 @@ def main(argv=None) -> int:
                         help='torch.compile backend of the compiled rows, '
                         "'none' for none (default: inductor; none with "
                         '--smoke, as compiling takes seconds)')
+    parser.add_argument('--trained-run', default=None,
+                        help='work directory of a trained run (config dump '
+                        '+ epoch_*.pth) whose decoder is timed too, with '
+                        "real end-of-sentence behaviour; 'none' for none "
+                        f'(default: {TRAINED_RUN} when it exists, none '
+                        'with --smoke)')
+    parser.add_argument('--decoding-only', action='store_true',
+                        help='only the decoding part (beam search against '
+                        'HF BART, greedy, cache; random and trained)')
     parser.add_argument('--startup-only', action='store_true',
                         help='only the start-up part (fresh processes)')
     args = parser.parse_args(argv)
+    if args.decoding_only:
+        return decoding_only(args)
     from pcm_plugin.analysis.startup import startup_times
     report = dict(load_before=os.getloadavg()[0], device='cpu')
     if not args.startup_only:
@@ -109,49 +127,7 @@ def compute(args: argparse.Namespace) -> dict:
                                / train['base']['median_s'])
     report['train_step'] = train
 
-    phase('decoding: beam 3 vs HF BART, greedy with/without cache')
-    model = models['full'].eval()
-    perf.never_end(model.decoder)  # random weights: decode all the steps
-    with torch.no_grad():
-        memory, mask = model.encode(batch[0])
-    decoder, bart = model.decoder, perf.hf_bart(size)
-    from transformers.modeling_outputs import BaseModelOutput
-    words = size['words']
-
-    @torch.no_grad()
-    def ours_beam():
-        decoder.generate(memory, mask, beam_size=3, max_len=words)
-
-    @torch.no_grad()
-    def bart_beam():
-        # Same memory, all of it visible (the mask's cost is negligible).
-        # A new wrapper each call: generate() expands it for the beams in
-        # place, which would triple the batch at every repetition.
-        enc = BaseModelOutput(last_hidden_state=memory)
-        bart.generate(encoder_outputs=enc, num_beams=3,
-                      max_new_tokens=words, min_new_tokens=words,
-                      do_sample=False, early_stopping=False)
-
-    @torch.no_grad()
-    def greedy_cached():
-        decoder.generate(memory, mask, beam_size=1, max_len=words)
-
-    @torch.no_grad()
-    def greedy_uncached():
-        perf.greedy_without_cache(decoder, memory, mask, words)
-
-    decode = perf.timed_interleaved(
-        dict(ours_beam3=ours_beam, hf_bart_beam3=bart_beam,
-             greedy_cache=greedy_cached, greedy_no_cache=greedy_uncached),
-        reps=reps)
-    batch_size = size['batch']
-    for name in list(decode):
-        decode[name]['captions_per_s'] = batch_size / decode[name]['median_s']
-    decode['beam_speedup_over_hf_bart'] = (
-        decode['hf_bart_beam3']['median_s'] / decode['ours_beam3']['median_s'])
-    decode['cache_speedup'] = (decode['greedy_no_cache']['median_s']
-                               / decode['greedy_cache']['median_s'])
-    report['decoding'] = decode
+    report.update(decoding(args, models['full'], size, reps))
     phase(f'attention x precision x compile on {args.device}')
     backend = args.compile_backend or ('none' if args.smoke else 'inductor')
     report['variants'] = perf.attention_precision_compile(
@@ -164,8 +140,117 @@ def compute(args: argparse.Namespace) -> dict:
     return report
 
 
+def decoding_only(args: argparse.Namespace) -> int:
+    """``--decoding-only``: the decoding rows alone, printed and saved."""
+    import torch
+
+    from pcm_plugin.analysis import perf
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = SMOKE if args.smoke else perf.COCO
+    report = dict(load_before=os.getloadavg()[0], device='cpu', size=size,
+                  threads=torch.get_num_threads())
+    torch.manual_seed(0)
+    model = perf.build_coco_size(perf.new_workspace(), mixup=True,
+                                 size=size)
+    report.update(decoding(args, model, size,
+                           2 if args.smoke else args.reps))
+    report['load_after'] = os.getloadavg()[0]
+    print(f"threads {report['threads']}, load {report['load_before']:.2f} "
+          f"-> {report['load_after']:.2f}")
+    print('| measurement | median | IQR | note |\n| --- | --- | --- | --- |')
+    print_decoding_table(report)
+    if args.out:
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(args.out, report, indent=1)
+        print(f'written: {args.out}')
+    return 0
+
+
+def decoding(args: argparse.Namespace, model, size: dict, reps: int) -> dict:
+    """Beam 3 against HF BART, greedy with and without the cache, and the
+    encoder over all / the visible tokens, on the random-weight ``model``
+    (its [EOS] made impossible, as HF BART's) and on the trained run."""
+    import torch
+
+    from pcm_plugin.analysis import perf
+    phase('decoding: beam 3 vs HF BART, greedy with/without cache')
+    model.eval()
+    perf.never_end(model.decoder)  # random weights: decode all the steps
+    inputs = perf.random_batch(size)[0]
+    with torch.no_grad():
+        memory, mask = model.encode(inputs)
+        encoder = perf.timed_interleaved(dict(
+            all_tokens=lambda: model.encode(inputs),
+            visible_tokens=lambda: model.encode(inputs, drop_masked=True)),
+            reps=reps, cpu=True)
+    rows = perf.decoding(model.decoder, memory, mask, perf.hf_bart(size),
+                         words=size['words'], reps=reps, visible_memory=True)
+    rows['encoder'] = encoder
+    return dict(decoding=rows, decoding_trained=trained_decoding(args, reps))
+
+
+def trained_decoding(args: argparse.Namespace, reps: int) -> dict:
+    """The decoding rows on a trained run's first 32 test images, or why
+    they were skipped."""
+    run = args.trained_run or (None if args.smoke else TRAINED_RUN)
+    if run is None or run == 'none':
+        return dict(skipped='no trained run (--trained-run)')
+    run = osp.join(REPO, run)
+    if not osp.isdir(run):
+        return dict(skipped=f'{run} does not exist')
+    from pcm_plugin.analysis import perf
+    phase(f'decoding on the trained run {run}')
+    model, memory, mask = perf.trained_run_batch(run)
+    decoder = model.decoder
+    words = model.max_len
+    # BART's [EOS] means nothing with random weights: it decodes as many
+    # steps as our beam search needs for its slowest sample.
+    steps = perf.search_steps(decoder, memory, mask, beam_size=3,
+                              max_len=words)
+    out = perf.decoding(decoder, memory, mask,
+                        perf.hf_bart(perf.decoder_size(decoder)),
+                        words=words, reps=reps, bart_steps=steps)
+    out.update(run=run, size=perf.decoder_size(decoder),
+               memory=list(memory.shape))
+    return out
+
+
+def print_decoding_rows(d: dict, title: str) -> None:
+    """One decoding comparison (``perf.decoding``) as table rows."""
+    names = ('ours_beam3', 'hf_bart_beam3', 'hf_bart_beam3_visible',
+             'greedy_cache', 'greedy_no_cache')
+    for name in (n for n in names if n in d):
+        x = d[name]
+        print(f"| {title}: {name} | {x['median_s'] * 1e3:.0f} ms | "
+              f"{x['iqr_s'] * 1e3:.0f} ms | {x['captions_per_s']:.0f} "
+              f"captions/s, CPU {x['cpu_median_s'] * 1e3:.0f} ms |")
+    print(f"| {title}: beam-3 speed-up over HF BART | "
+          f"{d['beam_speedup_over_hf_bart']:.2f}x | | CPU time "
+          f"{d['beam_speedup_over_hf_bart_cpu']:.2f}x; steps: ours "
+          f"{d['steps']}, BART {d['bart_steps']} |")
+    print(f"| {title}: cache speed-up (greedy) | {d['cache_speedup']:.2f}x "
+          f"| | CPU time {d['cache_speedup_cpu']:.2f}x |")
+
+
+def print_decoding_table(r: dict) -> None:
+    """The decoding rows (``report['decoding']`` and
+    ``report['decoding_trained']``) as markdown table rows."""
+    d = r['decoding']
+    print_decoding_rows(d, 'random weights')
+    for name, x in d['encoder'].items():
+        print(f"| encoder, test layout, {name} | {x['median_s'] * 1e3:.0f} "
+              f"ms | {x['iqr_s'] * 1e3:.0f} ms | CPU "
+              f"{x['cpu_median_s'] * 1e3:.0f} ms |")
+    trained = r['decoding_trained']
+    if 'skipped' in trained:
+        print(f"| trained run | skipped | | {trained['skipped']} |")
+    else:
+        print_decoding_rows(trained, 'trained')
+
+
 def print_compute_table(r: dict) -> None:
-    t, d = r['train_step'], r['decoding']
+    t = r['train_step']
     print(f"threads {r['threads']}, load {r['load_before']:.2f} -> "
           f"{r['load_after']:.2f}; matmul {r['matmul_flops_per_s'] / 1e9:.1f}"
           ' GFLOP/s')
@@ -176,15 +261,7 @@ def print_compute_table(r: dict) -> None:
               f"{x['iqr_s'] * 1e3:.0f} ms | {x['flops'] / 1e9:.1f} GFLOP, "
               f"{x['of_matmul']:.0%} of matmul FLOP/s |")
     print(f"| full / base step | {t['full_over_base']:.3f}x | | |")
-    for name in ('ours_beam3', 'hf_bart_beam3', 'greedy_cache',
-                 'greedy_no_cache'):
-        x = d[name]
-        print(f"| {name} | {x['median_s'] * 1e3:.0f} ms | "
-              f"{x['iqr_s'] * 1e3:.0f} ms | {x['captions_per_s']:.0f} "
-              'captions/s |')
-    print(f"| beam-3 speed-up over HF BART | "
-          f"{d['beam_speedup_over_hf_bart']:.2f}x | | |")
-    print(f"| cache speed-up (greedy) | {d['cache_speedup']:.2f}x | | |")
+    print_decoding_table(r)
     data = r['data']
     for key in sorted(k for k in data if 'samples_per_s' in k):
         print(f'| {key} | {data[key]:.0f} | | |')
