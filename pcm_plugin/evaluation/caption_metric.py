@@ -1,20 +1,30 @@
-"""COCO caption metric: pycocoevalcap's scorers called one by one.
+"""COCO caption metric: pycocoevalcap's scorers called directly.
 
 mmpretrain's ``COCOCaption`` runs ``COCOEvalCap.evaluate()``, which always
 runs SPICE, and SPICE downloads Stanford CoreNLP on first use: offline it
 fails (docs: openmmlab.md §1.6, stack.md §4). This metric keeps the same
-``process``/``compute_metrics`` split and output keys but calls
-``PTBTokenizer`` then ``Bleu(4)``, ``Meteor()``, ``Rouge()``, ``Cider()``
-itself; SPICE is opt-in and checked for its jars before anything runs.
+``process``/``compute_metrics`` split and output keys but runs
+``PTBTokenizer``, ``Bleu(4)``, METEOR 1.5, ``Rouge()`` and CIDEr itself,
+with pycocoevalcap's numbers to the bit; SPICE is opt-in and checked for
+its jars before anything runs.
 
 All scorers need ``java`` on PATH (the PTB tokenizer, METEOR and SPICE are
 jars). pycocoevalcap writes temporary files inside its own package
 directory, so the environment must be writable. METEOR starts a JVM with a
-2 GB heap per evaluation (about 6 s).
+2 GB heap per evaluation (about 8 CPU seconds to load its tables).
+
+Same numbers, less waiting: references and predictions go through one PTB
+tokenizer JVM; METEOR's JVM starts before the tokenizer and loads its
+tables meanwhile; then METEOR (and SPICE) run in threads, their work being
+in other processes, while BLEU, ROUGE-L and CIDEr run in the calling
+thread. METEOR's JVM runs with the C1 JIT only and CIDEr with a faster
+bit-identical ``compute_cider`` (.meteor, .cider; docs/benchmarks.md §2,
+"Evaluation").
 """
 import os.path as osp
 import shutil
-import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from mmengine.evaluator import BaseMetric
@@ -22,6 +32,7 @@ from mmengine.evaluator import BaseMetric
 from pcm_plugin.registry import METRICS
 
 from .coco_gt import References, check_references, load_coco_gt, to_image_id
+from .meteor import MeteorProcess
 
 # Output keys per scorer, in pycocoevalcap's order.
 SCORER_KEYS = {
@@ -32,6 +43,9 @@ SCORER_KEYS = {
     'spice': ('SPICE', ),
 }
 DEFAULT_SCORERS = ('bleu', 'meteor', 'rouge', 'cider')
+# Scorers whose work runs in a JVM: threads are enough to overlap them with
+# the pure-Python ones.
+JVM_SCORERS = ('meteor', 'spice')
 SPICE_JARS = ('stanford-corenlp-3.6.0.jar',
               'stanford-corenlp-3.6.0-models.jar')
 # Characters Java may treat as a line break: each caption must stay on one
@@ -108,43 +122,72 @@ def ptb_tokenize(
     return tokenized
 
 
-def meteor_score(gts: Dict, res: Dict) -> float:
-    """Corpus METEOR; the JVM (2 GB heap) is always shut down afterwards."""
-    from pycocoevalcap.meteor.meteor import Meteor
-    meteor = Meteor()
-    try:
-        score, _ = meteor.compute_score(gts, res)
-    except (ValueError, OSError) as err:
-        meteor.meteor_p.kill()
-        stderr = meteor.meteor_p.stderr.read().decode(errors='replace')
-        raise RuntimeError(
-            f'METEOR (java -jar meteor-1.5.jar) failed: {stderr[-2000:]}'
-        ) from err
-    finally:
-        # Meteor.__del__ re-acquires a lock that a failed compute_score
-        # still holds; a fresh lock keeps the shutdown from deadlocking.
-        meteor.lock = threading.Lock()
-        meteor.__del__()
-    return score
+def run_scorer(name: str, gts: Dict, res: Dict,
+               meteor: Optional[MeteorProcess] = None) -> List[float]:
+    """Corpus-level score(s) of one scorer, in ``SCORER_KEYS`` order.
 
+    Args:
+        name (str): One of :data:`SCORER_KEYS`.
+        gts (dict): Image id to its tokenized references.
+        res (dict): Image id to a list of its one tokenized prediction.
+        meteor (MeteorProcess, optional): A started METEOR JVM; without
+            one, METEOR starts (and stops) its own.
 
-def run_scorer(name: str, gts: Dict, res: Dict) -> List[float]:
-    """Corpus-level score(s) of one scorer, in ``SCORER_KEYS`` order."""
+    Returns:
+        list: The scorer's corpus score(s), as pycocoevalcap returns them.
+    """
     if name == 'bleu':
         from pycocoevalcap.bleu.bleu import Bleu
         scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
         return list(scores)
     if name == 'meteor':
-        return [meteor_score(gts, res)]
+        if meteor is None:
+            with MeteorProcess() as own:
+                return [own.score(gts, res)]
+        return [meteor.score(gts, res)]
     if name == 'rouge':
         from pycocoevalcap.rouge.rouge import Rouge
         return [Rouge().compute_score(gts, res)[0]]
     if name == 'cider':
-        from pycocoevalcap.cider.cider import Cider
-        return [Cider().compute_score(gts, res)[0]]
+        from .cider import FastCider  # pycocoevalcap's numbers, less CPU
+        return [FastCider().compute_score(gts, res)[0]]
     from pycocoevalcap.spice.spice import Spice
     check_spice_jars()
     return [Spice().compute_score(gts, res)[0]]
+
+
+def run_scorers(scorers: Sequence[str], gts: Dict, res: Dict,
+                meteor: Optional[MeteorProcess]) -> Dict[str, List[float]]:
+    """Every scorer: the JVM ones in threads, the others meanwhile here.
+
+    The first failure is raised as soon as this thread sees it; METEOR's
+    JVM is then killed, so that its thread ends instead of running on.
+
+    Args:
+        scorers (Sequence[str]): Checked scorer names.
+        gts (dict): Image id to its tokenized references.
+        res (dict): Image id to a list of its one tokenized prediction.
+        meteor (MeteorProcess, optional): The started METEOR JVM, when
+            ``'meteor'`` is among ``scorers``.
+
+    Returns:
+        dict: Scorer name to its score(s), in the order of ``scorers``.
+    """
+    background = [name for name in scorers if name in JVM_SCORERS]
+    with ThreadPoolExecutor(max_workers=max(len(background), 1),
+                            thread_name_prefix='caption-scorer') as pool:
+        futures = {name: pool.submit(run_scorer, name, gts, res, meteor)
+                   for name in background}
+        try:
+            values = {name: run_scorer(name, gts, res)
+                      for name in scorers if name not in futures}
+            values.update(
+                (name, future.result()) for name, future in futures.items())
+        except BaseException:
+            if meteor is not None:
+                meteor.kill()  # the pool's exit waits for METEOR's thread
+            raise
+    return {name: values[name] for name in scorers}
 
 
 def score_captions(
@@ -184,16 +227,18 @@ def score_captions(
         check_spice_jars()
 
     image_ids = sorted(preds)
-    tokenized = ptb_tokenize({
-        **{('ref', i): refs[i] for i in image_ids},
-        **{('pred', i): [preds[i]] for i in image_ids}
-    })
-    gts = {i: tokenized[('ref', i)] for i in image_ids}
-    res = {i: tokenized[('pred', i)] for i in image_ids}
+    # METEOR's JVM loads its tables while the tokenizer's JVM runs.
+    with (MeteorProcess() if 'meteor' in scorers else nullcontext()) as meteor:
+        tokenized = ptb_tokenize({
+            **{('ref', i): refs[i] for i in image_ids},
+            **{('pred', i): [preds[i]] for i in image_ids}
+        })
+        gts = {i: tokenized[('ref', i)] for i in image_ids}
+        res = {i: tokenized[('pred', i)] for i in image_ids}
+        values = run_scorers(scorers, gts, res, meteor)
     metrics = {}
     for name in scorers:
-        values = run_scorer(name, gts, res)
-        metrics.update(zip(SCORER_KEYS[name], map(float, values)))
+        metrics.update(zip(SCORER_KEYS[name], map(float, values[name])))
     return metrics
 
 
@@ -215,7 +260,8 @@ class COCOCaptionMetric(BaseMetric):
     Mirrors mmpretrain's ``COCOCaption`` (``process`` keeps ``pred_caption``
     and ``int(image_id)``; ``compute_metrics`` de-duplicates by image id,
     first prediction wins, and scores only the predicted images), but runs
-    the pycocoevalcap scorers one by one so that it works offline.
+    the pycocoevalcap scorers itself, METEOR beside the others, so that it
+    works offline (see :func:`score_captions`).
 
     Args:
         ann_file (str, optional): COCO-format caption gt JSON. Give this or

@@ -83,3 +83,22 @@ def test_fakecap_candidate_ngram_counts(shared_data):
     lengths = [len(tokenized[i][0].split()) for i in range(len(results))]
     guess = [sum(max(n - k, 0) for n in lengths) for k in range(4)]
     assert guess == [9893, 8893, 7893, 6893]
+
+
+@pytest.mark.slow
+def test_fast_path_equals_bare_scorers_on_coco_slice(shared_data):
+    """500 real COCO images (first caption against the others): the
+    registered metric and pycocoevalcap's scorers one after another agree
+    to the bit, METEOR included (two METEOR JVMs: about 30 s)."""
+    from pcm_plugin.evaluation.speed import (
+        load_coco_subset,
+        pycocoevalcap_sequential,
+        registered_metric,
+    )
+    predictions, references = load_coco_subset(shared_data, limit=500)
+    assert len(predictions) == 500
+    assert all(len(r) >= 4 for r in references.values())
+    ours = registered_metric(predictions, references)
+    assert ours == pycocoevalcap_sequential(predictions, references)
+    assert list(ours) == ['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'METEOR',
+                          'ROUGE_L', 'CIDEr']

@@ -2,14 +2,17 @@
 pick instead, in one run: training step (Base vs full PCM-Net, achieved
 FLOP/s against this process's matmul FLOP/s), beam search against HF BART
 ``generate(num_beams=3)``, greedy with and without the key/value cache, the
-feature store against one ``.npz`` per image, and start-up (fresh
-processes: ``import pcm_plugin`` against ``import mmpretrain``, every
-tool's ``--help``).
+feature store against one ``.npz`` per image, the registered caption
+metric against bare pycocoevalcap scorers on the real COCO subset (skipped,
+with a note, without ``../shared/data``), and start-up (fresh processes:
+``import pcm_plugin`` against ``import mmpretrain``, every tool's
+``--help``).
 
     python tools/analysis/benchmark.py --out work_dirs/benchmark.json
     python tools/analysis/benchmark.py --decoding-only  # a few minutes
     python tools/analysis/benchmark.py --smoke          # seconds (tests)
     python tools/analysis/benchmark.py --startup-only   # about a minute
+    python tools/analysis/benchmark.py --evaluation-only  # minutes
 
 Timings interleave the candidates (A, B, A, B, ...) after warm-up and report
 median and interquartile range; the 1-minute load average before and after
@@ -35,6 +38,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 TRAINED_RUN = 'work_dirs/ablation/localized-seed0/full_synth_d030_s0'
 SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
              patch_dim=24, global_dim=16, words=5, batch=4, concepts=8)
+SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'data')
 
 
 def main(argv=None) -> int:
@@ -63,25 +67,38 @@ def main(argv=None) -> int:
                         'HF BART, greedy, cache; random and trained)')
     parser.add_argument('--startup-only', action='store_true',
                         help='only the start-up part (fresh processes)')
+    parser.add_argument('--evaluation-only', action='store_true',
+                        help='only the caption metric against bare '
+                        'pycocoevalcap scorers')
+    parser.add_argument('--shared-data', default=SHARED_DATA,
+                        help='the real data folder (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.decoding_only:
         return decoding_only(args)
     from pcm_plugin.analysis.startup import startup_times
     report = dict(load_before=os.getloadavg()[0], device='cpu')
-    if not args.startup_only:
+    one_part = args.startup_only or args.evaluation_only
+    if not one_part:
         report.update(compute(args))
-    phase('start-up: import mmpretrain vs pcm_plugin, --help of each tool')
-    # Smoke: one run of each, only to check that the part runs.
-    report['startup'] = startup_times(
-        REPO, reps=1 if args.smoke else args.reps,
-        warmup=0 if args.smoke else 1)
+    if not args.startup_only:
+        report['evaluation'] = evaluation(args)
+    if not args.evaluation_only:
+        phase('start-up: import mmpretrain vs pcm_plugin, --help of each '
+              'tool')
+        # Smoke: one run of each, only to check that the part runs.
+        report['startup'] = startup_times(
+            REPO, reps=1 if args.smoke else args.reps,
+            warmup=0 if args.smoke else 1)
     report['load_after'] = os.getloadavg()[0]
-    if args.startup_only:
+    if one_part:
         print(f"load {report['load_before']:.2f} -> "
               f"{report['load_after']:.2f}")
     else:
         print_compute_table(report)
-    print_startup_table(report['startup'])
+    if 'evaluation' in report:
+        print_evaluation_table(report['evaluation'])
+    if 'startup' in report:
+        print_startup_table(report['startup'])
     if args.out:
         from pcm_plugin.utils.fileio import atomic_write_json
         atomic_write_json(args.out, report, indent=1)
@@ -289,6 +306,35 @@ def print_variants_table(v: dict) -> None:
               f"{t['iqr_s'] * 1e3:.0f} ms | {t['over_eager_fp32']:.2f}x | "
               f'{beam} | {first} |')
     print()
+
+
+def evaluation(args: argparse.Namespace) -> dict:
+    """``COCOCaptionMetric`` against bare pycocoevalcap scorers on the real
+    COCO subset (smoke: a few images, no METEOR), or why it was skipped."""
+    from pcm_plugin.evaluation.speed import evaluation_row
+    phase('evaluation: COCOCaptionMetric vs bare pycocoevalcap scorers')
+    return evaluation_row(args.shared_data, smoke=args.smoke,
+                          reps=args.reps)
+
+
+def print_evaluation_table(e: dict) -> None:
+    """The "evaluation" rows (``report['evaluation']``) as a table."""
+    if 'skipped' in e:
+        print(f"\nevaluation skipped: {e['skipped']}\n")
+        return
+    print(f"\nevaluation: {e['images']} images, {e['references']} "
+          f"references, {'/'.join(e['scorers'])}; predictions: "
+          f"{e['predictions']}; scores identical: {e['identical']}")
+    print('| evaluation | median | IQR | CPU, JVMs included |\n'
+          '| --- | --- | --- | --- |')
+    for name, label in (('pycocoevalcap', 'bare pycocoevalcap scorers'),
+                        ('metric', 'COCOCaptionMetric')):
+        x = e['times'][name]
+        print(f"| {label} | {x['median_s']:.2f} s | {x['iqr_s']:.2f} s | "
+              f"{x['cpu_s']:.1f} s |")
+    ratio = e['metric_over_pycocoevalcap']
+    print(f"| metric / bare | {ratio['wall']:.2f}x | | {ratio['cpu']:.2f}x "
+          '|\n')
 
 
 def print_startup_table(s: dict) -> None:
