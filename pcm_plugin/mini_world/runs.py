@@ -86,8 +86,10 @@ def fit_schedule(cfg: Config) -> None:
         num_pairs = len(json.load(f)['data_list'])
     iters = num_pairs // cfg.train_dataloader.batch_size  # drop_last
     last = cfg.param_scheduler[-1]
-    if iters and not last.get('by_epoch', True):
-        last['end'] = cfg.train_cfg.max_epochs * iters
+    end = cfg.train_cfg.max_epochs * iters
+    # Runs shorter than the warm-up (smoke tests) keep the schedule as is.
+    if not last.get('by_epoch', True) and end > last.get('begin', 0):
+        last['end'] = end
 
 
 def run_digest(cfg: Config) -> str:
@@ -107,8 +109,9 @@ def run_digest(cfg: Config) -> str:
     features = cfg.train_dataloader.dataset.feature_dir
     stamp = osp.join(features, 'done.json')
     inputs = [stamp if osp.isfile(stamp) else osp.join(features, 'index.json'),
-              cfg.train_dataloader.dataset.ann_file, cfg.model.tokenizer,
-              cfg.model.mixup.concept_bank, cfg.model.mixup.clip_head]
+              cfg.train_dataloader.dataset.get('ann_file', ''),
+              cfg.model.tokenizer, cfg.model.mixup.concept_bank,
+              cfg.model.mixup.clip_head]
     digest = hashlib.sha256(cfg.pretty_text.encode('utf-8'))
     for path in inputs:
         digest.update(file_sha256(path).encode() if osp.isfile(path) else

@@ -130,8 +130,8 @@ def test_refined_cell_trains_on_the_refined_file_with_a_fitted_schedule(
     root = tmp_path / 'world'
     (root / 'refined' / 'synth_d060').mkdir(parents=True)
     (root / 'ann').mkdir()
-    for path, num in ((root / 'ann' / 'train.json', 128),
-                      (root / 'refined' / 'synth_d060' / 'train.json', 115)):
+    for path, num in ((root / 'ann' / 'train.json', 1280),
+                      (root / 'refined' / 'synth_d060' / 'train.json', 1200)):
         path.write_text(json.dumps(dict(metainfo={}, data_list=[
             dict(image_id=str(i), caption='c') for i in range(num)])))
     world = fake_world(str(root))
@@ -141,8 +141,11 @@ def test_refined_cell_trains_on_the_refined_file_with_a_fitted_schedule(
     assert refined.train_dataloader.dataset.ann_file == str(
         root / 'refined' / 'synth_d060' / 'train.json')
     assert refined.work_dir.endswith('full_synth_d060_sync_s2')
-    # batch 64, 6 epochs: 2 x 6 = 12 iterations, 1 x 6 = 6 refined
-    assert plain.param_scheduler[-1]['end'] == 12
-    assert refined.param_scheduler[-1]['end'] == 6
+    # batch 64, 6 epochs: 20 x 6 = 120 iterations, 18 x 6 = 108 refined
+    assert plain.param_scheduler[-1]['end'] == 120
+    assert refined.param_scheduler[-1]['end'] == 108
+    # a run shorter than the 100 warm-up iterations keeps its schedule
+    short = variant_config(CONFIG_DIR, world, 'full', max_epochs=1, **kw)
+    assert short.param_scheduler[-1]['end'] == 750
     with pytest.raises(ValueError, match='nothing to refine'):
         variant_config(CONFIG_DIR, world, 'real', refined=True, **kw)
