@@ -115,7 +115,8 @@ def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
     tic = time.perf_counter()
     start = chunk * s.chunk_size
     rows = range(start, min(start + s.chunk_size, len(pool.entries)))
-    captions = [pool.captions[i] for i in rows]
+    # Only this chunk's captions: pool.captions builds all N every call.
+    captions = [str(pool.entries[i]['caption']) for i in rows]
     text = embed_text(clip, tokenizer, captions)  # (c, d)
     sentences = sentence_encoder.encode(captions)  # (c, ds)
     for name, emb in (('CLIP text', text), ('sentence', sentences)):
