@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     tables = []
     for world in sorted({r.get('world', 'world') for r in rows}):
         mine = [r for r in rows if r.get('world', 'world') == world]
+        refined = sync_gains(mine)
         tables.append(f'### {world}\n\n{summarize(mine)}\n\n{gaps(mine)}'
-                      + (f'\n\n{sync_gains(mine)}' if sync_gains(mine)
-                         else ''))
+                      + (f'\n\n{refined}' if refined else ''))
     text = '\n\n'.join(tables)
     print(text)
     os.makedirs(args.work_root, exist_ok=True)
