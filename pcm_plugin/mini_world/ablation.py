@@ -29,6 +29,8 @@ import statistics
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from pcm_plugin.engine.amp import amp_optim_wrapper, amp_test_cfg
+
 from .prepare import load_world, synth_name
 from .refine import refined_annotation
 from .runs import train_and_test, world_config
@@ -58,8 +60,13 @@ def cell_dir(work_root: str, world: Dict, variant: str, *, rate: float,
 
 def variant_config(config_dir: str, world: Dict, variant: str, *,
                    rate: float, seed: int, work_root: str,
-                   max_epochs: Optional[int] = None, refined: bool = False):
-    """The config of one ablation cell (test only, no validation)."""
+                   max_epochs: Optional[int] = None, refined: bool = False,
+                   amp: Optional[str] = None):
+    """The config of one ablation cell (test only, no validation).
+
+    ``amp`` ('bfloat16') trains and tests under autocast
+    (:mod:`pcm_plugin.engine.amp`), as ``tools/train.py --amp`` does.
+    """
     config, train_set = VARIANTS[variant]
     if refined and train_set is not None:
         raise ValueError(f'variant {variant!r} trains on {train_set}, not '
@@ -76,6 +83,9 @@ def variant_config(config_dir: str, world: Dict, variant: str, *,
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     # The tables use CIDEr and BLEU-4: no METEOR JVM per cell.
     cfg.test_evaluator.scorers = ('bleu', 'rouge', 'cider')
+    if amp is not None:
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, amp)
+        cfg.test_cfg = amp_test_cfg(cfg.get('test_cfg'), amp)
     return cfg
 
 
@@ -164,14 +174,17 @@ def run_ablation(*, config_dir: str = 'configs',
                  seeds: Sequence[int] = (0, 1, 2),
                  variants: Iterable[str] = DEFAULT_VARIANTS,
                  max_epochs: Optional[int] = None,
-                 refined: bool = False, log=print) -> List[Dict]:
+                 refined: bool = False, amp: Optional[str] = None,
+                 log=print) -> List[Dict]:
     """Train and test every (variant, rate, seed) not yet in the results.
 
     Runs on the world prepared at ``root`` as it is (its seed, CLIP and
     sizes from ``world.json``); it never prepares or rebuilds anything.
     Rows go to ``<work_root>/results.jsonl`` with the world's name.
     ``refined`` trains on the SynC-refined pairs
-    (``tools/mini_world/refine.py`` writes them).
+    (``tools/mini_world/refine.py`` writes them); ``amp`` ('bfloat16')
+    trains and tests under autocast (rows carry ``amp``; keep a sweep's
+    rows in one precision: the cell key does not include it).
     """
     variants = list(variants)
     world = load_world(root)
@@ -195,7 +208,8 @@ def run_ablation(*, config_dir: str = 'configs',
                     continue
                 cfg = variant_config(config_dir, world, variant, rate=rate,
                                      seed=seed, work_root=work_root,
-                                     max_epochs=max_epochs, refined=refined)
+                                     max_epochs=max_epochs, refined=refined,
+                                     amp=amp)
                 claim = CellClaim(cfg.work_dir)
                 if not claim.acquire():
                     log(f'[ablation] {key}: another lane runs it, skipped')
@@ -210,6 +224,7 @@ def run_ablation(*, config_dir: str = 'configs',
                         world=name, world_seed=world['settings']['seed'],
                         variant=variant, refined=refined, rate=cell_rate,
                         seed=seed, seconds=round(time.time() - start, 1),
+                        **(dict(amp=amp) if amp else {}),
                         **{k: float(v) for k, v in metrics.items()}))
                 finally:
                     claim.release()

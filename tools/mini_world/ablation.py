@@ -47,6 +47,10 @@ def main(argv=None) -> int:
     parser.add_argument('--refined', action='store_true',
                         help='train on the SynC-refined pairs '
                         '(tools/mini_world/refine.py); rows get refined=true')
+    parser.add_argument('--amp', action='store_true',
+                        help='train and test under bfloat16 autocast (rows '
+                        'get amp="bfloat16"); keep one precision per '
+                        '--work-root')
     parser.add_argument('--summary-only', action='store_true')
     parser.add_argument('--plot', metavar='PNG',
                         help='also draw CIDEr against the defect rate, one '
@@ -67,7 +71,8 @@ def main(argv=None) -> int:
                 config_dir=args.config_dir, root=args.root,
                 work_root=args.work_root, rates=args.rates, seeds=args.seeds,
                 variants=args.variants, max_epochs=args.epochs,
-                refined=args.refined)
+                refined=args.refined,
+                amp='bfloat16' if args.amp else None)
         except FileNotFoundError as err:
             print(f'error: {err}', file=sys.stderr)
             return 1
