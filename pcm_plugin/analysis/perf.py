@@ -340,7 +340,7 @@ def decoding(decoder, memory: torch.Tensor, mask: torch.Tensor, bart, *,
     """
     from transformers.modeling_outputs import BaseModelOutput
 
-    from pcm_plugin.models.caption_decoder import drop_masked_positions
+    from pcm_plugin.models.decoder_cache import drop_masked_positions
     bart_steps = bart_steps or words
 
     def bart_fn(hidden, attention_mask=None):

@@ -15,19 +15,13 @@ its meshed-memory-style beam search. Where we follow it:
 
 Written from the spec in plain PyTorch; no code was copied. Attention and
 FFN come from :mod:`.layers` (shared with the encoder; masked keys get
--10000 as in the official code), the K/V cache and the search are here.
-
-The search returns what decoding every beam at every step would, doing
-less (docs/benchmarks.md §2): only the hypotheses that can still change
-are decoded (one beam per sample at the first step; finished beams and
-finished samples leave the batch), the masked memory positions are
-dropped, the memory keys/values are computed once per sample and the
-beams of a sample query them together, and the self-attention cache is
-preallocated and written in place.
+-10000 as in the official code), the layer from :mod:`.decoder_layer`, the
+K/V cache from :mod:`.decoder_cache` and the search from
+:mod:`.beam_search`, which returns what decoding every beam at every step
+would, doing less (docs/benchmarks.md §2.3).
 """
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -36,7 +30,9 @@ from torch import Tensor
 
 from pcm_plugin.registry import MODELS
 
-from .layers import FeedForward, MultiHeadAttention
+from .beam_search import beam_search
+from .decoder_cache import DecoderCache, drop_masked_positions, stored_kv
+from .decoder_layer import DecoderLayer, project_kv
 
 
 def sinusoid_table(num_positions: int, dim: int) -> Tensor:
@@ -56,190 +52,6 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq)
     return table
-
-
-def drop_masked_positions(x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
-    """Remove masked positions from a batch of sequences, where that is
-    exactly equivalent for attention that hides them.
-
-    Each row keeps its visible positions, in order, at the front; rows are
-    padded (mask False) to the longest. A masked key's score is replaced by
-    -10000, so its weight ``exp(-10000 - max)`` is exactly 0 in float32
-    wherever a visible key of its row scores above -9,900 (any trained or
-    random model here), and a masked query's output is never read: the
-    attention of the visible positions is the same function of fewer
-    keys. At the COCO size 44 of the 99 memory
-    positions (the unselected textual tokens) go. Nothing is dropped when
-    a row has no visible position (its attention is a uniform average over
-    *all* keys) or when the longest row is the whole length.
-
-    Args:
-        x (Tensor): ``(B, L, d)`` sequences.
-        mask (Tensor): ``(B, L)`` bool, True = visible.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``x`` ``(B, L', d)`` and ``mask``
-        ``(B, L')`` with L' the most visible positions of a row; the
-        inputs themselves when nothing is dropped.
-    """
-    counts = mask.sum(dim=1)  # (B,)
-    if counts.numel() == 0 or int(counts.min()) == 0:
-        return x, mask
-    length = int(counts.max())
-    if length == mask.size(1):
-        return x, mask
-    # A stable sort of "masked" puts the visible positions first, in order.
-    order = (~mask).to(torch.uint8).argsort(
-        dim=1, stable=True)[:, :length]  # (B, L')
-    x = x.gather(1, order[..., None].expand(-1, -1, x.size(-1)))  # (B,L',d)
-    return x, mask.gather(1, order)  # (B, L')
-
-
-@dataclass
-class DecoderCache:
-    """State of incremental decoding: R rows (hypotheses) over S memories.
-
-    The rows' cross-attention queries are laid out in a grid of ``width``
-    slots per memory row (the beams of a sample): the queries of one
-    memory row attend to its keys together, which are stored once, not
-    once per beam. A row that has nothing left to decode (a finished beam)
-    leaves the rows and its slot stays empty.
-
-    Attributes:
-        self_kv (list[tuple[Tensor, Tensor]]): Per layer, preallocated
-            self-attention keys and values, each ``(T_max, R, H, Dh)``,
-            step-major (the past of all rows up to step t is the contiguous
-            block ``[:t]``); steps from ``length`` on are unused.
-        cross_kv (list[tuple[Tensor, Tensor]]): Per layer, the
-            cross-attention keys and values of the memory, each
-            ``(S, H, L, Dh)``; computed once per ``generate`` call.
-        memory_mask (Tensor): ``(S, L)`` bool, True = visible.
-        slots (Tensor, optional): ``(R,)`` long: row r is query slot
-            ``slots[r]`` of the ``(S, width)`` grid, i.e. it reads memory
-            row ``slots[r] // width``. None: every slot is a row, in order
-            (R = S * width).
-        width (int): Query slots per memory row.
-        length (int): Tokens already decoded (= position of the next one).
-        spare_kv (list[list[Tensor]]): Buffers of the shapes of
-            ``self_kv`` that reordering writes into (then the two swap),
-            so that steps reuse memory instead of allocating it.
-    """
-    self_kv: List[Tuple[Tensor, Tensor]]
-    cross_kv: List[Tuple[Tensor, Tensor]]
-    memory_mask: Tensor
-    slots: Optional[Tensor]
-    width: int
-    length: int = 0
-    spare_kv: List[List[Optional[Tensor]]] = field(default_factory=list)
-
-
-def project_kv(attn: MultiHeadAttention, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """Keys and values of ``x`` (B, S, d), each (B, H, S, Dh), to cache."""
-    return attn.split_heads(attn.k_proj(x)), attn.split_heads(attn.v_proj(x))
-
-
-class DecoderLayer(nn.Module):
-    """Post-LN layer: masked self-attn, cross-attn, FFN, each Add & LN."""
-
-    def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int,
-                 attn_drop: float, hidden_drop: float, layer_norm_eps: float,
-                 attn_impl: str):
-        super().__init__()
-        attn = dict(embed_dim=embed_dim, num_heads=num_heads,
-                    attn_drop=attn_drop, attn_impl=attn_impl)
-        self.self_attn = MultiHeadAttention(**attn)
-        self.cross_attn = MultiHeadAttention(**attn)
-        self.ffn = FeedForward(
-            embed_dim=embed_dim, ffn_dim=ffn_dim, act_drop=hidden_drop,
-            out_drop=hidden_drop)
-        self.drop = nn.Dropout(hidden_drop)
-        self.norm_self = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-        self.norm_cross = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-        self.norm_ffn = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-
-    def forward(
-        self,
-        x: Tensor,
-        self_mask: Optional[Tensor],
-        cross_kv: Tuple[Tensor, Tensor],
-        memory_mask: Tensor,
-        past_kv: Optional[Tuple[Tensor, Tensor]] = None,
-        slots: Optional[Tensor] = None,
-        width: int = 1,
-    ) -> Tensor:
-        """Run the layer on new tokens ``x`` (R, T, d).
-
-        Teacher forcing passes the defaults of the last three arguments
-        (row r reads memory row r); a cached decoding step passes all.
-
-        Args:
-            x (Tensor): ``(R, T, d)`` new tokens.
-            self_mask (Tensor, optional): bool, True = visible, broadcast
-                to ``(R, H, T, t + T)``; None = see every key.
-            cross_kv (tuple[Tensor, Tensor]): Memory keys/values, each
-                ``(S, H, L, Dh)``.
-            memory_mask (Tensor): ``(S, L)`` bool, True = visible.
-            past_kv (tuple[Tensor, Tensor], optional): One decoding step
-                (T = 1): the cached self-attention keys and values of the
-                rows, each ``(t + 1, R, H, Dh)``, whose last step this
-                token's are written into (in place). None: the keys are
-                those of ``x``.
-            slots (Tensor, optional): ``(R,)`` query slots in the
-                ``(S, width)`` grid, see :class:`DecoderCache`.
-            width (int): Query slots per memory row. Defaults to 1.
-
-        Returns:
-            Tensor: ``(R, T, d)``.
-        """
-        sa = self.self_attn
-        query = sa.split_heads(sa.q_proj(x))  # (R, H, T, Dh)
-        key, value = project_kv(sa, x)  # (R, H, T, Dh) each
-        if past_kv is not None:
-            # Written in place: no concatenation of the past each step.
-            past_kv[0][-1] = key[:, :, 0]  # (R, H, Dh)
-            past_kv[1][-1] = value[:, :, 0]  # (R, H, Dh)
-            key, value = (p.permute(1, 2, 0, 3)
-                          for p in past_kv)  # (R, H, t + 1, Dh) views
-        x = self.norm_self(
-            x + self.drop(sa.attend(query, key, value, self_mask)))
-        x = self.norm_cross(x + self.drop(
-            self.cross_attend(x, cross_kv, memory_mask, slots, width)))
-        return self.norm_ffn(x + self.ffn(x))
-
-    def cross_attend(self, x: Tensor, cross_kv: Tuple[Tensor, Tensor],
-                     memory_mask: Tensor, slots: Optional[Tensor],
-                     width: int) -> Tensor:
-        """Cross-attention of rows grouped by memory row.
-
-        The ``width`` queries of a memory row (its beams) are one
-        ``(width * T)``-row matrix against its keys, instead of ``width``
-        one-row products each reading a copy of the same keys: the step's
-        attention is then a fraction of its time (at the COCO size, one
-        query per row made it the second cost after the Linear layers).
-
-        Args:
-            x (Tensor): ``(R, T, d)`` queries' input.
-            cross_kv (tuple[Tensor, Tensor]): Each ``(S, H, L, Dh)``.
-            memory_mask (Tensor): ``(S, L)`` bool.
-            slots (Tensor, optional): ``(R,)`` grid slots; empty slots get
-                a zero query whose output is dropped.
-            width (int): Slots per memory row.
-
-        Returns:
-            Tensor: ``(R, T, d)``, output projection included.
-        """
-        ca = self.cross_attn
-        _, length, dim = x.shape
-        query = ca.q_proj(x)  # (R, T, d)
-        if slots is not None:
-            grid = query.new_zeros(memory_mask.size(0) * width, length, dim)
-            query = grid.index_copy_(0, slots, query)  # (S * W, T, d)
-        query = query.view(-1, width * length, dim)  # (S, W * T, d)
-        out = ca.attend(ca.split_heads(query), *cross_kv,
-                        memory_mask)  # (S, W * T, d)
-        out = out.view(-1, length, dim)  # (S * W, T, d)
-        return out if slots is None else out.index_select(
-            0, slots)  # (R, T, d)
 
 
 @MODELS.register_module()
@@ -402,7 +214,7 @@ class CaptionTransformerDecoder(BaseModule):
         """
         self.check_memory(memory, memory_mask)
         memory, memory_mask = drop_masked_positions(memory, memory_mask)
-        cross_kv = [self.stored_kv(*project_kv(layer.cross_attn, memory))
+        cross_kv = [stored_kv(*project_kv(layer.cross_attn, memory))
                     for layer in self.layers]
         batch = memory.size(0)
         attn = self.layers[0].self_attn
@@ -417,24 +229,6 @@ class CaptionTransformerDecoder(BaseModule):
             self_kv=self_kv, cross_kv=cross_kv, memory_mask=memory_mask,
             slots=slots, width=width,
             spare_kv=[[None, None] for _ in self.layers])
-
-    @staticmethod
-    def stored_kv(key: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
-        """Memory keys/values laid out for the steps' products, once.
-
-        Args:
-            key (Tensor): ``(S, H, L, Dh)`` (any strides).
-            value (Tensor): ``(S, H, L, Dh)`` (any strides).
-
-        Returns:
-            tuple[Tensor, Tensor]: The same values: ``key`` a view of a
-            contiguous ``(S, H, Dh, L)``, which ``q @ key.transpose(-2,
-            -1)`` reads as is (measured: half the time of the other
-            layout), and ``value`` contiguous; otherwise every step's
-            matmul would copy them.
-        """
-        key = key.transpose(-2, -1).contiguous().transpose(-2, -1)
-        return key, value.contiguous()
 
     def step(self, input_ids: Tensor, cache: DecoderCache) -> Tensor:
         """Decode one token per row, extending ``cache`` in place.
@@ -468,60 +262,12 @@ class CaptionTransformerDecoder(BaseModule):
         cache.length += 1
         return self.predictor(x[:, 0])  # (R, V)
 
-    @staticmethod
-    def reorder_cache(cache: DecoderCache, rows: Tensor, *,
-                      slots: Optional[Tensor] = None,
-                      memories: Optional[Tensor] = None) -> None:
-        """Select / repeat cached rows in place: new row i = old ``rows[i]``.
-
-        Args:
-            cache (DecoderCache): Cache of R rows over S memory rows.
-            rows (Tensor): ``(R',)`` long row indices.
-            slots (Tensor, optional): ``(R',)`` the new rows' query slots
-                (numbered after ``memories``' selection); None: every slot
-                is a row, in order. Defaults to None.
-            memories (Tensor, optional): ``(S',)`` memory rows to keep (those
-                of samples still decoded); None keeps all. Defaults to None.
-        """
-        steps = cache.length
-        for layer, (kv, spare) in enumerate(zip(cache.self_kv,
-                                                cache.spare_kv)):
-            moved = []
-            for i, past in enumerate(kv):
-                shape = (past.size(0), rows.numel(), *past.shape[2:])
-                out = spare[i]
-                if out is None or out.shape != shape:
-                    out = past.new_empty(shape)
-                # Only the steps decoded so far, written into the spare
-                # buffer: its block [:steps] is contiguous, as ``out=``
-                # needs.
-                torch.index_select(past[:steps], 1, rows, out=out[:steps])
-                moved.append(out)
-                spare[i] = past
-            cache.self_kv[layer] = tuple(moved)
-        if memories is not None:
-            # Selected through the transposed key, which keeps the layout
-            # of :meth:`stored_kv`.
-            cache.cross_kv = [
-                (key.transpose(-2, -1).index_select(0, memories).transpose(
-                    -2, -1), value.index_select(0, memories))
-                for key, value in cache.cross_kv]  # (S', H, L, Dh) each
-            cache.memory_mask = cache.memory_mask.index_select(0, memories)
-        cache.slots = slots
-
     # ------------------------------------------------------------ search
-    @torch.no_grad()
     def generate(self, memory: Tensor, memory_mask: Tensor, *,
                  beam_size: Optional[int] = None,
                  max_len: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-        """Batched beam search with KV cache (beam_size 1 = greedy).
-
-        Call in eval mode for deterministic output. Only hypotheses that
-        can still change are decoded: at the first step one beam per
-        sample (the W beams start identical), later the beams that have
-        not emitted EOS (a finished beam's only continuation is EOS at no
-        cost, which needs no decoder) and whose score is finite; a sample
-        whose beams have all finished leaves the batch with its result.
+        """Batched beam search with KV cache (beam_size 1 = greedy), see
+        :func:`~pcm_plugin.models.beam_search.beam_search`.
 
         Args:
             memory (Tensor): ``(B, L, d)`` encoder output.
@@ -533,153 +279,11 @@ class CaptionTransformerDecoder(BaseModule):
         Returns:
             tuple[Tensor, Tensor]: ``ids`` (B, T) long, without BOS, with
             the EOS token if emitted and ``eos_id`` after it; ``scores``
-            (B,) summed log-probabilities of the returned ids (EOS
-            included, padding not counted).
+            (B,) summed log-probabilities of the returned ids.
         """
         beam = self.beam_size if beam_size is None else beam_size
         steps = self.max_len if max_len is None else max_len
         if beam < 1 or steps < 1:
             raise ValueError('CaptionTransformerDecoder.generate: beam_size '
                              f'({beam}) and max_len ({steps}) must be >= 1.')
-        batch, vocab = memory.size(0), self.vocab_size
-        device = memory.device
-        cache = self.init_cache(memory, memory_mask, width=beam,
-                                max_len=steps)
-        result_ids = torch.full((batch, steps), self.eos_id,
-                                dtype=torch.long, device=device)  # (B, T)
-        result_scores = torch.zeros(batch, device=device)  # (B,)
-        # Search state of the S samples still decoded; `samples` holds
-        # their indices in the batch.
-        samples = torch.arange(batch, device=device)  # (S,)
-        scores = torch.full((batch, beam), -math.inf,
-                            device=device)  # (S, W), float32
-        scores[:, 0] = 0.0
-        finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
-        ids = torch.full((batch, beam, steps), self.eos_id,
-                         dtype=torch.long, device=device)  # (S, W, T)
-        tokens = torch.full((batch, ), self.bos_id, dtype=torch.long,
-                            device=device)  # (R,)
-        for t in range(steps):
-            log_probs = self.step(tokens, cache).float().log_softmax(
-                dim=-1)  # (R, V)
-            candidates = self.beam_candidates(
-                log_probs, scores, finished, cache.slots)  # (S, W * V)
-            scores, flat = candidates.topk(beam, dim=-1)  # (S, W)
-            parent, word = flat // vocab, flat % vocab  # (S, W) each
-            ids = ids.gather(1, parent[..., None].expand(-1, -1, steps))
-            ids[:, :, t] = word
-            finished = finished.gather(1, parent) | (word == self.eos_id)
-            if t + 1 == steps:
-                break
-            # A beam needs the decoder while unfinished with a finite
-            # score (-inf only where fewer than W candidates were finite).
-            live = ~finished & (scores > -math.inf)  # (S, W)
-            # Without one, a sample's finite beams are final and keep
-            # their order (topk sorts): its result is known now.
-            done = ~live.any(dim=1)  # (S,)
-            kept = None
-            if bool(done.any()):
-                self.keep_best(result_ids, result_scores, samples[done],
-                               ids[done], scores[done])
-                if bool(done.all()):
-                    return result_ids, result_scores
-                kept = (~done).nonzero()[:, 0]  # (S',)
-                samples, scores, finished, ids, parent, word, live = (
-                    v.index_select(0, kept) for v in (
-                        samples, scores, finished, ids, parent, word, live))
-            live = live.view(-1)  # (S' * W,)
-            slots = None if bool(live.all()) else live.nonzero()[:, 0]
-            self.reorder_cache(
-                cache, self.parent_rows(cache, parent, kept, slots),
-                slots=slots, memories=kept)
-            tokens = word.view(-1)  # (S' * W,)
-            if slots is not None:
-                tokens = tokens.index_select(0, slots)  # (R',)
-        self.keep_best(result_ids, result_scores, samples, ids, scores)
-        return result_ids, result_scores
-
-    def beam_candidates(self, log_probs: Tensor, scores: Tensor,
-                        finished: Tensor,
-                        slots: Optional[Tensor]) -> Tensor:
-        """Score of every one-word extension of every beam.
-
-        Laid out as the full ``(S, W * V)`` matrix whatever the rows, so
-        that ``topk`` sees the same values in the same places (its
-        tie-breaking included) as when every beam is decoded: a finished
-        beam may only repeat EOS, at zero cost (its score kept); a beam
-        with no row has score -inf, and so has each of its extensions.
-
-        Args:
-            log_probs (Tensor): ``(R, V)`` next-word log-probabilities of
-                the rows (overwritten).
-            scores (Tensor): ``(S, W)`` beam scores.
-            finished (Tensor): ``(S, W)`` bool, beam already emitted EOS.
-            slots (Tensor, optional): ``(R,)`` the rows' beams (flat
-                index into ``(S, W)``); None: row r is beam r.
-
-        Returns:
-            Tensor: ``(S, W * V)``.
-        """
-        num, width = scores.shape
-        flat = scores.view(-1)  # (S * W,)
-        if slots is None:  # every beam decoded: no finished beam
-            return log_probs.add_(flat[:, None]).view(num, -1)
-        candidates = log_probs.new_full((num * width, self.vocab_size),
-                                        -math.inf)  # (S * W, V)
-        candidates.index_copy_(
-            0, slots, log_probs.add_(flat.index_select(0, slots)[:, None]))
-        done = finished.view(-1).nonzero()[:, 0]  # (F,)
-        candidates[done, self.eos_id] = flat.index_select(0, done)
-        return candidates.view(num, -1)  # (S, W * V)
-
-    @staticmethod
-    def parent_rows(cache: DecoderCache, parent: Tensor,
-                    kept: Optional[Tensor],
-                    slots: Optional[Tensor]) -> Tensor:
-        """Cache row of each decoded beam's parent.
-
-        Args:
-            cache (DecoderCache): Before reordering (old slots).
-            parent (Tensor): ``(S', W)`` parent beam of each beam, of the
-                samples kept.
-            kept (Tensor, optional): ``(S',)`` kept samples' old indices;
-                None = all kept.
-            slots (Tensor, optional): ``(R',)`` the beams to decode (flat
-                index into ``(S', W)``); None = all.
-
-        Returns:
-            Tensor: ``(R',)`` long rows of the current cache.
-        """
-        width = cache.width
-        base = torch.arange(parent.size(0), device=parent.device) \
-            if kept is None else kept  # (S',)
-        parent_slot = (base[:, None] * width + parent).view(-1)  # (S'*W,)
-        if slots is not None:
-            parent_slot = parent_slot.index_select(0, slots)  # (R',)
-        if cache.slots is None:  # row r is slot r
-            return parent_slot
-        # A live beam's parent was live, so it has a row.
-        row_of_slot = torch.full((cache.memory_mask.size(0) * width, ),
-                                 -1, dtype=torch.long,
-                                 device=parent.device)  # (S * W,)
-        row_of_slot[cache.slots] = torch.arange(
-            cache.slots.numel(), device=parent.device)
-        return row_of_slot.index_select(0, parent_slot)  # (R',)
-
-    @staticmethod
-    def keep_best(result_ids: Tensor, result_scores: Tensor, samples: Tensor,
-                  ids: Tensor, scores: Tensor) -> None:
-        """Write each sample's best beam (the first of equal scores) into
-        the results.
-
-        Args:
-            result_ids (Tensor): ``(B, T)`` written in place.
-            result_scores (Tensor): ``(B,)`` written in place.
-            samples (Tensor): ``(N,)`` the samples' batch indices.
-            ids (Tensor): ``(N, W, T)`` their beams.
-            scores (Tensor): ``(N, W)`` the beams' scores.
-        """
-        best = scores.argmax(dim=-1)  # (N,)
-        index = torch.arange(samples.numel(), device=samples.device)
-        result_ids[samples] = ids[index, best]  # (N, T)
-        result_scores[samples] = scores[index, best]  # (N,)
+        return beam_search(self, memory, memory_mask, beam=beam, steps=steps)

@@ -10,7 +10,7 @@ from torch import nn
 
 from pcm_plugin.registry import MODELS
 
-from .caption_decoder import drop_masked_positions
+from .decoder_cache import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
 from .tokenizer import (
     EOS_ID,

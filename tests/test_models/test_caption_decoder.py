@@ -106,6 +106,7 @@ class TestIncrementalDecoding:
     def test_reorder_cache_matches_permuted_batch(self):
         """Rows repeated and moved, each to its own query slot of a
         width-2 grid (two hypotheses of sample 0), then samples dropped."""
+        from pcm_plugin.models.decoder_cache import reorder_cache
         decoder = make_decoder(seed=4, vocab_size=9)
         memory, mask = make_memory(seed=5, batch=3)
         ids = torch.randint(0, 9, (3, 6), generator=torch.Generator().
@@ -117,14 +118,14 @@ class TestIncrementalDecoding:
             cache = decoder.init_cache(memory, mask, width=2)
             for t in range(2):
                 decoder.step(ids[:, t], cache)
-            decoder.reorder_cache(cache, order, slots=slots)
+            reorder_cache(cache, order, slots=slots)
             for t in range(2, 4):
                 logits = decoder.step(ids[order, t], cache)
                 torch.testing.assert_close(
                     logits, full[:, t], atol=1e-5, rtol=0)
             # Sample 1 leaves: keep memories 0 and 2, renumbered 0 and 1.
             keep = torch.tensor([0, 1, 2])  # rows of samples 2, 0, 0
-            decoder.reorder_cache(cache, keep, slots=torch.tensor([2, 0, 1]),
+            reorder_cache(cache, keep, slots=torch.tensor([2, 0, 1]),
                                   memories=torch.tensor([0, 2]))
             for t in range(4, 6):
                 logits = decoder.step(ids[order[keep], t], cache)
@@ -135,7 +136,7 @@ class TestIncrementalDecoding:
 class TestDropMaskedPositions:
 
     def test_layout_and_exact_attention(self):
-        from pcm_plugin.models.caption_decoder import drop_masked_positions
+        from pcm_plugin.models.decoder_cache import drop_masked_positions
         decoder = make_decoder(seed=8, vocab_size=9)
         memory, mask = make_memory(seed=9, batch=4, length=6)
         mask[2, 3] = False  # a hole inside a row
@@ -153,7 +154,7 @@ class TestDropMaskedPositions:
                                        atol=1e-6, rtol=0)
 
     def test_nothing_to_drop_or_not_equivalent(self):
-        from pcm_plugin.models.caption_decoder import drop_masked_positions
+        from pcm_plugin.models.decoder_cache import drop_masked_positions
         memory, mask = make_memory(seed=1, batch=3, length=5)
         full = torch.ones_like(mask)
         assert drop_masked_positions(memory, full)[0] is memory
