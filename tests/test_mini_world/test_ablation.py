@@ -149,3 +149,17 @@ def test_refined_cell_trains_on_the_refined_file_with_a_fitted_schedule(
     assert short.param_scheduler[-1]['end'] == 750
     with pytest.raises(ValueError, match='nothing to refine'):
         variant_config(CONFIG_DIR, world, 'real', refined=True, **kw)
+
+
+def test_amp_cell_trains_and_tests_under_bfloat16(tmp_path):
+    world = fake_world(str(tmp_path / 'world'))
+    kw = dict(rate=0.6, seed=1, work_root=str(tmp_path / 'runs'))
+    plain = variant_config(CONFIG_DIR, world, 'full', **kw)
+    amp = variant_config(CONFIG_DIR, world, 'full', amp='bfloat16', **kw)
+    assert plain.optim_wrapper.type == 'OptimWrapper'
+    assert amp.optim_wrapper.type == 'BF16OptimWrapper'
+    # The optimiser and its clipping are the config's own.
+    assert amp.optim_wrapper.optimizer == plain.optim_wrapper.optimizer
+    assert amp.optim_wrapper.clip_grad == plain.optim_wrapper.clip_grad
+    assert amp.test_cfg == dict(type='AutocastTestLoop', dtype='bfloat16')
+    assert plain.test_cfg == dict()
