@@ -9,6 +9,7 @@ module serves them from the package's files without importing the package;
 the tools import ``pcm_plugin`` after ``parse_args``. Standard library only.
 (Not a tool: ``tools/_*`` are helpers.)
 """
+import argparse
 import ast
 import importlib.util
 import os.path as osp
@@ -94,3 +95,25 @@ def light_module(module: str) -> ModuleType:
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     return loaded
+
+
+def add_clip_args(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """The open_clip model options shared by the tools that run CLIP:
+    ``--clip-model``, its weights (``--clip-checkpoint`` or
+    ``--pretrained``), ``--model-config`` and ``--cache-dir``.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        model_help (str): Help of ``--clip-model`` (its default differs).
+    """
+    parser.add_argument('--clip-model', help=model_help)
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument('--clip-checkpoint',
+                         help='local open_clip weights file')
+    weights.add_argument('--pretrained',
+                         help='open_clip pretrained tag whose weights are '
+                         'already in the local cache (no download)')
+    parser.add_argument('--model-config',
+                        help='custom open_clip config JSON (<name>.json '
+                        'registers model <name>)')
+    parser.add_argument('--cache-dir', help='cache for --pretrained')

