@@ -163,3 +163,41 @@ def test_amp_cell_trains_and_tests_under_bfloat16(tmp_path):
     assert amp.optim_wrapper.clip_grad == plain.optim_wrapper.clip_grad
     assert amp.test_cfg == dict(type='AutocastTestLoop', dtype='bfloat16')
     assert plain.test_cfg == dict()
+
+
+@pytest.mark.parametrize('pairs, epochs, end', [
+    (8000, 6, 750),    # the 8,000-caption world: 125 iterations an epoch
+    (24000, 2, 750),   # three times the scenes: the same 750 iterations
+    (7200, 6, 672),    # a SynC-refined set: 112 an epoch, 6 whole epochs
+    (64000, 1, 1000),  # more than the budget in one epoch: one epoch
+])
+def test_schedule_fits_the_iteration_budget_to_the_world(tmp_path, pairs,
+                                                         epochs, end):
+    import json
+
+    from mmengine.config import Config
+
+    from pcm_plugin.mini_world.runs import fit_schedule
+    ann = tmp_path / 'train.json'
+    ann.write_text(json.dumps(dict(data_list=[{}] * pairs)))
+
+    def config():
+        return Config(dict(
+            train_iters=750,
+            train_dataloader=dict(batch_size=64,
+                                  dataset=dict(ann_file=str(ann))),
+            train_cfg=dict(max_epochs=6, val_interval=6),
+            param_scheduler=[dict(type='LinearLR', by_epoch=False, end=100),
+                             dict(type='CosineAnnealingLR', by_epoch=False,
+                                  begin=100, end=750)]))
+    cfg = config()
+    fit_schedule(cfg)
+    assert cfg.train_cfg.max_epochs == epochs
+    assert cfg.train_cfg.val_interval == min(6, epochs)
+    assert cfg.param_scheduler[-1]['end'] == end
+    # An explicit number of epochs (--epochs) is kept.
+    cfg = config()
+    cfg.train_cfg.max_epochs = 3
+    fit_schedule(cfg, fit_epochs=False)
+    assert cfg.train_cfg.max_epochs == 3
+    assert cfg.param_scheduler[-1]['end'] == 3 * (pairs // 64)
