@@ -14,7 +14,7 @@ import itertools
 import os.path as osp
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -24,14 +24,19 @@ COCO = dict(d=512, layers=3, heads=8, ffn=2048, vocab=10200, patches=49,
 
 
 def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,
-                      warmup: int = 2, reps: int = 7,
-                      cpu: bool = False) -> Dict[str, Dict]:
+                      warmup: int = 2, reps: int = 7, cpu: bool = False,
+                      cpu_clocks: Optional[Dict[str, Callable[[], float]]]
+                      = None) -> Dict[str, Dict]:
     """Median/IQR seconds of each callable, run in alternation.
 
     With ``cpu``, also the median CPU seconds of this process
     (``cpu_median_s``): for single-threaded work on shared cores, the time
     the work itself took, without the waits for the other processes.
+    ``cpu_clocks`` gives a candidate another CPU clock than
+    ``time.process_time`` (e.g. one adding a DataLoader's workers).
     """
+    clocks = {name: (cpu_clocks or {}).get(name, time.process_time)
+              for name in candidates}
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
@@ -39,10 +44,10 @@ def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,
     cpu_runs: Dict[str, List[float]] = {name: [] for name in candidates}
     for _ in range(reps):
         for name, fn in candidates.items():
-            start, cpu_start = time.perf_counter(), time.process_time()
+            start, cpu_start = time.perf_counter(), clocks[name]()
             fn()
             runs[name].append(time.perf_counter() - start)
-            cpu_runs[name].append(time.process_time() - cpu_start)
+            cpu_runs[name].append(clocks[name]() - cpu_start)
     out = {}
     for name, values in runs.items():
         q = np.percentile(values, [25, 50, 75])
@@ -457,71 +462,6 @@ def hf_bart(size: Dict = COCO):
         max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, decoder_start_token_id=0, forced_eos_token_id=None)
     return BartForConditionalGeneration(config).eval()
-
-
-def feature_store_vs_npz(folder: str, *, num: int = 2048,
-                         workers: Sequence[int] = (0, 2),
-                         size: Dict = COCO) -> Dict:
-    """Samples/s of the feature store and of one ``.npz`` per image (the
-    official layout), both through a DataLoader, and their bytes on disk."""
-    from torch.utils.data import DataLoader, Dataset
-
-    from pcm_plugin.datasets.feature_store import (
-        FeatureStore,
-        write_feature_store,
-    )
-    rng = np.random.default_rng(0)
-    patch = rng.standard_normal((num, size['patches'], size['patch_dim']),
-                                dtype=np.float32).astype(np.float16)
-    glob = rng.standard_normal((num, size['global_dim'])).astype(np.float32)
-    ids = [str(i) for i in range(num)]
-    store_dir, npz_dir = osp.join(folder, 'store'), osp.join(folder, 'npz')
-    write_feature_store(store_dir, ids, patch, glob)
-    import os
-    os.makedirs(npz_dir, exist_ok=True)
-    for i in ids:
-        # The official layout: float32 arrays, one file per image.
-        np.savez(osp.join(npz_dir, f'{i}.npz'),
-                 features=patch[int(i)].astype(np.float32),
-                 g_feature=glob[int(i)])
-
-    class Store(Dataset):
-        def __init__(self):
-            self.store = None
-
-        def __len__(self):
-            return num
-
-        def __getitem__(self, i):
-            if self.store is None:  # opened per worker
-                self.store = FeatureStore(store_dir)
-            item = self.store.get(ids[i])
-            return item['patch'].astype(np.float32), item['global_feat']
-
-    class Npz(Dataset):
-        def __len__(self):
-            return num
-
-        def __getitem__(self, i):
-            with np.load(osp.join(npz_dir, f'{i}.npz')) as f:
-                return f['features'].astype(np.float32), f['g_feature']
-
-    def disk(path):
-        return sum(osp.getsize(osp.join(path, f)) for f in os.listdir(path))
-
-    out = dict(bytes_store=disk(store_dir), bytes_npz=disk(npz_dir))
-    for n in workers:
-        candidates = {}
-        for name, dataset in (('store', Store()), ('npz', Npz())):
-            def read(dataset=dataset):
-                for _ in DataLoader(dataset, batch_size=32, num_workers=n,
-                                    shuffle=False):
-                    pass
-            candidates[name] = read
-        times = timed_interleaved(candidates, warmup=1, reps=3)
-        for name, t in times.items():
-            out[f'{name}_samples_per_s_workers{n}'] = num / t['median_s']
-    return out
 
 
 def new_workspace() -> str:

@@ -119,7 +119,9 @@ class SynthCaptionDataset(_FeatureCaptionDataset):
 
     def get_data_info(self, idx: int) -> dict:
         # Cycle the kept subset so an epoch has the full-data step count.
-        return super().get_data_info(idx % super().__len__())
+        if self.data_fraction < 1:
+            idx %= super().__len__()
+        return super().get_data_info(idx)
 
 
 @DATASETS.register_module()

@@ -184,12 +184,22 @@ class FeatureStore:
         if (shard_no, key) not in self._arrays:
             path = osp.join(self.root,
                             f'{self.index["shards"][shard_no]["name"]}.{key}.npy')
+            # A plain ndarray over the map: slicing a np.memmap runs
+            # Python code (__array_finalize__) for every row read.
             self._arrays[shard_no, key] = (
-                _load_array(path) if osp.isfile(path) else None)
+                np.asarray(_load_array(path)) if osp.isfile(path) else None)
         return self._arrays[shard_no, key]
 
-    def get(self, image_id) -> Dict:
-        """Features of one image as float32 arrays.
+    def get(self, image_id, dtype: Optional[type] = np.float32) -> Dict:
+        """Features of one image, copied out of the shards.
+
+        Args:
+            image_id (str | int): The image.
+            dtype (type, optional): dtype of ``patch`` and ``global_feat``;
+                None keeps the store's float16 (half the bytes to copy,
+                collate and move to a GPU: ``CaptionFeaturePreprocessor``
+                casts a whole batch at once, and float16 to float32 is
+                exact). Defaults to float32.
 
         Returns:
             dict: ``patch`` (N, Dv), ``global_feat`` (Dg) and ``clip_cos``
@@ -201,11 +211,12 @@ class FeatureStore:
                            f'{self.root} ({len(self)} items)')
         shard_no, row = self._rows[key]
         cos = self._array(shard_no, 'cos')
+        # np.array copies: a view would pin the read-only memory map.
+        patch = self._array(shard_no, 'patch')[row]
+        glob = self._array(shard_no, 'global')[row]
         return dict(
-            patch=np.asarray(self._array(shard_no, 'patch')[row],
-                             dtype=np.float32),
-            global_feat=np.asarray(self._array(shard_no, 'global')[row],
-                                   dtype=np.float32),
+            patch=np.array(patch, dtype=dtype or patch.dtype),
+            global_feat=np.array(glob, dtype=dtype or glob.dtype),
             clip_cos=float('nan') if cos is None else float(cos[row]))
 
     def global_feats(self, image_ids: Sequence[str]) -> np.ndarray:

@@ -1,12 +1,13 @@
 """PCM-Net model components, registered in mmpretrain's MODELS."""
 from .caption_decoder import CaptionTransformerDecoder
-from .captioner import CaptionFeaturePreprocessor, PCMCaptioner
+from .captioner import PCMCaptioner
 from .clip_image_encoder import OpenCLIPImageEncoder
 from .concept_bank import (
                            default_concept_words,
                            load_concept_bank,
                            save_concept_bank,
 )
+from .data_preprocessor import CaptionFeaturePreprocessor
 from .losses import CLIPWeightedCELoss, clip_weighted_ce
 from .pcm_mixup import PCMMixup, retrieve_concepts, salient_patch_mixup
 from .vs_encoder import VisualSemanticEncoder

@@ -4,12 +4,13 @@ import math
 from typing import Dict, List, Optional, Union
 
 import torch
-from mmengine.model import BaseDataPreprocessor, BaseModel
+from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 from torch import nn
 
 from pcm_plugin.registry import MODELS
 
+from .data_preprocessor import INPUT_KEYS
 from .decoder_cache import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
 from .tokenizer import (
@@ -20,33 +21,7 @@ from .tokenizer import (
     tokenizer_from_json_text,
 )
 
-INPUT_KEYS = ('patch_feats', 'global_feat')
-IMAGE_KEYS = ('images', )  # with model.image_encoder: (B, 3, S, S)
 TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
-
-
-@MODELS.register_module()
-class CaptionFeaturePreprocessor(BaseDataPreprocessor):
-    """Stack per-sample feature tensors and move them to the model's device.
-
-    Accepts both ``default_collate`` batches (tensors already stacked) and
-    mmengine's ``pseudo_collate`` ones (lists of per-sample tensors).
-    """
-
-    def forward(self, data: dict, training: bool = False) -> dict:
-        inputs = data['inputs']
-        first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-        keys = IMAGE_KEYS if 'images' in first else INPUT_KEYS
-        if isinstance(inputs, (list, tuple)):  # pseudo_collate of dicts
-            inputs = {k: [x[k] for x in inputs] for k in keys}
-        stacked = {}
-        for key in keys:
-            value = inputs[key]
-            if isinstance(value, (list, tuple)):
-                value = torch.stack(value)
-            stacked[key] = value.float()
-        return self.cast_data(dict(inputs=stacked,
-                                   data_samples=data.get('data_samples')))
 
 
 def _build(cfg: Union[dict, nn.Module]) -> nn.Module:

@@ -19,7 +19,10 @@ def test_smoke_run_writes_every_measurement(tmp_path):
     assert set(report['decoding']) >= {
         'ours_beam3', 'hf_bart_beam3', 'greedy_cache', 'greedy_no_cache',
         'beam_speedup_over_hf_bart', 'cache_speedup'}
-    assert report['data']['bytes_store'] > 0
+    data = report['data']  # the real dataset + DataLoader, both layouts
+    assert data['bytes_store'] > 0
+    assert data['rows']['store_workers0']['samples_per_s'] > 0
+    assert data['rows']['npz_workers0']['samples_per_s'] > 0
     variants = report['variants']  # the smoke run compiles nothing
     names = {f'{impl}-{dtype}' for impl in ('eager', 'sdpa')
              for dtype in ('fp32', 'bf16')}

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from mmengine.dataset import default_collate, pseudo_collate
 
 from pcm_plugin.datasets import (
     CaptionFeatureDataset,
@@ -13,6 +14,7 @@ from pcm_plugin.datasets import (
 )
 from pcm_plugin.datasets.feature_store import write_feature_store
 from pcm_plugin.datasets.transforms import LoadCLIPFeatures, PackCaptionInputs
+from pcm_plugin.models import CaptionFeaturePreprocessor
 
 PIPELINE = [LoadCLIPFeatures(), PackCaptionInputs()]
 
@@ -38,11 +40,15 @@ def test_synth_dataset_packs_features_caption_and_cosine(store):
                              pipeline=PIPELINE)
     assert len(ds) == 10
     item = ds[3]
-    assert torch.equal(item['inputs']['patch_feats'], torch.full((4, 3), 3.))
-    assert torch.equal(item['inputs']['global_feat'], torch.tensor([3., -3.]))
+    # float16 as stored: the model's preprocessor makes them float32.
+    assert item['inputs']['patch_feats'].dtype == torch.float16
+    assert torch.equal(item['inputs']['patch_feats'].float(),
+                       torch.full((4, 3), 3.))
+    assert torch.equal(item['inputs']['global_feat'].float(),
+                       torch.tensor([3., -3.]))
     sample = item['data_samples']
     assert sample.gt_caption == 'caption 603'
-    assert sample.image_id == '603'
+    assert sample.image_id == '603' and sample.feature_dir == root
     assert sample.clip_cos == pytest.approx(0.4, abs=1e-3)  # fp16 store
 
 
@@ -128,16 +134,88 @@ def test_transforms_without_a_cosine(tmp_path):
 
 
 @pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize('collate', [default_collate, pseudo_collate])
 def test_bad_input_non_finite_features_are_refused_naming_the_image(
-        tmp_path, value):
+        tmp_path, value, collate):
+    """The real pipeline reads the bad image; the model's preprocessor
+    refuses its batch, naming the image and its store."""
     root = str(tmp_path / 'nan')
-    patch = np.ones((2, 2, 2), np.float32)
+    patch = np.ones((3, 2, 2), np.float32)
     patch[1, 0, 0] = value
-    write_feature_store(root, ['a', 'b'], patch, np.ones((2, 2), np.float32))
-    LoadCLIPFeatures()(dict(image_id='a', feature_dir=root))  # fine
+    ids = ['a', 'b', 'c']
+    write_feature_store(root, ids, patch, np.ones((3, 2), np.float32))
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id=i, caption=f'caption {i}') for i in ids])))
+    ds = SynthCaptionDataset(ann_file=str(ann), feature_dir=root,
+                             pipeline=PIPELINE)
+    preprocessor = CaptionFeaturePreprocessor()
+    preprocessor(collate([ds[0], ds[2]]), True)  # fine
     with pytest.raises(ValueError, match=r'nan: the features of image b are '
-                       r'not finite'):
-        LoadCLIPFeatures()(dict(image_id='b', feature_dir=root))
+                       r'not finite \(NaN/Inf\); re-extract them with '
+                       r'tools/extract_features.py'):
+        preprocessor(collate([ds[0], ds[1], ds[2]]), True)
+
+
+def _store_with_extreme_values(root: str, rng) -> list:
+    """A store whose float16 values include the extremes: subnormals, the
+    largest finite, -0.0, and random ones."""
+    special = np.array([0., -0., 6e-8, -6e-8, 6.1e-5, 65504., -65504.,
+                        1 / 3, 1e-4], np.float32)
+    patch = rng.standard_normal((6, 5, 8)).astype(np.float32) * 100
+    patch.reshape(-1)[:special.size] = special  # (6*5*8,) view
+    glob = rng.standard_normal((6, 4)).astype(np.float32)
+    glob[0, :3] = [6e-8, -0., 65504.]
+    ids = [f'im{i}' for i in range(6)]
+    write_feature_store(root, ids, patch, glob,
+                        np.full(6, 0.3, np.float32))
+    return ids
+
+
+@pytest.mark.parametrize('collate', [default_collate, pseudo_collate])
+def test_float16_loading_gives_the_model_the_float32_values_bit_for_bit(
+        tmp_path, collate):
+    """The store's float16 rows cast to float32 in the preprocessor are
+    the bits the earlier float32 loading gave (converted per sample with
+    numpy in LoadCLIPFeatures, to_float32=True now)."""
+    root = str(tmp_path / 'feats')
+    ids = _store_with_extreme_values(root, np.random.default_rng(0))
+    ann = tmp_path / 'ann.json'
+    ann.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id=i, caption=f'caption {i}') for i in ids])))
+    preprocessor = CaptionFeaturePreprocessor()
+    batches = {}
+    for name, load in (('fp16', LoadCLIPFeatures()),
+                       ('fp32', LoadCLIPFeatures(to_float32=True))):
+        ds = SynthCaptionDataset(ann_file=str(ann), feature_dir=root,
+                                 pipeline=[load, PackCaptionInputs()])
+        batches[name] = preprocessor(collate([ds[i] for i in range(6)]),
+                                     True)['inputs']
+    # The earlier code: np.asarray(row, dtype=np.float32) per sample.
+    reference = {key: torch.stack([
+        torch.from_numpy(np.asarray(row, dtype=np.float32))
+        for row in np.load(f'{root}/shard-00000.{part}.npy')])
+        for key, part in (('patch_feats', 'patch'), ('global_feat', 'global'))}
+    for key, expected in reference.items():
+        for name, batch in batches.items():
+            got = batch[key]
+            assert got.dtype == torch.float32, name
+            # Bits, not values: -0.0 == 0.0 would pass torch.equal.
+            assert torch.equal(got.view(torch.int32),
+                               expected.view(torch.int32)), (name, key)
+    subnormal = reference['patch_feats'].reshape(-1)[2]
+    assert 0 < subnormal < 6.1e-5  # the extremes survived the store
+
+
+def test_store_get_keeps_float16_when_asked(store):
+    _, root, _ = store
+    features = FeatureStore(root)
+    half, full = features.get('603', dtype=None), features.get('603')
+    assert half['patch'].dtype == np.float16 == half['global_feat'].dtype
+    assert full['patch'].dtype == np.float32
+    assert np.array_equal(half['patch'].astype(np.float32), full['patch'])
+    half['patch'][:] = -1  # a copy: the store is not touched
+    assert features.get('603', dtype=None)['patch'][0, 0] == 3
 
 
 @pytest.mark.parametrize('caption', ['', '  ', '...', '!?'])

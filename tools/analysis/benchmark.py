@@ -2,7 +2,8 @@
 pick instead, in one run: training step (Base vs full PCM-Net, achieved
 FLOP/s against this process's matmul FLOP/s), beam search against HF BART
 ``generate(num_beams=3)``, greedy with and without the key/value cache, the
-feature store against one ``.npz`` per image, the registered caption
+feature store against one ``.npz`` per image (through the real dataset,
+DataLoader and data preprocessor), the registered caption
 metric against bare pycocoevalcap scorers on the real COCO subset (skipped,
 with a note, without ``../shared/data``), and start-up (fresh processes:
 ``import pcm_plugin`` against ``import mmpretrain``, every tool's
@@ -10,6 +11,7 @@ with a note, without ``../shared/data``), and start-up (fresh processes:
 
     python tools/analysis/benchmark.py --out work_dirs/benchmark.json
     python tools/analysis/benchmark.py --decoding-only  # a few minutes
+    python tools/analysis/benchmark.py --data-only      # about a minute
     python tools/analysis/benchmark.py --smoke          # seconds (tests)
     python tools/analysis/benchmark.py --startup-only   # about a minute
     python tools/analysis/benchmark.py --evaluation-only  # minutes
@@ -29,6 +31,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from typing import Callable
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -65,6 +68,13 @@ def main(argv=None) -> int:
     parser.add_argument('--decoding-only', action='store_true',
                         help='only the decoding part (beam search against '
                         'HF BART, greedy, cache; random and trained)')
+    parser.add_argument('--data-only', action='store_true',
+                        help='only the training-data part (feature store '
+                        'vs one .npz per image, through the real dataset '
+                        'and DataLoader)')
+    parser.add_argument('--data-samples', type=int, default=None,
+                        help='images of the data part (default: 4096; 64 '
+                        'with --smoke)')
     parser.add_argument('--startup-only', action='store_true',
                         help='only the start-up part (fresh processes)')
     parser.add_argument('--evaluation-only', action='store_true',
@@ -75,6 +85,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.decoding_only:
         return decoding_only(args)
+    if args.data_only:
+        return data_only(args)
     from pcm_plugin.analysis.startup import startup_times
     report = dict(load_before=os.getloadavg()[0], device='cpu')
     one_part = args.startup_only or args.evaluation_only
@@ -150,15 +162,55 @@ def compute(args: argparse.Namespace) -> dict:
     report['variants'] = perf.attention_precision_compile(
         folder, size=size, device=args.device, reps=reps,
         compile_backend=None if backend == 'none' else backend)
-    phase('data: feature store vs one .npz per image')
-    report['data'] = perf.feature_store_vs_npz(
-        folder, num=64 if args.smoke else 2048, size=size,
-        workers=(0,) if args.smoke else (0, 2))
+    report['data'] = data(args, size, reps)
     return report
+
+
+def data(args: argparse.Namespace, size: dict, reps: int) -> dict:
+    """The training-data rows (``data_speed.data_loading``)."""
+    from pcm_plugin.analysis import data_speed, perf
+    phase('data: feature store vs one .npz per image, real dataset + '
+          'DataLoader')
+    num = args.data_samples or (64 if args.smoke else 4096)
+    return data_speed.data_loading(
+        perf.new_workspace(), num=num, size=size, reps=reps,
+        workers=(0, ) if args.smoke else (0, 2))
+
+
+def data_only(args: argparse.Namespace) -> int:
+    """``--data-only``: the training-data rows alone, printed and saved."""
+    def measure(report: dict, size: dict, reps: int) -> None:
+        report['data'] = data(args, size, reps)
+
+    def table(report: dict) -> None:
+        from pcm_plugin.analysis.data_speed import format_tables
+        print('\n'.join(format_tables(report['data'])))
+    return one_part(args, measure, table)
 
 
 def decoding_only(args: argparse.Namespace) -> int:
     """``--decoding-only``: the decoding rows alone, printed and saved."""
+    def measure(report: dict, size: dict, reps: int) -> None:
+        import torch
+
+        from pcm_plugin.analysis import perf
+        torch.manual_seed(0)
+        model = perf.build_coco_size(perf.new_workspace(), mixup=True,
+                                     size=size)
+        report.update(decoding(args, model, size, reps))
+
+    def table(report: dict) -> None:
+        print('| measurement | median | IQR | note |\n'
+              '| --- | --- | --- | --- |')
+        print_decoding_table(report)
+    return one_part(args, measure, table)
+
+
+def one_part(args: argparse.Namespace,
+             measure: Callable[[dict, dict, int], None],
+             table: Callable[[dict], None]) -> int:
+    """A one-part run: threads set, ``measure(report, size, reps)`` fills
+    the report, ``table(report)`` prints it, and the JSON is saved."""
     import torch
 
     from pcm_plugin.analysis import perf
@@ -167,16 +219,11 @@ def decoding_only(args: argparse.Namespace) -> int:
     size = SMOKE if args.smoke else perf.COCO
     report = dict(load_before=os.getloadavg()[0], device='cpu', size=size,
                   threads=torch.get_num_threads())
-    torch.manual_seed(0)
-    model = perf.build_coco_size(perf.new_workspace(), mixup=True,
-                                 size=size)
-    report.update(decoding(args, model, size,
-                           2 if args.smoke else args.reps))
+    measure(report, size, 2 if args.smoke else args.reps)
     report['load_after'] = os.getloadavg()[0]
     print(f"threads {report['threads']}, load {report['load_before']:.2f} "
           f"-> {report['load_after']:.2f}")
-    print('| measurement | median | IQR | note |\n| --- | --- | --- | --- |')
-    print_decoding_table(report)
+    table(report)
     if args.out:
         from pcm_plugin.utils.fileio import atomic_write_json
         atomic_write_json(args.out, report, indent=1)
@@ -279,12 +326,9 @@ def print_compute_table(r: dict) -> None:
               f"{x['of_matmul']:.0%} of matmul FLOP/s |")
     print(f"| full / base step | {t['full_over_base']:.3f}x | | |")
     print_decoding_table(r)
-    data = r['data']
-    for key in sorted(k for k in data if 'samples_per_s' in k):
-        print(f'| {key} | {data[key]:.0f} | | |')
-    print(f"| bytes store / npz | "
-          f"{data['bytes_store'] / data['bytes_npz']:.2f} | | |")
     print_variants_table(r['variants'])
+    from pcm_plugin.analysis.data_speed import format_tables
+    print('\n'.join(format_tables(r['data'])))
 
 
 def print_variants_table(v: dict) -> None:
