@@ -92,8 +92,16 @@ def main() -> int:
         print(json.dumps(measure(*args.measure)))
         return 0
     sys.path.insert(0, REPO)
+    with tempfile.TemporaryDirectory() as workspace, \
+            tempfile.TemporaryDirectory() as before:
+        alternate(args, workspace, before)
+    return 0
+
+
+def alternate(args: argparse.Namespace, workspace: str, before: str) -> None:
+    """Write the files, export the previous package, and run one process
+    per version, ``args.rounds`` times."""
     from pcm_plugin.analysis.data_speed import write_layouts
-    workspace, before = tempfile.mkdtemp(), tempfile.mkdtemp()
     write_layouts(workspace, num=args.samples)
     archive = subprocess.run(['git', 'archive', args.before, 'pcm_plugin'],
                              cwd=REPO, check=True, capture_output=True)
@@ -111,7 +119,6 @@ def main() -> int:
             if args.out:
                 with open(args.out, 'a', encoding='utf-8') as f:
                     f.write(json.dumps(row) + '\n')
-    return 0
 
 
 if __name__ == '__main__':
