@@ -142,14 +142,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step_fn(model, batch, *, amp: bool = False) -> Callable[[], None]:
+def train_step_fn(model, batch, *, amp: bool = False,
+                  fused_adam: bool = True) -> Callable[[], None]:
     """One forward + backward + Adam step (dropout on: training mode).
 
     ``amp``: forward and loss under bfloat16 autocast, as
-    ``BF16OptimWrapper`` (``--amp``) runs them.
+    ``BF16OptimWrapper`` (``--amp``) runs them. ``fused_adam``: the fused
+    Adam kernel, as the COCO schedule config
+    (``configs/_base_/schedules/pcm_noam_12e.py``); False for PyTorch's
+    default for-loop Adam.
     """
     optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        [p for p in model.parameters() if p.requires_grad], lr=1e-4,
+        fused=fused_adam)
     inputs, samples = batch
     device = next(model.parameters()).device
     model.train()

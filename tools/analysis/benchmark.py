@@ -68,6 +68,10 @@ def main(argv=None) -> int:
     parser.add_argument('--decoding-only', action='store_true',
                         help='only the decoding part (beam search against '
                         'HF BART, greedy, cache; random and trained)')
+    parser.add_argument('--training-only', action='store_true',
+                        help='only the training step (FLOP/s against '
+                        'matmul, full vs Base, fused vs for-loop Adam, '
+                        'where the time goes)')
     parser.add_argument('--data-only', action='store_true',
                         help='only the training-data part (feature store '
                         'vs one .npz per image, through the real dataset '
@@ -87,6 +91,8 @@ def main(argv=None) -> int:
         return decoding_only(args)
     if args.data_only:
         return data_only(args)
+    if args.training_only:
+        return training_only(args)
     from pcm_plugin.analysis.startup import startup_times
     report = dict(load_before=os.getloadavg()[0], device='cpu')
     one_part = args.startup_only or args.evaluation_only
@@ -128,35 +134,22 @@ def compute(args: argparse.Namespace) -> dict:
     import torch
 
     from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis.training_step import training_step_rows
     if args.threads:
         torch.set_num_threads(args.threads)
     size = SMOKE if args.smoke else perf.COCO
     reps = 2 if args.smoke else args.reps
     folder = perf.new_workspace()
     report = dict(size=size, threads=torch.get_num_threads())
+    phase('training step: Base vs full PCM-Net, fused vs for-loop Adam')
+    report['train_step'] = training_step_rows(
+        folder, size=size, reps=reps, matmul_n=256 if args.smoke else 1024)
+    report['matmul_flops_per_s'] = report['train_step'][
+        'matmul_flops_per_s']
     torch.manual_seed(0)
-    report['matmul_flops_per_s'] = perf.matmul_flops_per_s(
-        256 if args.smoke else 1024)
+    full = perf.build_coco_size(folder, mixup=True, size=size)
 
-    phase('training step: Base vs full PCM-Net')
-    batch = perf.random_batch(size)
-    models = {name: perf.build_coco_size(folder, mixup=name == 'full',
-                                         size=size)
-              for name in ('base', 'full')}
-    steps = {name: perf.train_step_fn(m, batch) for name, m in models.items()}
-    train = perf.timed_interleaved(steps, reps=reps)
-    for name in steps:
-        phase(f'counting the FLOPs of a {name} step')
-        train[name]['flops'] = perf.count_flops(steps[name])
-        train[name]['flops_per_s'] = (train[name]['flops']
-                                      / train[name]['median_s'])
-        train[name]['of_matmul'] = (train[name]['flops_per_s']
-                                    / report['matmul_flops_per_s'])
-    train['full_over_base'] = (train['full']['median_s']
-                               / train['base']['median_s'])
-    report['train_step'] = train
-
-    report.update(decoding(args, models['full'], size, reps))
+    report.update(decoding(args, full, size, reps))
     phase(f'attention x precision x compile on {args.device}')
     backend = args.compile_backend or ('none' if args.smoke else 'inductor')
     report['variants'] = perf.attention_precision_compile(
@@ -180,6 +173,21 @@ def data(args: argparse.Namespace, size: dict, reps: int) -> dict:
         return data_speed.data_loading(
             folder, num=num, size=size, reps=reps,
             workers=(0, ) if args.smoke else (0, 2))
+
+
+def training_only(args: argparse.Namespace) -> int:
+    """``--training-only``: the training-step rows alone."""
+    def measure(report: dict, size: dict, reps: int) -> None:
+        from pcm_plugin.analysis import perf
+        from pcm_plugin.analysis.training_step import training_step_rows
+        report['train_step'] = training_step_rows(
+            perf.new_workspace(), size=size, reps=reps,
+            matmul_n=256 if args.smoke else 1024)
+
+    def table(report: dict) -> None:
+        from pcm_plugin.analysis.training_step import format_table
+        print(format_table(report['train_step']))
+    return one_part(args, measure, table)
 
 
 def data_only(args: argparse.Namespace) -> int:
@@ -323,13 +331,8 @@ def print_compute_table(r: dict) -> None:
     print(f"threads {r['threads']}, load {r['load_before']:.2f} -> "
           f"{r['load_after']:.2f}; matmul {r['matmul_flops_per_s'] / 1e9:.1f}"
           ' GFLOP/s')
-    print('| measurement | median | IQR | note |\n| --- | --- | --- | --- |')
-    for name in ('base', 'full'):
-        x = t[name]
-        print(f"| train step {name} | {x['median_s'] * 1e3:.0f} ms | "
-              f"{x['iqr_s'] * 1e3:.0f} ms | {x['flops'] / 1e9:.1f} GFLOP, "
-              f"{x['of_matmul']:.0%} of matmul FLOP/s |")
-    print(f"| full / base step | {t['full_over_base']:.3f}x | | |")
+    from pcm_plugin.analysis.training_step import format_table
+    print(format_table(t))
     print_decoding_table(r)
     print_variants_table(r['variants'])
     from pcm_plugin.analysis.data_speed import format_tables
