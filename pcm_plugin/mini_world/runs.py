@@ -65,28 +65,18 @@ def world_config(config: str, world: Dict, *, work_dir: str,
         cfg.train_dataloader.dataset.ann_file = train_ann
     if max_epochs is not None:
         cfg.train_cfg.max_epochs = max_epochs
-    fit_schedule(cfg, fit_epochs=max_epochs is None)
+    fit_schedule(cfg)
     if seed is not None:
         cfg.randomness = dict(seed=seed, deterministic=False)
     return cfg
 
 
-def fit_schedule(cfg: Config, *, fit_epochs: bool = True) -> None:
-    """Fit the schedule to the training set's size.
+def fit_schedule(cfg: Config) -> None:
+    """End the last iteration-based scheduler at the last iteration.
 
-    The benchmark's budget is ``train_iters`` iterations (the schedule
-    config's one source of truth, docs/benchmarks.md §4.1), whatever the
-    world's number of training captions: a run takes ``train_iters //
-    iterations per epoch`` epochs (6 on an 8,000-caption world, 2 on a
-    24,000-caption one, 6 on a SynC-refined 7,200-pair set), and the
-    warm-up + cosine schedule ends at 0 at its last iteration, so the
-    tested last checkpoint is converged, not a snapshot at some lr.
-
-    Args:
-        cfg (Config): A mini-world config (changed in place).
-        fit_epochs (bool): Derive ``max_epochs`` from ``train_iters``
-            (when the config has one); False keeps ``max_epochs`` (an
-            explicit ``--epochs``). Defaults to True.
+    The world's schedule is warm-up + cosine to 0 over ``max_epochs``
+    epochs (docs/benchmarks.md §4.1): the tested last checkpoint must be
+    the converged end of the schedule, not a snapshot at some lr.
     """
     import json
     ann_file = cfg.train_dataloader.dataset.ann_file
@@ -95,12 +85,6 @@ def fit_schedule(cfg: Config, *, fit_epochs: bool = True) -> None:
     with open(ann_file, encoding='utf-8') as f:
         num_pairs = len(json.load(f)['data_list'])
     iters = num_pairs // cfg.train_dataloader.batch_size  # drop_last
-    if fit_epochs and cfg.get('train_iters') and iters:
-        epochs = max(1, cfg.train_iters // iters)
-        cfg.train_cfg.max_epochs = epochs
-        # Validation (when on) still runs after the last epoch.
-        cfg.train_cfg.val_interval = min(
-            cfg.train_cfg.get('val_interval', 1), epochs)
     last = cfg.param_scheduler[-1]
     end = cfg.train_cfg.max_epochs * iters
     # Runs shorter than the warm-up (smoke tests) keep the schedule as is.
