@@ -10,7 +10,7 @@ import copy
 import json
 import os.path as osp
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .ablation import read_results, variant_config
 from .prepare import load_world
@@ -33,9 +33,12 @@ def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
 def probe_concept_tokens(*, config_dir: str = 'configs',
                          root: str = 'data/mini_world',
                          work_root: str = 'work_dirs/ablation',
-                         variants: Sequence[str] = ('pcm', 'full')
-                         ) -> List[Dict]:
+                         variants: Sequence[str] = ('pcm', 'full'),
+                         max_epochs: Optional[int] = None) -> List[Dict]:
     """Re-test every finished cell of ``variants`` without concept tokens.
+
+    ``max_epochs``: the sweep's ``--epochs`` (its cells' last checkpoint
+    is ``epoch_<max_epochs>.pth``); None for the config's.
 
     Results are appended to ``<work_root>/probe.jsonl`` (one line per cell;
     finished cells are skipped on a rerun).
@@ -57,7 +60,7 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
             continue
         cfg = variant_config(config_dir, world, row['variant'],
                              rate=row['rate'], seed=row['seed'],
-                             work_root=work_root)
+                             work_root=work_root, max_epochs=max_epochs)
         checkpoint = osp.join(cfg.work_dir,
                               f'epoch_{cfg.train_cfg.max_epochs}.pth')
         if not osp.isfile(checkpoint):

@@ -53,6 +53,15 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
     assert len(tested) == 4
     # A rerun skips finished cells.
     assert probe.probe_concept_tokens(**kw) == out and len(tested) == 4
+    # A sweep run with --epochs 4 is probed at its own last checkpoint.
+    (work_root / 'probe.jsonl').unlink()
+    with pytest.raises(FileNotFoundError, match='epoch_4.pth'):
+        probe.probe_concept_tokens(max_epochs=4, **kw)
+    for row in rows[:-1]:
+        (cells / f'{row["variant"]}_synth_d050_s{row["seed"]}' /
+         'epoch_4.pth').touch()
+    probe.probe_concept_tokens(max_epochs=4, **kw)
+    assert tested[-1][1].endswith('epoch_4.pth') and len(tested) == 8
 
 
 def test_retest_without_concept_tokens_switches_the_mixup_off(monkeypatch):

@@ -25,12 +25,16 @@ def main(argv=None) -> int:
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--variants', nargs='+', default=['pcm', 'full'])
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="the sweep's --epochs (which checkpoint is "
+                        'its last)')
     args = parser.parse_args(argv)
     # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
     from pcm_plugin.mini_world.probe import probe_concept_tokens
     rows = probe_concept_tokens(config_dir=args.config_dir, root=args.root,
                                 work_root=args.work_root,
-                                variants=args.variants)
+                                variants=args.variants,
+                                max_epochs=args.epochs)
     print('| variant | rate | seed | CIDEr with concept tokens | without | '
           'difference |\n| --- | --- | --- | --- | --- | --- |')
     for r in sorted(rows, key=lambda r: (r['variant'], r['rate'],
