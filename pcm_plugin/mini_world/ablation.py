@@ -183,8 +183,8 @@ def run_ablation(*, config_dir: str = 'configs',
     Rows go to ``<work_root>/results.jsonl`` with the world's name.
     ``refined`` trains on the SynC-refined pairs
     (``tools/mini_world/refine.py`` writes them); ``amp`` ('bfloat16')
-    trains and tests under autocast (rows carry ``amp``; keep a sweep's
-    rows in one precision: the cell key does not include it).
+    trains and tests under autocast (rows carry ``amp``; a work root
+    holding rows of another precision is refused).
     """
     variants = list(variants)
     world = load_world(root)
@@ -197,6 +197,12 @@ def run_ablation(*, config_dir: str = 'configs',
                 f'{root} --rates {rate}`')
     name = world.get('name', 'world')
     out = osp.join(work_root, 'results.jsonl')
+    other = {r.get('amp') for r in read_results(out)} - {amp}
+    if other:
+        # A cell's key and work directory do not name the precision.
+        raise ValueError(
+            f'{out} holds rows trained with amp={sorted(map(str, other))}, '
+            f'this sweep runs amp={amp}: give it its own --work-root')
     os.makedirs(work_root, exist_ok=True)
     for seed in seeds:
         for rate in rates:

@@ -82,6 +82,23 @@ def test_ablation_runs_on_the_prepared_world_as_it_is(seed7_world, tmp_path,
                               variants=['base'])
 
 
+def test_bad_input_sweep_of_another_precision_is_refused(seed7_world,
+                                                         tmp_path,
+                                                         monkeypatch):
+    _, world = seed7_world
+    monkeypatch.setattr(ablation, 'train_and_test',
+                        lambda cfg: dict(CIDEr=1.0, Bleu_4=0.5))
+    kw = dict(config_dir=CONFIG_DIR, root=world['root'],
+              work_root=str(tmp_path / 'runs'), rates=[0.5], seeds=[0],
+              variants=['base'])
+    rows = ablation.run_ablation(amp='bfloat16', **kw)
+    assert [r['amp'] for r in rows] == ['bfloat16']
+    # The same cell in float32 would be skipped as finished: refused.
+    with pytest.raises(ValueError, match='amp=.*bfloat16.*own --work-root'):
+        ablation.run_ablation(**kw)
+    assert ablation.run_ablation(amp='bfloat16', **kw) == rows
+
+
 def test_lanes_share_a_sweep_through_cell_claims(tmp_path):
     cell = str(tmp_path / 'runs' / 'w' / 'base_synth_d030_s0')
     first, second = ablation.CellClaim(cell), ablation.CellClaim(cell)

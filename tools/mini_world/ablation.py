@@ -49,7 +49,7 @@ def main(argv=None) -> int:
                         '(tools/mini_world/refine.py); rows get refined=true')
     parser.add_argument('--amp', action='store_true',
                         help='train and test under bfloat16 autocast (rows '
-                        'get amp="bfloat16"); keep one precision per '
+                        'get amp="bfloat16"); one precision per '
                         '--work-root')
     parser.add_argument('--summary-only', action='store_true')
     parser.add_argument('--plot', metavar='PNG',
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 variants=args.variants, max_epochs=args.epochs,
                 refined=args.refined,
                 amp='bfloat16' if args.amp else None)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             print(f'error: {err}', file=sys.stderr)
             return 1
     tables = []
