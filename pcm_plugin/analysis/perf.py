@@ -58,17 +58,6 @@ def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,
     return out
 
 
-def matmul_flops_per_s(n: int = 1024, reps: int = 10) -> float:
-    """fp32 FLOP/s of this process's ``torch.mm`` (n x n x n)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)
-
-
 def build_coco_size(folder: str, *, mixup: bool, size: Dict = COCO,
                     attn_impl: str = 'eager',
                     compile_layers: object = False):
