@@ -34,6 +34,17 @@ def test_smoke_run_writes_every_measurement(tmp_path):
     assert startup['help']['slowest'] in startup['help']['tools']
 
 
+def test_one_part_run_writes_only_that_part(tmp_path):
+    out = tmp_path / 'decoding.json'
+    assert tool_main('tools/analysis/benchmark.py')(
+        ['--decoding-only', '--smoke', '--threads', '1', '--trained-run',
+         'none', '--out', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['threads'] == 1
+    assert report['decoding']['cache_speedup'] > 0
+    assert 'train_step' not in report and 'startup' not in report
+
+
 def test_uncached_greedy_equals_the_cached_search(tmp_path):
     from pcm_plugin.analysis import perf
     size = dict(d=32, layers=2, heads=2, ffn=64, vocab=40, patches=4,

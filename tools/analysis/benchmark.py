@@ -117,11 +117,17 @@ def main(argv=None) -> int:
         print_evaluation_table(report['evaluation'])
     if 'startup' in report:
         print_startup_table(report['startup'])
-    if args.out:
-        from pcm_plugin.utils.fileio import atomic_write_json
-        atomic_write_json(args.out, report, indent=1)
-        print(f'written: {args.out}')
+    save_report(args, report)
     return 0
+
+
+def save_report(args: argparse.Namespace, report: dict) -> None:
+    """Write ``report`` to ``--out`` (if given), as every benchmark tool
+    does (:func:`pcm_plugin.analysis.report.write_report`)."""
+    if args.out:
+        from pcm_plugin.analysis.report import write_report
+        write_report(args.out, report)
+        print(f'written: {args.out}')
 
 
 def phase(text: str) -> None:
@@ -237,10 +243,7 @@ def one_part(args: argparse.Namespace,
     print(f"threads {report['threads']}, load {report['load_before']:.2f} "
           f"-> {report['load_after']:.2f}")
     table(report)
-    if args.out:
-        from pcm_plugin.utils.fileio import atomic_write_json
-        atomic_write_json(args.out, report, indent=1)
-        print(f'written: {args.out}')
+    save_report(args, report)
     return 0
 
 
