@@ -33,7 +33,7 @@ def main(argv=None) -> int:
                         'step runs, the numbers mean nothing')
     args = parser.parse_args(argv)
     from pcm_plugin.mini_world.demo import run_demo
-    from pcm_plugin.mini_world.prepare import WorldSettings
+    from pcm_plugin.mini_world.world import WorldSettings
     if args.smoke:
         settings = WorldSettings(root=args.data_root or
                                  'data/mini_world_smoke', num_train=256,

@@ -31,9 +31,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pcm_plugin.engine.amp import amp_optim_wrapper, amp_test_cfg
 
-from .prepare import load_world, synth_name
 from .refine import refined_annotation
 from .runs import train_and_test, world_config
+from .world import load_world, synth_name
 
 # variant -> (config file in the config dir, training feature store; None
 # means the synthetic renders of the cell's defect rate).

@@ -9,8 +9,9 @@ import os.path as osp
 import time
 from typing import Dict, Optional, Sequence
 
-from .prepare import WorldSettings, prepare_world
+from .prepare import prepare_world
 from .runs import train_and_test, world_config
+from .world import WorldSettings
 
 METRIC_KEYS = ('Bleu_4', 'METEOR', 'ROUGE_L', 'CIDEr')
 
@@ -42,7 +43,7 @@ def run_demo(*, config: str = 'configs/pcm_shapes.py',
     start = time.time()
     world = prepare_world(settings or WorldSettings())
     rate = (settings or WorldSettings()).defect_rates[0]
-    from .prepare import synth_name
+    from .world import synth_name
     cfg = world_config(config, world, work_dir=work_dir,
                        train_set=synth_name(rate), max_epochs=max_epochs)
     predictions = osp.join(work_dir, 'test_predictions.json')

@@ -18,7 +18,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from .prepare import load_scenes, load_world
+from .world import load_world
+from .world_steps import load_scenes
 
 
 def _store_arrays(root: str, folder: str):

@@ -30,7 +30,7 @@ from .localisation import object_coverage
 from .scenes import BACKGROUNDS, COLOURS, SHAPES, Scene
 
 IGNORE = -100
-# Concept words in bank order (prepare.concept_words: shapes, colours,
+# Concept words in bank order (world_steps.concept_words: shapes, colours,
 # backgrounds) and the index ranges of the three groups.
 WORDS: Tuple[str, ...] = tuple(SHAPES) + tuple(COLOURS) + tuple(BACKGROUNDS)
 _S, _C = len(SHAPES), len(COLOURS)

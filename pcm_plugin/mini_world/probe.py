@@ -13,7 +13,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from .ablation import read_results, variant_config
-from .prepare import load_world
+from .world import load_world
 
 
 def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pcm_plugin.utils.fileio import atomic_write_json
 
-from .prepare import load_world, synth_name
+from .world import load_world, synth_name
 
 
 def refined_annotation(world: Dict, rate: float) -> str:

@@ -21,8 +21,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .prepare import load_scenes
 from .scenes import COLOURS, SHAPES
+from .world_steps import load_scenes
 
 LAYOUTS = {'append': dict(), 'none': dict(mode='none'),
            'replace': dict(eval_mode='replace')}

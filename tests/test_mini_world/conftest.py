@@ -4,7 +4,8 @@ import os.path as osp
 
 import pytest
 
-from pcm_plugin.mini_world.prepare import WorldSettings, prepare_world
+from pcm_plugin.mini_world.prepare import prepare_world
+from pcm_plugin.mini_world.world import WorldSettings
 
 
 @pytest.fixture(scope='session')

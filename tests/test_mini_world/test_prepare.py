@@ -6,12 +6,9 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.prepare import (
-    prepare_world,
-    read_stamp,
-    run_step,
-    synth_name,
-)
+from pcm_plugin.mini_world.prepare import prepare_world
+from pcm_plugin.mini_world.world import synth_name
+from pcm_plugin.mini_world.world_steps import read_stamp, run_step
 
 
 def test_run_step_skips_matching_stamp_and_rebuilds_on_change(tmp_path):

@@ -6,11 +6,11 @@ import threading
 import pytest
 
 from pcm_plugin.mini_world import ablation
-from pcm_plugin.mini_world.prepare import (
+from pcm_plugin.mini_world.prepare import prepare_world
+from pcm_plugin.mini_world.world import (
     WorldConflict,
     WorldSettings,
     load_world,
-    prepare_world,
 )
 from pcm_plugin.utils.fileio import file_sha256
 

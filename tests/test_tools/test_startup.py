@@ -41,7 +41,7 @@ def test_import_pcm_plugin_adds_no_heavy_library():
 
 def test_parser_constants_read_from_source_are_the_package_ones():
     from pcm_plugin.data_prep.annotations import TRAIN_ID_START
-    from pcm_plugin.mini_world import ablation, mini_clip, prepare
+    from pcm_plugin.mini_world import ablation, mini_clip, world
     assert package_literals('data_prep.annotations')['TRAIN_ID_START'] \
         == TRAIN_ID_START
     found = package_literals('mini_world.ablation')
@@ -49,8 +49,8 @@ def test_parser_constants_read_from_source_are_the_package_ones():
     assert found['DEFAULT_VARIANTS'] == ablation.DEFAULT_VARIANTS
     assert package_literals('mini_world.mini_clip')['CLIP_KINDS'] \
         == mini_clip.CLIP_KINDS
-    assert package_literals('mini_world.prepare')['WorldSettings.root'] \
-        == prepare.WorldSettings().root
+    assert package_literals('mini_world.world')['WorldSettings.root'] \
+        == world.WorldSettings().root
 
 
 def test_prepare_leaves_unset_world_settings_to_their_defaults():

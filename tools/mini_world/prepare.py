@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     package import costs seconds), so the parser reads the two constants
     it shows from the source instead.
     """
-    root = package_literals('mini_world.prepare')['WorldSettings.root']
+    root = package_literals('mini_world.world')['WorldSettings.root']
     clip_kinds = package_literals('mini_world.mini_clip')['CLIP_KINDS']
     parser = argparse.ArgumentParser(
         description='Build (or reuse) the mini world data directory.',
@@ -68,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pcm_plugin.mini_world.prepare import WorldSettings, prepare_world
+    from pcm_plugin.mini_world.prepare import prepare_world
+    from pcm_plugin.mini_world.world import WorldSettings
     names = {f.name for f in dataclasses.fields(WorldSettings)}
     settings = WorldSettings(**{k: v for k, v in vars(args).items()
                                 if k in names})

@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import pcm_plugin  # noqa: F401
     from pcm_plugin.mini_world.ablation import variant_config
-    from pcm_plugin.mini_world.prepare import load_world
     from pcm_plugin.mini_world.trace import test_split_analysis
+    from pcm_plugin.mini_world.world import load_world
     world = load_world(args.root)
     if args.checkpoint:
         from pcm_plugin.mini_world.runs import world_config

@@ -57,9 +57,9 @@ def main(argv=None) -> int:
     from mmengine.runner import Runner
 
     import pcm_plugin  # noqa: F401
-    from pcm_plugin.mini_world.prepare import load_world, synth_name
     from pcm_plugin.mini_world.runs import world_config
     from pcm_plugin.mini_world.trace import summarize_trace, trace_run
+    from pcm_plugin.mini_world.world import load_world, synth_name
     if args.zero_textual:
         zero_textual_tokens()
     try:
