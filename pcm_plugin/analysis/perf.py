@@ -21,6 +21,9 @@ import torch
 
 COCO = dict(d=512, layers=3, heads=8, ffn=2048, vocab=10200, patches=49,
             patch_dim=768, global_dim=512, words=20, batch=32, concepts=446)
+# Tiny sizes of the tools' --smoke runs: every part runs, nothing is timed.
+SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
+             patch_dim=24, global_dim=16, words=5, batch=4, concepts=8)
 
 
 def timed_interleaved(candidates: Dict[str, Callable[[], object]], *,

@@ -21,8 +21,6 @@ import os.path as osp
 import sys
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SMOKE = dict(d=32, layers=1, heads=2, ffn=64, vocab=64, patches=4,
-             patch_dim=24, global_dim=16, words=5, batch=4, concepts=8)
 
 
 def pair(value: str):
@@ -64,7 +62,7 @@ def main(argv=None) -> int:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import torch
 
-    from pcm_plugin.analysis.perf import COCO
+    from pcm_plugin.analysis.perf import COCO, SMOKE
     from pcm_plugin.analysis.report import finish_report
     from pcm_plugin.analysis.scaling import print_scaling, run_scaling
     if args.threads:
