@@ -103,9 +103,9 @@ def timings(decoder, memory, mask, *, words: int, bart_steps: int,
     """Beam 3 and greedy, previous vs now, and HF BART, interleaved."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis import decoding_bench, perf
     old = previous_decoder(decoder, commit)
-    bart = perf.hf_bart(perf.decoder_size(decoder))
+    bart = decoding_bench.hf_bart(decoding_bench.decoder_size(decoder))
 
     def search(dec, beam):
         return lambda: dec.generate(memory, mask, beam_size=beam,
@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument('--out')
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis import decoding_bench, perf
     report = dict(before=args.before, load_before=os.getloadavg()[0])
     report['same'] = {cell: same_captions(cell, args.before)
                       for cell in args.cells}
@@ -150,10 +150,10 @@ def main() -> int:
     report['coco_random'] = timings(model.decoder, memory, mask,
                                     words=words, bart_steps=words,
                                     commit=args.before, reps=args.reps)
-    model, memory, mask = perf.trained_run_batch(
+    model, memory, mask = decoding_bench.trained_run_batch(
         osp.join(REPO, ABLATION, args.cells[0]))
-    steps = perf.search_steps(model.decoder, memory, mask, beam_size=3,
-                              max_len=model.max_len)
+    steps = decoding_bench.search_steps(model.decoder, memory, mask,
+                                        beam_size=3, max_len=model.max_len)
     report['trained'] = timings(model.decoder, memory, mask,
                                 words=model.max_len, bart_steps=steps,
                                 commit=args.before, reps=args.reps)

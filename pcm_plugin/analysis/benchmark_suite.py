@@ -82,7 +82,7 @@ def decoding_rows(o: BenchmarkOptions) -> Dict:
     as HF BART's) and on the trained run."""
     import torch
 
-    from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis import decoding_bench, perf
     phase('decoding: beam 3 vs HF BART, greedy with/without cache')
     torch.manual_seed(0)
     model = perf.build_coco_size(perf.new_workspace(), mixup=True,
@@ -96,9 +96,9 @@ def decoding_rows(o: BenchmarkOptions) -> Dict:
             all_tokens=lambda: model.encode(inputs),
             visible_tokens=lambda: model.encode(inputs, drop_masked=True)),
             reps=o.timed_reps, cpu=True)
-    rows = perf.decoding(model.decoder, memory, mask, perf.hf_bart(o.size),
-                         words=o.size['words'], reps=o.timed_reps,
-                         visible_memory=True)
+    rows = decoding_bench.decoding(
+        model.decoder, memory, mask, decoding_bench.hf_bart(o.size),
+        words=o.size['words'], reps=o.timed_reps, visible_memory=True)
     rows['encoder'] = encoder
     return dict(decoding=rows, decoding_trained=trained_decoding_rows(o))
 
@@ -112,19 +112,23 @@ def trained_decoding_rows(o: BenchmarkOptions) -> Dict:
     run = osp.join(o.repo, run)
     if not osp.isdir(run):
         return dict(skipped=f'{run} does not exist')
-    from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis.decoding_bench import (
+        decoder_size,
+        decoding,
+        hf_bart,
+        search_steps,
+        trained_run_batch,
+    )
     phase(f'decoding on the trained run {run}')
-    model, memory, mask = perf.trained_run_batch(run)
+    model, memory, mask = trained_run_batch(run)
     decoder = model.decoder
     words = model.max_len
     # BART's [EOS] means nothing with random weights: it decodes as many
     # steps as our beam search needs for its slowest sample.
-    steps = perf.search_steps(decoder, memory, mask, beam_size=3,
-                              max_len=words)
-    out = perf.decoding(decoder, memory, mask,
-                        perf.hf_bart(perf.decoder_size(decoder)),
-                        words=words, reps=o.timed_reps, bart_steps=steps)
-    out.update(run=run, size=perf.decoder_size(decoder),
+    steps = search_steps(decoder, memory, mask, beam_size=3, max_len=words)
+    out = decoding(decoder, memory, mask, hf_bart(decoder_size(decoder)),
+                   words=words, reps=o.timed_reps, bart_steps=steps)
+    out.update(run=run, size=decoder_size(decoder),
                memory=list(memory.shape))
     return out
 

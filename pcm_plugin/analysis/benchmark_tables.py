@@ -7,7 +7,7 @@ DECODING_HEADER = ('| measurement | median | IQR | note |\n'
 
 
 def decoding_rows(d: Dict, title: str) -> List[str]:
-    """One decoding comparison (``perf.decoding``) as table rows."""
+    """One decoding comparison (``decoding_bench.decoding``) as table rows."""
     names = ('ours_beam3', 'hf_bart_beam3', 'hf_bart_beam3_visible',
              'greedy_cache', 'greedy_no_cache')
     rows = []

@@ -47,6 +47,7 @@ def test_one_part_run_writes_only_that_part(tmp_path):
 
 def test_uncached_greedy_equals_the_cached_search(tmp_path):
     from pcm_plugin.analysis import perf
+    from pcm_plugin.analysis.decoding_bench import greedy_without_cache
     size = dict(d=32, layers=2, heads=2, ffn=64, vocab=40, patches=4,
                 patch_dim=24, global_dim=16, words=8, batch=5, concepts=8)
     torch.manual_seed(0)
@@ -56,7 +57,7 @@ def test_uncached_greedy_equals_the_cached_search(tmp_path):
         memory, mask = model.encode(inputs)
         cached, _ = model.decoder.generate(memory, mask, beam_size=1,
                                            max_len=8)
-        plain = perf.greedy_without_cache(model.decoder, memory, mask, 8)
+        plain = greedy_without_cache(model.decoder, memory, mask, 8)
     width = max(cached.shape[1], plain.shape[1])
     assert torch.equal(F.pad(cached, (0, width - cached.shape[1])),
                        F.pad(plain, (0, width - plain.shape[1])))
