@@ -31,3 +31,17 @@ def test_summarize_trace_one_line_per_epoch():
     assert summarize_trace(rows).splitlines() == [
         '| epoch | loss_real | CIDEr_append |', '| --- | --- | --- |',
         '| 1 | 2.000 | 0.500 |', '| 2 | 1.500 | 1.250 |']
+
+
+def test_bad_input_seed_noise_names_the_sweeps_last_checkpoint(
+        tiny_world, tmp_path, capsys):
+    # --epochs says which checkpoint a sweep's cells end on; a cell not
+    # trained yet is named, with the fix.
+    from tests import conftest
+    settings, _, _ = tiny_world
+    assert conftest.run_tool_main('tools/mini_world/seed_noise.py', [
+        '--root', settings.root, '--work-root', tmp_path, '--epochs', 3,
+        '--variant', 'full', '--rate', 0.5, '--seeds', 1]) == 1
+    err = capsys.readouterr().err
+    assert 'full_synth_d050_s1/epoch_3.pth not found' in err
+    assert 'tools/mini_world/ablation.py' in err

@@ -2,6 +2,9 @@
 
     python tools/mini_world/seed_noise.py --root data/mini_world \
         --variant base --rate 0.3 --seeds 0 1 2 3 4
+    # the v3 benchmark's cells (docs/benchmarks.md §4.0):
+    python tools/mini_world/seed_noise.py --root data/mini_world_n24k \
+        --work-root work_dirs/design_v3_r2 --epochs 4 --variant full
     # any checkpoint of a config (e.g. a trace_training.py run):
     python tools/mini_world/seed_noise.py --root data/mini_world_weak \
         --config configs/pcm_shapes_noam4e.py --checkpoint W/epoch_4.pth
@@ -33,6 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument('--variant', default='base')
     parser.add_argument('--rate', type=float, default=0.3)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="the sweep's --epochs (which checkpoint is "
+                        'its last)')
     parser.add_argument('--layout', default='append',
                         choices=['append', 'none', 'replace'])
     parser.add_argument('--bootstrap', type=int, default=50)
@@ -65,7 +71,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         cfg = variant_config(args.config_dir, world, args.variant,
                              rate=args.rate, seed=seed,
-                             work_root=args.work_root)
+                             work_root=args.work_root,
+                             max_epochs=args.epochs)
         checkpoint = osp.join(cfg.work_dir,
                               f'epoch_{cfg.train_cfg.max_epochs}.pth')
         if not osp.isfile(checkpoint):
