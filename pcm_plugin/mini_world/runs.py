@@ -60,7 +60,13 @@ def world_config(config: str, world: Dict, *, work_dir: str,
     for split in ('val', 'test'):
         cfg[f'{split}_dataloader'].dataset.update(
             ann_file=path(ann[split]), feature_dir=path(feats[split]))
-        cfg[f'{split}_evaluator'].ann_file = path(ann[f'{split}_gt'])
+        # A run's dumped config may list more evaluators (the demo adds
+        # DumpCaptions): every one that reads references gets the world's.
+        evaluators = cfg[f'{split}_evaluator']
+        for evaluator in (evaluators if isinstance(evaluators, list)
+                          else [evaluators]):
+            if 'ann_file' in evaluator:
+                evaluator.ann_file = path(ann[f'{split}_gt'])
     if train_ann is not None:
         cfg.train_dataloader.dataset.ann_file = train_ann
     if max_epochs is not None:

@@ -9,7 +9,8 @@ renders and on a slice of its *synthetic* training set:
   test layout), without them (``mode='none'``: the visual pathway alone)
   and with the training layout (``eval_mode='replace'``);
 * attribute errors of the captions: the share of colour and shape words
-  that name no object of the scene (the scenes are known exactly).
+  that name no object of the scene (the scenes are known exactly), and
+  what they leave out (:func:`content_recall`).
 
 Used to tell a bug from training dynamics when a seed "collapses"
 (docs/benchmarks.md §4).
@@ -21,7 +22,14 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from .scenes import COLOURS, SHAPES
+from .scenes import (
+    COL_WORDS,
+    COLOURS,
+    RELATIONS,
+    ROW_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+)
 from .world_steps import load_scenes
 
 LAYOUTS = {'append': dict(), 'none': dict(mode='none'),
@@ -48,6 +56,56 @@ def attribute_errors(captions: Sequence[str], scenes: Sequence
                     base = word if word in vocab else word.rstrip('s')
                     wrong[kind] += base not in truth[kind]
     return {k: wrong[k] / max(total[k], 1) for k in wrong}
+
+
+# Words that name a background in the captions' phrases (scenes.py); the
+# night phrases say "night sky", so a caption naming night names no sky.
+BACKGROUND_CUES = {'snow': ('snow', 'snowy'),
+                   'sand': ('sand', 'sandy', 'beach'),
+                   'sky': ('sky', ), 'night': ('night', 'dark'),
+                   'grass': ('grass', 'grassy', 'lawn')}
+SPATIAL_WORDS = frozenset(
+    w for phrases in RELATIONS.values() for p in phrases for w in p.split()
+    if w not in ('to', 'the', 'of', 'on')).union(ROW_WORDS, COL_WORDS)
+SIZE_CUES = frozenset(w for ws in SIZE_WORDS.values() for w in ws if w)
+
+
+def backgrounds_named(caption: str) -> set:
+    """The backgrounds a caption names (:data:`BACKGROUND_CUES`)."""
+    words = set(caption.lower().split())
+    named = {b for b, cues in BACKGROUND_CUES.items() if words & set(cues)}
+    return named - {'sky'} if 'night' in named else named
+
+
+def content_recall(captions: Sequence[str], scenes: Sequence
+                   ) -> Dict[str, float]:
+    """What the captions say of their scenes, and what they leave out.
+
+    Returns:
+        dict: ``shape_recall`` / ``colour_recall``: share of each scene's
+        distinct shapes / colours the caption names; ``background_recall``:
+        share of captions naming the scene's background, and
+        ``background_wrong``: naming another one; ``spatial_share`` /
+        ``size_share``: share of captions with a position or relation
+        word / a size word.
+    """
+    sums = dict.fromkeys(('shape_recall', 'colour_recall',
+                          'background_recall', 'background_wrong',
+                          'spatial_share', 'size_share'), 0.0)
+    for caption, scene in zip(captions, scenes):
+        words = caption.lower().split()
+        named = {w.rstrip('s') if w.rstrip('s') in SHAPES else w
+                 for w in words}
+        shapes = {o.shape for o in scene.objects}
+        colours = {o.colour for o in scene.objects}
+        backgrounds = backgrounds_named(caption)
+        sums['shape_recall'] += len(shapes & named) / len(shapes)
+        sums['colour_recall'] += len(colours & named) / len(colours)
+        sums['background_recall'] += scene.background in backgrounds
+        sums['background_wrong'] += bool(backgrounds - {scene.background})
+        sums['spatial_share'] += bool(SPATIAL_WORDS.intersection(words))
+        sums['size_share'] += bool(SIZE_CUES.intersection(words))
+    return {k: v / max(len(captions), 1) for k, v in sums.items()}
 
 
 def _model(cfg, checkpoint: str, layout: Dict):
@@ -192,7 +250,8 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
         ``bootstrap_std`` over resampled test sets (the part of a model's
         score that is test-set sampling), ``colour_errors`` /
         ``shape_errors`` (:func:`attribute_errors`), the most frequent
-        caption opening and its share, and the mean caption length.
+        caption opening and its share, the mean caption length, and
+        what the captions leave out (:func:`content_recall`).
     """
     import collections
 
@@ -223,9 +282,11 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
     opening, count = collections.Counter(
         ' '.join(c.split()[:2]) for c in captions).most_common(1)[0]
     errors = attribute_errors(captions, [scenes[i] for i in ids])
+    recall = content_recall(captions, [scenes[i] for i in ids])
     return dict(CIDEr=100 * score,
                 bootstrap_std=(100 * float(np.std(resampled))
                                if resampled else None),
                 colour_errors=errors['colour'], shape_errors=errors['shape'],
                 top_opening=opening, top_opening_share=count / len(captions),
-                mean_words=float(np.mean([len(c.split()) for c in captions])))
+                mean_words=float(np.mean([len(c.split()) for c in captions])),
+                **recall)

@@ -39,6 +39,25 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
                           for e in json.load(f)['data_list'])
     assert [p['image_id'] for p in preds] == test_ids
     assert osp.getsize(work / 'test_predictions.png') > 1000
+    # The run's own dumped config and checkpoint, taken apart by
+    # seed_noise.py: the same CIDEr as the demo printed, and the content
+    # counts of the captions the demo saved.
+    analysed = subprocess.run(
+        [sys.executable, 'tools/mini_world/seed_noise.py', '--root',
+         str(tmp_path / 'world'), '--config', str(work / 'pcm_shapes.py'),
+         '--checkpoint', str(work / 'epoch_1.pth'), '--bootstrap', '2'],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert analysed.returncode == 0, analysed.stderr[-4000:]
+    row = json.loads(analysed.stdout.strip().splitlines()[-1])
+    printed = proc.stdout.split('ROUGE_L / CIDEr:')[1].splitlines()[0]
+    printed = printed.split()[-1]
+    assert f"{row['CIDEr']:.1f}" == printed
+    from pcm_plugin.mini_world.trace import content_recall
+    from pcm_plugin.mini_world.world_steps import load_scenes
+    scenes = load_scenes(osp.join(world['root'], 'corpus'), 'test')
+    recall = content_recall([p['caption'] for p in preds],
+                            [scenes[str(p['image_id'])] for p in preds])
+    assert recall == pytest.approx({k: row[k] for k in recall})
     # A second run reuses the world and the trained model.
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                            text=True, timeout=900)

@@ -1,8 +1,18 @@
 """The training trace's attribute-error count on hand-built captions."""
 import pytest
 
-from pcm_plugin.mini_world.scenes import Scene, SceneObject
-from pcm_plugin.mini_world.trace import attribute_errors, summarize_trace
+from pcm_plugin.mini_world.scenes import (
+    BACKGROUND_NOUN,
+    BACKGROUND_PREP,
+    Scene,
+    SceneObject,
+)
+from pcm_plugin.mini_world.trace import (
+    attribute_errors,
+    backgrounds_named,
+    content_recall,
+    summarize_trace,
+)
 
 
 def _scene(*objects):
@@ -23,6 +33,30 @@ def test_attribute_errors_count_words_absent_from_the_scene():
     # Plural shape words count as their shape.
     assert attribute_errors(['two stars'], [_scene(('heart', 'red'))]) == {
         'colour': 0.0, 'shape': 1.0}
+
+
+def test_content_recall_on_hand_built_captions():
+    scenes = [_scene(('star', 'red')),
+              _scene(('circle', 'blue'), ('square', 'green'))]
+    scenes[1].background = 'night'
+    captions = ['a small red star on the snow',        # everything
+                'two circles in the night sky above the grass']
+    recall = content_recall(captions, scenes)
+    assert recall == pytest.approx(dict(
+        shape_recall=(1 + 1 / 2) / 2,       # square left out
+        colour_recall=(1 + 0) / 2,          # no colour in the second
+        background_recall=(1 + 1) / 2,      # "night sky" is night
+        background_wrong=(0 + 1) / 2,       # grass is not the night
+        spatial_share=(0 + 1) / 2,          # "above"
+        size_share=(1 + 0) / 2))            # "small"
+
+
+def test_every_background_phrase_names_its_own_background():
+    for background in BACKGROUND_PREP:
+        phrases = BACKGROUND_PREP[background] + BACKGROUND_NOUN[background]
+        for phrase in phrases:
+            assert backgrounds_named(f'a red star {phrase}') == {
+                background}, phrase
 
 
 def test_summarize_trace_one_line_per_epoch():
