@@ -193,7 +193,6 @@ def run(o: BenchmarkOptions, only: Optional[str] = None) -> Dict:
         torch.set_num_threads(o.threads)
     report = dict(load_before=os.getloadavg()[0], device='cpu',
                   size=o.size, threads=torch.get_num_threads())
-    shown = []
     if only in (None, 'training'):
         report['train_step'] = training_rows(o)
         report['matmul_flops_per_s'] = report['train_step'][
@@ -210,23 +209,5 @@ def run(o: BenchmarkOptions, only: Optional[str] = None) -> Dict:
         report['startup'] = startup_rows(o)
     report['load_after'] = os.getloadavg()[0]
 
-    if only is None:
-        shown.append(tables.compute_tables(report))
-    else:
-        shown.append(f"threads {report['threads']}, load "
-                     f"{report['load_before']:.2f} -> "
-                     f"{report['load_after']:.2f}")
-    if only == 'training':
-        from pcm_plugin.analysis.training_step import format_table
-        shown.append(format_table(report['train_step']))
-    if only == 'decoding':
-        shown += [tables.DECODING_HEADER, tables.decoding_table(report)]
-    if only == 'data':
-        from pcm_plugin.analysis.data_speed import format_tables
-        shown += format_tables(report['data'])
-    if 'evaluation' in report:
-        shown.append(tables.evaluation_table(report['evaluation']))
-    if 'startup' in report:
-        shown.append(tables.startup_table(report['startup']))
-    print('\n'.join(shown))
+    print(tables.report_text(report))
     return report

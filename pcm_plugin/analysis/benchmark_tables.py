@@ -65,18 +65,6 @@ def variants_table(v: Dict) -> str:
     return '\n'.join(rows) + '\n'
 
 
-def compute_tables(r: Dict) -> str:
-    """Training step, decoding, variants and data rows of a whole run."""
-    from pcm_plugin.analysis.data_speed import format_tables
-    from pcm_plugin.analysis.training_step import format_table
-    return '\n'.join([
-        f"threads {r['threads']}, load {r['load_before']:.2f} -> "
-        f"{r['load_after']:.2f}; matmul "
-        f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
-        format_table(r['train_step']), decoding_table(r),
-        variants_table(r['variants']), *format_tables(r['data'])])
-
-
 def evaluation_table(e: Dict) -> str:
     """The "evaluation" rows (``report['evaluation']``) as a table."""
     if 'skipped' in e:
@@ -114,3 +102,27 @@ def startup_table(s: Dict) -> str:
         rows.append(f"| {tool} --help | {x['median_s'] * 1e3:.0f} ms | "
                     f"{x['iqr_s'] * 1e3:.0f} ms | |")
     return '\n'.join(rows)
+
+
+def report_text(r: Dict) -> str:
+    """Every table of a report, for the parts it holds."""
+    from pcm_plugin.analysis.data_speed import format_tables
+    from pcm_plugin.analysis.training_step import format_table
+    head = (f"threads {r['threads']}, load {r['load_before']:.2f} -> "
+            f"{r['load_after']:.2f}")
+    if 'matmul_flops_per_s' in r:
+        head += f"; matmul {r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s"
+    text = [head]
+    if 'train_step' in r:
+        text.append(format_table(r['train_step']))
+    if 'decoding' in r:
+        text += [DECODING_HEADER, decoding_table(r)]
+    if 'variants' in r:
+        text.append(variants_table(r['variants']))
+    if 'data' in r:
+        text += format_tables(r['data'])
+    if 'evaluation' in r:
+        text.append(evaluation_table(r['evaluation']))
+    if 'startup' in r:
+        text.append(startup_table(r['startup']))
+    return '\n'.join(text)

@@ -35,6 +35,16 @@ def test_decoding_table_on_a_hand_built_report():
         '| trained run | skipped | | no trained run |']
 
 
+def test_report_text_shows_the_parts_the_report_holds():
+    report = dict(threads=1, load_before=1.0, load_after=2.5,
+                  evaluation=dict(skipped='no ../shared'))
+    assert tables.report_text(report) == (
+        'threads 1, load 1.00 -> 2.50\n\nevaluation skipped: no ../shared\n')
+    report['matmul_flops_per_s'] = 80e9
+    assert tables.report_text(report).startswith(
+        'threads 1, load 1.00 -> 2.50; matmul 80.0 GFLOP/s\n')
+
+
 def test_bad_input_unknown_part_is_refused():
     options = BenchmarkOptions(repo=REPO_ROOT, shared_data='', smoke=True)
     with pytest.raises(ValueError, match="unknown part 'beam'"):
