@@ -281,8 +281,9 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
             {key: res[ids[j]] for key, j in zip(keys, pick)})[0])
     opening, count = collections.Counter(
         ' '.join(c.split()[:2]) for c in captions).most_common(1)[0]
-    errors = attribute_errors(captions, [scenes[i] for i in ids])
-    recall = content_recall(captions, [scenes[i] for i in ids])
+    captioned = [scenes[i] for i in ids]
+    errors = attribute_errors(captions, captioned)
+    recall = content_recall(captions, captioned)
     return dict(CIDEr=100 * score,
                 bootstrap_std=(100 * float(np.std(resampled))
                                if resampled else None),
