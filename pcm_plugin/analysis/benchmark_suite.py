@@ -9,6 +9,7 @@ recorded, since other work may share the cores.
 import os
 import os.path as osp
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -65,17 +66,16 @@ def phase(text: str) -> None:
     print(f'[benchmark] {text}', file=sys.stderr, flush=True)
 
 
-def training_rows(o: BenchmarkOptions) -> Dict:
+def training_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``train_step``: Base vs full PCM-Net against matmul FLOP/s."""
-    from pcm_plugin.analysis import perf
     from pcm_plugin.analysis.training_step import training_step_rows
     phase('training step: Base vs full PCM-Net, fused vs for-loop Adam')
-    return training_step_rows(perf.new_workspace(), size=o.size,
+    return training_step_rows(workspace, size=o.size,
                               reps=o.timed_reps,
                               matmul_n=256 if o.smoke else 1024)
 
 
-def decoding_rows(o: BenchmarkOptions) -> Dict:
+def decoding_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``decoding`` and ``decoding_trained``: beam 3 against HF BART,
     greedy with and without the cache, and the encoder over all / the
     visible tokens, on a random-weight model (its [EOS] made impossible,
@@ -85,7 +85,7 @@ def decoding_rows(o: BenchmarkOptions) -> Dict:
     from pcm_plugin.analysis import decoding_bench, perf
     phase('decoding: beam 3 vs HF BART, greedy with/without cache')
     torch.manual_seed(0)
-    model = perf.build_coco_size(perf.new_workspace(), mixup=True,
+    model = perf.build_coco_size(workspace, mixup=True,
                                  size=o.size)
     model.eval()
     perf.never_end(model.decoder)  # random weights: decode all the steps
@@ -133,31 +133,30 @@ def trained_decoding_rows(o: BenchmarkOptions) -> Dict:
     return out
 
 
-def variants_rows(o: BenchmarkOptions) -> Dict:
+def variants_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``variants``: eager vs SDPA x float32 vs bfloat16 x compiled."""
     from pcm_plugin.analysis import perf
     phase(f'attention x precision x compile on {o.device}')
     backend = o.compile_backend or ('none' if o.smoke else 'inductor')
     return perf.attention_precision_compile(
-        perf.new_workspace(), size=o.size, device=o.device,
+        workspace, size=o.size, device=o.device,
         reps=o.timed_reps,
         compile_backend=None if backend == 'none' else backend)
 
 
-def data_rows(o: BenchmarkOptions) -> Dict:
+def data_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``data``: the feature store against one ``.npz`` per image, through
-    the real dataset and DataLoader, in a workspace removed afterwards
-    (the two layouts: ~0.9 GB at 4,096 images)."""
-    import tempfile
-
+    the real dataset and DataLoader (the two layouts: ~0.9 GB at 4,096
+    images, removed with the workspace)."""
     from pcm_plugin.analysis import data_speed
     phase('data: feature store vs one .npz per image, real dataset + '
           'DataLoader')
     num = o.data_samples or (64 if o.smoke else 4096)
-    with tempfile.TemporaryDirectory(prefix='pcm_bench_data_') as folder:
-        return data_speed.data_loading(
-            folder, num=num, size=o.size, reps=o.timed_reps,
-            workers=(0, ) if o.smoke else (0, 2))
+    folder = osp.join(workspace, 'data')
+    os.makedirs(folder)
+    return data_speed.data_loading(
+        folder, num=num, size=o.size, reps=o.timed_reps,
+        workers=(0, ) if o.smoke else (0, 2))
 
 
 def evaluation_rows(o: BenchmarkOptions) -> Dict:
@@ -193,16 +192,19 @@ def run(o: BenchmarkOptions, only: Optional[str] = None) -> Dict:
         torch.set_num_threads(o.threads)
     report = dict(load_before=os.getloadavg()[0], device='cpu',
                   size=o.size, threads=torch.get_num_threads())
-    if only in (None, 'training'):
-        report['train_step'] = training_rows(o)
-        report['matmul_flops_per_s'] = report['train_step'][
-            'matmul_flops_per_s']
-    if only in (None, 'decoding'):
-        report.update(decoding_rows(o))
-    if only is None:
-        report['variants'] = variants_rows(o)
-    if only in (None, 'data'):
-        report['data'] = data_rows(o)
+    # One workspace (the models' tokenizer and concept files, the data
+    # part's two layouts) for every part, removed at the end.
+    with tempfile.TemporaryDirectory(prefix='pcm_bench_') as workspace:
+        if only in (None, 'training'):
+            report['train_step'] = training_rows(o, workspace)
+            report['matmul_flops_per_s'] = report['train_step'][
+                'matmul_flops_per_s']
+        if only in (None, 'decoding'):
+            report.update(decoding_rows(o, workspace))
+        if only is None:
+            report['variants'] = variants_rows(o, workspace)
+        if only in (None, 'data'):
+            report['data'] = data_rows(o, workspace)
     if only in (None, 'evaluation'):
         report['evaluation'] = evaluation_rows(o)
     if only in (None, 'startup'):

@@ -1,6 +1,7 @@
 """The benchmark tool: a smoke run (no timing asserted) and the reference
 greedy search it times against the cached one."""
 import json
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -9,10 +10,15 @@ from pcm_plugin.analysis.startup import tool_scripts
 from tests.conftest import REPO_ROOT, tool_main
 
 
-def test_smoke_run_writes_every_measurement(tmp_path):
+def test_smoke_run_writes_every_measurement(tmp_path, monkeypatch):
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(temp))
     out = tmp_path / 'bench.json'
     assert tool_main('tools/analysis/benchmark.py')(
         ['--smoke', '--threads', '1', '--out', str(out)]) == 0
+    # Every part shared one workspace, removed at the end.
+    assert not list(temp.glob('pcm_bench_*'))
     report = json.loads(out.read_text())
     train = report['train_step']
     assert train['full']['flops'] > train['base']['flops'] > 0
