@@ -55,18 +55,18 @@ def select_pairs(patch_proj, global_feat, concept_embeds, *, top_k: int = 5,
     """
     import torch
 
-    from pcm_plugin.models.pcm_mixup import (
-        _unit,
+    from pcm_plugin.models.mixup_selection import (
         patch_concept_affinity,
         retrieve_concepts,
         top_patch_concept_pairs,
+        unit,
     )
     with torch.no_grad():
         concept_idx, keep = retrieve_concepts(
             global_feat, concept_embeds, top_k=top_k,
             temperature=temperature, threshold=0.0)  # (B, K), (B, K)
         affinity = patch_concept_affinity(
-            patch_proj, _unit(concept_embeds)[concept_idx],
+            patch_proj, unit(concept_embeds)[concept_idx],
             keep)  # (B, N, K)
         pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)
     return concept_idx, pair_idx, pair_ok

@@ -9,7 +9,8 @@ from .concept_bank import (
 )
 from .data_preprocessor import CaptionFeaturePreprocessor
 from .losses import CLIPWeightedCELoss, clip_weighted_ce
-from .pcm_mixup import PCMMixup, retrieve_concepts, salient_patch_mixup
+from .mixup_selection import retrieve_concepts, salient_patch_mixup
+from .pcm_mixup import PCMMixup
 from .vs_encoder import VisualSemanticEncoder
 
 __all__ = [

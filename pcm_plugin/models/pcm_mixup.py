@@ -7,10 +7,10 @@ a "textual patch" built from the concepts' CLIP text embeddings: in training
 the visual token is *replaced*; on real test images the textual tokens are
 *appended* so nothing visual is lost.
 
-The selection maths is the pure function :func:`salient_patch_mixup`; the
-registered :class:`PCMMixup` adds the frozen CLIP head, the concept bank, the
-trainable token embedding (projections, positions, token types) and CapDec
-noise on the global token.
+The selection maths is the pure function :func:`salient_patch_mixup` (in
+``mixup_selection.py``); the registered :class:`PCMMixup` adds the frozen
+CLIP head, the concept bank, the trainable token embedding (projections,
+positions, token types) and CapDec noise on the global token.
 """
 from contextlib import contextmanager
 from typing import Dict, Optional, Tuple, Union
@@ -25,6 +25,7 @@ from pcm_plugin.registry import MODELS
 
 from .clip_head import FrozenCLIPHead
 from .concept_bank import load_concept_bank
+from .mixup_selection import salient_patch_mixup, unit
 
 MODES = ('top', 'random', 'none')
 # A file setting (tokenizer, concept bank, CLIP head) whose content comes
@@ -32,123 +33,6 @@ MODES = ('top', 'random', 'none')
 FROM_WEIGHTS = 'from_weights'
 BANK_WORDS_KEY = 'concept_bank.words_json'  # uint8 UTF-8 JSON list
 BANK_EMBEDS_KEY = 'concept_bank.embeds'  # (C, Dg)
-
-
-def _unit(x: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    # The official code divides by (norm + 1e-9): a zeroed concept stays 0.
-    return x / (x.norm(dim=-1, keepdim=True) + eps)
-
-
-def retrieve_concepts(global_feat: torch.Tensor, concept_embeds: torch.Tensor,
-                      *, top_k: int, temperature: float,
-                      threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Top-K concepts of each image by cosine of the global feature (Eq. 1).
-
-    Returns:
-        tuple: ``concept_idx`` (B, K) long and ``keep`` (B, K) bool, False for
-        concepts whose retrieval probability is not above ``threshold``.
-    """
-    logits = _unit(global_feat) @ _unit(concept_embeds).t()  # (B, C)
-    probs = (logits / temperature).softmax(dim=-1)  # (B, C)
-    top_probs, concept_idx = probs.topk(top_k, dim=-1)  # (B, K), (B, K)
-    return concept_idx, top_probs > threshold
-
-
-def patch_concept_affinity(patch_proj: torch.Tensor,
-                           concepts: torch.Tensor,
-                           keep: torch.Tensor) -> torch.Tensor:
-    """``A[b, j, k] = cos(patch_proj[b, j], concepts[b, k])`` (Eq. 2).
-
-    Args:
-        patch_proj (Tensor): (B, N, Dg) patches in CLIP space.
-        concepts (Tensor): (B, K, Dg) unit concept vectors of each image.
-        keep (Tensor): (B, K) bool; dropped concepts get affinity -inf.
-
-    Returns:
-        Tensor: (B, N, K) affinity.
-    """
-    affinity = _unit(patch_proj) @ concepts.transpose(1, 2)  # (B, N, K)
-    return affinity.masked_fill(~keep[:, None, :], float('-inf'))
-
-
-def top_patch_concept_pairs(affinity: torch.Tensor, top_m: float
-                            ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The top-M (patch, concept) pairs of the flattened affinity (§3.4).
-
-    Args:
-        affinity (Tensor): (B, N, K), -inf for dropped concepts.
-        top_m (float): Number of pairs M; a value in (0, 1) is a fraction
-            of N*K.
-
-    Returns:
-        tuple: ``pair_idx`` (B, M) indices into the flattened N*K matrix
-        (patch ``pair_idx // K``, concept slot ``pair_idx % K``) and
-        ``pair_ok`` (B, M) bool, False for pairs of dropped concepts.
-    """
-    _, N, K = affinity.shape
-    num_pairs = int(top_m * N * K) if 0 < top_m < 1 else int(top_m)
-    num_pairs = max(1, min(num_pairs, N * K))
-    flat = affinity.flatten(1)  # (B, N*K)
-    pair_idx = flat.topk(num_pairs, dim=-1).indices  # (B, M)
-    pair_ok = flat.gather(1, pair_idx) > float('-inf')  # (B, M)
-    return pair_idx, pair_ok
-
-
-def salient_patch_mixup(
-    patch_proj: torch.Tensor,
-    global_feat: torch.Tensor,
-    concept_embeds: torch.Tensor,
-    top_k: int = 5,
-    top_m: float = 5,
-    temperature: float = 0.01,
-    threshold: float = 0.0,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Select salient patches and build their textual replacements.
-
-    1. Retrieve the top-K concepts by cosine(global, concept).
-    2. Patch-concept affinity ``A[b, j, k] = cos(patch_proj[b, j], s_k)``.
-    3. Textual patch ``t_j = sum_k softmax_k(A[b, j] / temperature) s_k``
-       (a convex mixture of unit concept vectors, not re-normalised).
-    4. Take the top-M entries of the flattened ``A`` (B, N*K); every patch
-       appearing in them is mixed, so 1..M distinct patches per image (one
-       patch may be the best match of several concepts).
-
-    Concepts whose retrieval probability is <= ``threshold`` are left out of
-    both the mixture and the selection. (The official code zeroes their
-    vectors instead, which gives them affinity 0 rather than excluding them;
-    with its threshold 0.0 no concept is ever dropped, so both agree.)
-
-    Args:
-        patch_proj (Tensor): (B, N, Dg) patches in CLIP space
-            (``ln_post(v) @ proj``).
-        global_feat (Tensor): (B, Dg) CLIP image embeddings.
-        concept_embeds (Tensor): (C, Dg) concept text embeddings.
-        top_k (int): Concepts per image, K. Defaults to 5.
-        top_m (float): Number of (patch, concept) pairs, M; a value in (0, 1)
-            is a fraction of N*K. Defaults to 5.
-        temperature (float): Softmax temperature. Defaults to 0.01.
-        threshold (float): Minimum retrieval probability. Defaults to 0.0.
-
-    Returns:
-        tuple: ``textual_patches`` (B, N, Dg), ``replace_mask`` (B, N) bool,
-        ``concept_idx`` (B, K) long.
-    """
-    B, N, _ = patch_proj.shape
-    concept_idx, keep = retrieve_concepts(
-        global_feat, concept_embeds, top_k=top_k, temperature=temperature,
-        threshold=threshold)  # (B, K), (B, K)
-    concepts = _unit(concept_embeds)[concept_idx]  # (B, K, Dg)
-    affinity = patch_concept_affinity(patch_proj, concepts, keep)  # (B, N, K)
-    weights = (affinity / temperature).softmax(dim=-1)  # (B, N, K)
-    weights = weights.nan_to_num(0.0)  # every concept dropped -> t_j = 0
-    textual_patches = weights @ concepts  # (B, N, Dg)
-
-    K = concept_idx.shape[1]
-    pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)  # (B, M) x2
-    patch_of_pair = F.one_hot(pair_idx // K, N).bool()  # (B, M, N)
-    # Pairs of dropped concepts (affinity -inf) must not select their patch.
-    replace_mask = (patch_of_pair & pair_ok[..., None]).any(dim=1)  # (B, N)
-    return textual_patches, replace_mask, concept_idx
 
 
 @contextmanager
@@ -220,6 +104,10 @@ class PCMMixup(BaseModule):
             encoder's and decoder's BERT layers, which use 1e-12).
         eval_mode (str): ``'append'`` (official) or ``'replace'`` (use the
             training layout on test images too, for ablations).
+        zero_textual (bool): Diagnostic ablation, not the method: keep the
+            selection (and the token types) but make every textual patch
+            zero, so a selected token carries no concept content. Defaults
+            to False.
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -230,6 +118,7 @@ class PCMMixup(BaseModule):
                  threshold: float = 0.0, random_prob: float = 0.5,
                  noise_var: float = 0.016, dropout: float = 0.5,
                  norm_eps: float = 1e-5, eval_mode: str = 'append',
+                 zero_textual: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         if mode not in MODES:
@@ -244,6 +133,7 @@ class PCMMixup(BaseModule):
         self.top_k, self.top_m = top_k, top_m
         self.temperature, self.threshold = temperature, threshold
         self.random_prob, self.noise_var = random_prob, noise_var
+        self.zero_textual = zero_textual
 
         self.patch_proj = nn.Linear(patch_dim, embed_dim)
         # Built only where a mode uses it: an unused parameter breaks DDP
@@ -342,9 +232,9 @@ class PCMMixup(BaseModule):
                 f'PCMMixup.global_dim is {self.global_dim}')
 
     def _global_token(self, global_feat: torch.Tensor) -> torch.Tensor:
-        g = _unit(global_feat)  # (B, Dg)
+        g = unit(global_feat)  # (B, Dg)
         if self.training and self.noise_var > 0:
-            g = _unit(g + torch.randn_like(g) * self.noise_var ** 0.5)
+            g = unit(g + torch.randn_like(g) * self.noise_var ** 0.5)
         return self.global_proj(g)[:, None]  # (B, 1, d)
 
     def _select(self, patch_feats: torch.Tensor, global_feat: torch.Tensor):
@@ -364,6 +254,8 @@ class PCMMixup(BaseModule):
                 self.clip_head(patch_feats), global_feat, self.concept_embeds,
                 top_k=self.top_k, top_m=self.top_m,
                 temperature=self.temperature, threshold=self.threshold)
+            if self.zero_textual:
+                textual = torch.zeros_like(textual)  # (B, N, Dg)
             if self.mode == 'random':
                 if self.training:
                     mask = torch.rand(B, N, device=mask.device) < \

@@ -14,11 +14,11 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from pcm_plugin.models.pcm_mixup import (
-    _unit,
+from pcm_plugin.models.mixup_selection import (
     patch_concept_affinity,
     retrieve_concepts,
     top_patch_concept_pairs,
+    unit,
 )
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
@@ -43,7 +43,7 @@ def mixup_pairs(mixup, patch_feats: torch.Tensor, global_feat: torch.Tensor
     concept_idx, keep = retrieve_concepts(
         global_feat, mixup.concept_embeds, top_k=mixup.top_k,
         temperature=mixup.temperature, threshold=mixup.threshold)  # (B, K)
-    concepts = _unit(mixup.concept_embeds)[concept_idx]  # (B, K, Dg)
+    concepts = unit(mixup.concept_embeds)[concept_idx]  # (B, K, Dg)
     affinity = patch_concept_affinity(mixup.clip_head(patch_feats), concepts,
                                       keep)  # (B, N, K)
     pair_idx, pair_ok = top_patch_concept_pairs(affinity, mixup.top_m)

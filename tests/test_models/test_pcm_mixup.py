@@ -77,7 +77,7 @@ def test_threshold_drops_unlikely_concepts():
 
 
 def test_top_pairs_rank_the_flattened_affinity():
-    from pcm_plugin.models.pcm_mixup import top_patch_concept_pairs
+    from pcm_plugin.models.mixup_selection import top_patch_concept_pairs
     inf = float('-inf')
     affinity = torch.tensor([[[0.1, 0.9],
                               [0.8, inf],
@@ -185,6 +185,38 @@ def test_eval_layout_appends_textual_tokens(mixup_cfg):
                 out['tokens'][b, 50 + j],
                 expected_tokens(module, module.text_proj(textual[b, j]),
                                 pos[j + 1], int(mask[b, j])))
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_zero_textual_keeps_the_selection_and_drops_the_content(
+        mixup_cfg, training):
+    torch.manual_seed(0)
+    plain = MODELS.build(mixup_cfg).train(training)
+    zeroed = MODELS.build(dict(mixup_cfg, zero_textual=True)).train(training)
+    zeroed.load_state_dict(plain.state_dict())
+    patches, global_feat = features()
+    torch.manual_seed(1)  # the same CapDec noise and dropout in both
+    out = plain(patches, global_feat)
+    torch.manual_seed(1)
+    out_zero = zeroed(patches, global_feat)
+    mask = out['replace_mask']
+    assert mask.any() and torch.equal(out_zero['replace_mask'], mask)
+    assert torch.equal(out_zero['token_mask'], out['token_mask'])
+    # A textual token is then the projection's bias alone: the projection's
+    # weights no longer matter.
+    with torch.no_grad():
+        zeroed.text_proj.weight.normal_()
+    torch.manual_seed(1)
+    torch.testing.assert_close(zeroed(patches, global_feat)['tokens'],
+                               out_zero['tokens'])
+    # Training: the selected patches' slots; evaluation: all N appended
+    # textual tokens (the unselected ones are masked from attention).
+    textual_slots = (torch.cat([torch.zeros(2, 1).bool(), mask], 1)
+                     if training else
+                     torch.cat([torch.zeros(2, 50).bool(),
+                                torch.ones(2, 49).bool()], 1))
+    changed = (out_zero['tokens'] != out['tokens']).any(-1)  # (B, L)
+    assert torch.equal(changed, textual_slots)
 
 
 def test_gradients_reach_projections_not_clip_head(mixup_cfg):

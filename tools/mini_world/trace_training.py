@@ -30,18 +30,6 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 
-def zero_textual_tokens() -> None:
-    """Keep the mix-up's selection but make every textual patch zero."""
-    from pcm_plugin.models import pcm_mixup
-    select = pcm_mixup.salient_patch_mixup
-
-    def zeroed(*args, **kwargs):
-        textual, mask, concept_idx = select(*args, **kwargs)
-        return textual * 0, mask, concept_idx
-
-    pcm_mixup.salient_patch_mixup = zeroed
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
@@ -52,7 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                         help='config overrides (Python literals)')
     parser.add_argument('--zero-textual', action='store_true',
-                        help='train and test with the textual tokens zeroed')
+                        help='train and test with the textual tokens zeroed '
+                        '(the same as --set model.mixup.zero_textual=True)')
     args = parser.parse_args(argv)
     from mmengine.runner import Runner
 
@@ -60,8 +49,6 @@ def main(argv=None) -> int:
     from pcm_plugin.mini_world.runs import world_config
     from pcm_plugin.mini_world.trace import summarize_trace, trace_run
     from pcm_plugin.mini_world.world import load_world, synth_name
-    if args.zero_textual:
-        zero_textual_tokens()
     try:
         world = load_world(args.root)
     except FileNotFoundError as err:
@@ -72,6 +59,10 @@ def main(argv=None) -> int:
     for item in args.set:
         key, value = item.split('=', 1)
         cfg.merge_from_dict({key: ast.literal_eval(value)})
+    if args.zero_textual:
+        # In the config, so the run's dumped config (and tools/test.py on
+        # its checkpoints) builds the same model.
+        cfg.merge_from_dict({'model.mixup.zero_textual': True})
     epochs = list(range(1, cfg.train_cfg.max_epochs + 1))
     cfg.default_hooks.checkpoint.update(interval=1, max_keep_ckpts=-1)
     cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1  # no val
