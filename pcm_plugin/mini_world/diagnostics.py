@@ -108,9 +108,10 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
                        min_cover: float = 0.25) -> Dict[str, Dict]:
     """Where the mix-up's selected (patch, concept) pairs land.
 
-    Runs PCM-Net's own selection (:func:`~.localisation.select_pairs`)
-    with the world's frozen CLIP head and concept bank on a split's real
-    renders, whose object masks are known exactly.
+    Runs PCM-Net's own selection
+    (:func:`pcm_plugin.models.mixup_selection.select_pairs`) with the
+    world's frozen CLIP head and concept bank on a split's real renders,
+    whose object masks are known exactly.
 
     Args:
         root (str): World root.
@@ -128,8 +129,9 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
     from pcm_plugin.datasets.feature_store import FeatureStore
     from pcm_plugin.models.clip_head import FrozenCLIPHead
     from pcm_plugin.models.concept_bank import load_concept_bank
+    from pcm_plugin.models.mixup_selection import select_pairs
 
-    from .localisation import localisation_stats, select_pairs
+    from .localisation import localisation_stats
 
     world = load_world(root)
     scenes = load_scenes(osp.join(root, 'corpus'), split)

@@ -38,40 +38,6 @@ def concept_kind(word: str) -> str:
     return 'shape' if word in SHAPES else 'colour'
 
 
-def select_pairs(patch_proj, global_feat, concept_embeds, *, top_k: int = 5,
-                 top_m: float = 5, temperature: float = 0.01):
-    """PCM-Net's own selection (the functions the model runs).
-
-    Args:
-        patch_proj (Tensor): (B, N, Dg) patches in CLIP space.
-        global_feat (Tensor): (B, Dg) image embeddings.
-        concept_embeds (Tensor): (C, Dg) concept bank.
-        top_k, top_m, temperature: The mix-up's settings (configs: 5, 5,
-            0.01).
-
-    Returns:
-        tuple: ``concept_idx`` (B, K), ``pair_idx`` (B, M) into the
-        flattened (N, K) affinity, ``pair_ok`` (B, M) bool.
-    """
-    import torch
-
-    from pcm_plugin.models.mixup_selection import (
-        patch_concept_affinity,
-        retrieve_concepts,
-        top_patch_concept_pairs,
-        unit,
-    )
-    with torch.no_grad():
-        concept_idx, keep = retrieve_concepts(
-            global_feat, concept_embeds, top_k=top_k,
-            temperature=temperature, threshold=0.0)  # (B, K), (B, K)
-        affinity = patch_concept_affinity(
-            patch_proj, unit(concept_embeds)[concept_idx],
-            keep)  # (B, N, K)
-        pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)
-    return concept_idx, pair_idx, pair_ok
-
-
 def localisation_stats(scenes: Sequence[Scene], words: Sequence[str],
                        concept_idx, pair_idx, pair_ok, *, num_patches: int,
                        min_cover: float = 0.25) -> Dict[str, Dict]:

@@ -104,8 +104,9 @@ def patch_localisation(model, tokenizer, scenes, images,
     import torch
 
     from pcm_plugin.data_prep.clip_features import encode_image_tokens
+    from pcm_plugin.models.mixup_selection import select_pairs
 
-    from .localisation import localisation_stats, select_pairs
+    from .localisation import localisation_stats
     from .mini_clip_dense import WORDS
     patches, globs = [], []
     with torch.no_grad():

@@ -2,7 +2,8 @@
 functions of tensors: concept retrieval, patch-concept affinity, the top-M
 (patch, concept) pairs and the textual patches. :class:`PCMMixup` calls
 :func:`salient_patch_mixup`; the localisation diagnostic and the mix-up
-figure call the steps one by one.
+figure call :func:`select_pairs`, the same steps without the textual
+patches.
 """
 from typing import Tuple
 
@@ -71,6 +72,46 @@ def top_patch_concept_pairs(affinity: torch.Tensor, top_m: float
     return pair_idx, pair_ok
 
 
+def concept_affinity(patch_proj: torch.Tensor, global_feat: torch.Tensor,
+                     concept_embeds: torch.Tensor, *, top_k: int,
+                     temperature: float, threshold: float
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1-2 of :func:`salient_patch_mixup`: each image's top-K
+    concepts and their affinity with every patch.
+
+    Returns:
+        tuple: ``concept_idx`` (B, K) long, ``concepts`` (B, K, Dg) unit
+        concept vectors and ``affinity`` (B, N, K), -inf for dropped
+        concepts.
+    """
+    concept_idx, keep = retrieve_concepts(
+        global_feat, concept_embeds, top_k=top_k, temperature=temperature,
+        threshold=threshold)  # (B, K), (B, K)
+    concepts = unit(concept_embeds)[concept_idx]  # (B, K, Dg)
+    affinity = patch_concept_affinity(patch_proj, concepts, keep)  # (B, N, K)
+    return concept_idx, concepts, affinity
+
+
+@torch.no_grad()
+def select_pairs(patch_proj: torch.Tensor, global_feat: torch.Tensor,
+                 concept_embeds: torch.Tensor, *, top_k: int = 5,
+                 top_m: float = 5, temperature: float = 0.01,
+                 threshold: float = 0.0
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The concepts and (patch, concept) pairs :func:`salient_patch_mixup`
+    selects, for diagnostics and figures (arguments as there).
+
+    Returns:
+        tuple: ``concept_idx`` (B, K), ``pair_idx`` (B, M) into the
+        flattened (N, K) affinity, ``pair_ok`` (B, M) bool.
+    """
+    concept_idx, _, affinity = concept_affinity(
+        patch_proj, global_feat, concept_embeds, top_k=top_k,
+        temperature=temperature, threshold=threshold)
+    pair_idx, pair_ok = top_patch_concept_pairs(affinity, top_m)
+    return concept_idx, pair_idx, pair_ok
+
+
 def salient_patch_mixup(
     patch_proj: torch.Tensor,
     global_feat: torch.Tensor,
@@ -111,11 +152,10 @@ def salient_patch_mixup(
         ``concept_idx`` (B, K) long.
     """
     B, N, _ = patch_proj.shape
-    concept_idx, keep = retrieve_concepts(
-        global_feat, concept_embeds, top_k=top_k, temperature=temperature,
-        threshold=threshold)  # (B, K), (B, K)
-    concepts = unit(concept_embeds)[concept_idx]  # (B, K, Dg)
-    affinity = patch_concept_affinity(patch_proj, concepts, keep)  # (B, N, K)
+    # (B, K), (B, K, Dg), (B, N, K)
+    concept_idx, concepts, affinity = concept_affinity(
+        patch_proj, global_feat, concept_embeds, top_k=top_k,
+        temperature=temperature, threshold=threshold)
     weights = (affinity / temperature).softmax(dim=-1)  # (B, N, K)
     weights = weights.nan_to_num(0.0)  # every concept dropped -> t_j = 0
     textual_patches = weights @ concepts  # (B, N, Dg)

@@ -14,12 +14,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from pcm_plugin.models.mixup_selection import (
-    patch_concept_affinity,
-    retrieve_concepts,
-    top_patch_concept_pairs,
-    unit,
-)
+from pcm_plugin.models.mixup_selection import select_pairs
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0)]
@@ -40,13 +35,10 @@ def mixup_pairs(mixup, patch_feats: torch.Tensor, global_feat: torch.Tensor
         ``pairs``: ``(patch index, concept slot)`` of the top-M pairs whose
         concept was kept, best first.
     """
-    concept_idx, keep = retrieve_concepts(
-        global_feat, mixup.concept_embeds, top_k=mixup.top_k,
-        temperature=mixup.temperature, threshold=mixup.threshold)  # (B, K)
-    concepts = unit(mixup.concept_embeds)[concept_idx]  # (B, K, Dg)
-    affinity = patch_concept_affinity(mixup.clip_head(patch_feats), concepts,
-                                      keep)  # (B, N, K)
-    pair_idx, pair_ok = top_patch_concept_pairs(affinity, mixup.top_m)
+    concept_idx, pair_idx, pair_ok = select_pairs(
+        mixup.clip_head(patch_feats), global_feat, mixup.concept_embeds,
+        top_k=mixup.top_k, top_m=mixup.top_m, temperature=mixup.temperature,
+        threshold=mixup.threshold)  # (B, K), (B, M), (B, M)
     K = concept_idx.shape[1]
     out = []
     for b in range(len(concept_idx)):

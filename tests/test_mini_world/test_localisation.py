@@ -6,9 +6,9 @@ import torch
 from pcm_plugin.mini_world.localisation import (
     localisation_stats,
     object_coverage,
-    select_pairs,
 )
 from pcm_plugin.mini_world.scenes import Scene, SceneObject
+from pcm_plugin.models.mixup_selection import select_pairs
 
 
 def _two_object_scene():

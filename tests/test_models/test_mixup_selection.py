@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from pcm_plugin.models import salient_patch_mixup
-from pcm_plugin.models.mixup_selection import top_patch_concept_pairs
+from pcm_plugin.models.mixup_selection import (
+    select_pairs,
+    top_patch_concept_pairs,
+)
 
 # Concepts e0..e3 in 3-d; the image's global feature is closest to e0, then
 # e1, so top_k=2 retrieves [e0, e1].
@@ -100,12 +103,17 @@ def test_fractional_top_m_counts_pairs():
     assert mask.tolist() == [[False, True, False, False]]
 
 
+def random_batch(seed):
+    """3 images of 10 patches, 20 concepts, in 6-d."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(3, 10, 6, generator=gen),
+            torch.randn(3, 6, generator=gen),
+            torch.randn(20, 6, generator=gen))
+
+
 @pytest.mark.parametrize('threshold', [0.0, 0.02])
 def test_matches_reference_on_random_batch(threshold):
-    gen = torch.Generator().manual_seed(0)
-    patches = torch.randn(3, 10, 6, generator=gen)
-    global_feat = torch.randn(3, 6, generator=gen)
-    concepts = torch.randn(20, 6, generator=gen)
+    patches, global_feat, concepts = random_batch(0)
     textual, mask, idx = salient_patch_mixup(
         patches, global_feat, concepts, top_k=4, top_m=5, temperature=0.05,
         threshold=threshold)
@@ -115,3 +123,17 @@ def test_matches_reference_on_random_batch(threshold):
     np.testing.assert_array_equal(mask.numpy(), ref_m)
     np.testing.assert_allclose(textual.numpy(), ref_t, atol=1e-5)
     assert 1 <= int(mask.sum(1).min()) and int(mask.sum(1).max()) <= 5
+
+
+@pytest.mark.parametrize('threshold', [0.0, 0.02])
+def test_select_pairs_is_the_mixups_own_selection(threshold):
+    patches, global_feat, concepts = random_batch(1)
+    kw = dict(top_k=4, top_m=5, temperature=0.05, threshold=threshold)
+    _, mask, idx = salient_patch_mixup(patches, global_feat, concepts, **kw)
+    concept_idx, pair_idx, pair_ok = select_pairs(patches, global_feat,
+                                                  concepts, **kw)
+    assert torch.equal(concept_idx, idx)
+    selected = torch.zeros_like(mask)
+    for b in range(3):
+        selected[b, pair_idx[b][pair_ok[b]] // 4] = True  # patch of a pair
+    assert torch.equal(selected, mask)
