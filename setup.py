@@ -1,5 +1,19 @@
 """pcm_plugin: PCM-Net (ECCV 2024) as an OpenMMLab captioning plugin."""
+import ast
+
 from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    """The version written in pcm_plugin/version.py, read as text: building
+    must not import the package (nor torch behind it)."""
+    with open('pcm_plugin/version.py', encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign)
+                and node.targets[0].id == '__version__'):
+            return ast.literal_eval(node.value)
+    raise RuntimeError('pcm_plugin/version.py defines no __version__')
 
 
 def readme() -> str:
@@ -9,7 +23,7 @@ def readme() -> str:
 
 setup(
     name='pcm_plugin',
-    version='0.1.0',
+    version=read_version(),
     description='PCM-Net zero-shot image captioning from synthetic images, '
     'as mmengine/mmpretrain components',
     long_description=readme(),

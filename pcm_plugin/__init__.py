@@ -11,7 +11,6 @@ register_checkpoint_loader()
 
 from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401
 from .apis.zoo import register_model_zoo  # noqa: E402
+from .version import __version__  # noqa: E402,F401
 
 register_model_zoo()
-
-__version__ = '0.1.0'
