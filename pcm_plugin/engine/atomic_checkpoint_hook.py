@@ -21,9 +21,11 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
 from pcm_plugin.registry import HOOKS
-from pcm_plugin.utils.fileio import atomic_path
+from pcm_plugin.utils.fileio import atomic_path, replace_into
 
 RESUME_POINT_TMPL = 'iter_{}.pth'
+# A save in progress is ``<name>.tmp<pid>``.
+TMP_MARK = '.tmp'
 
 
 @HOOKS.register_module()
@@ -83,22 +85,43 @@ class AtomicCheckpointHook(CheckpointHook):
             self._write(runner, RESUME_POINT_TMPL.format(step),
                         dict(epoch=runner.epoch, iter=step), by_epoch=False)
 
-    def _write(self, runner, filename: str, meta: dict, *,
-               by_epoch: bool) -> None:
-        """Save under a temporary name, rename into place, point
-        ``last_checkpoint`` at it, and drop the resume points it replaces.
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's best-checkpoint logic, made safe against a kill.
+
+        mmengine removes the previous best and then writes the new one in
+        place: a kill in between leaves no best checkpoint, or a cut-short
+        one. Its selection rules are kept as they are; only its two file
+        operations are redirected while it runs: the save goes through
+        :meth:`_atomic_save`, and removals wait until it has finished.
         """
-        tmp_name = f'{filename}.tmp{os.getpid()}'
-        path = osp.join(self.out_dir, filename)
+        removals = []
+        runner.save_checkpoint = lambda out_dir, filename, *args, **kwargs: \
+            self._atomic_save(runner, filename, *args, **kwargs)
+        self.file_backend.remove = removals.append
         try:
-            runner.save_checkpoint(
-                self.out_dir, tmp_name, self.file_client_args,
-                save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler, meta=meta,
-                by_epoch=by_epoch, backend_args=self.backend_args,
-                **self.args)
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            del runner.save_checkpoint  # the class's method again
+            del self.file_backend.remove
+        # mmengine keeps one path, or one per indicator when there are more.
+        kept = {getattr(self, 'best_ckpt_path', None),
+                *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for path in removals:
+            if is_main_process() and path not in kept and osp.isfile(path):
+                os.remove(path)
+
+    def _atomic_save(self, runner, filename: str, *args, **kwargs) -> str:
+        """``runner.save_checkpoint`` under a temporary name, renamed into
+        ``out_dir/filename`` once complete; returns that path."""
+        tmp_name = f'{filename}{TMP_MARK}{os.getpid()}'
+        path = osp.join(self.out_dir, filename)
+        tmp = osp.join(self.out_dir, tmp_name)
+        try:
+            # The class's method: the instance's may be redirected here.
+            type(runner).save_checkpoint(runner, self.out_dir, tmp_name,
+                                         *args, **kwargs)
             if is_main_process():
-                os.replace(osp.join(self.out_dir, tmp_name), path)
+                replace_into(tmp, path)
         except (OSError, RuntimeError) as err:  # e.g. the disk is full
             raise OSError(
                 f'could not write checkpoint {path} ('
@@ -107,9 +130,19 @@ class AtomicCheckpointHook(CheckpointHook):
                 'the newest: free space (or fix the folder) and run again '
                 'with --resume') from err
         finally:
-            tmp = osp.join(self.out_dir, tmp_name)
             if is_main_process() and osp.exists(tmp):
                 os.remove(tmp)
+        return path
+
+    def _write(self, runner, filename: str, meta: dict, *,
+               by_epoch: bool) -> None:
+        """Save atomically, point ``last_checkpoint`` at the new file, and
+        drop the resume points it replaces."""
+        path = self._atomic_save(
+            runner, filename, self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta,
+            by_epoch=by_epoch, backend_args=self.backend_args, **self.args)
         if not is_main_process():
             return
         with atomic_path(osp.join(runner.work_dir, 'last_checkpoint')) as p:

@@ -17,25 +17,113 @@ import os.path as osp
 import pickle
 from typing import List
 
+import numpy as np
 import torch
+from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 TRUST_ENV = 'PCM_TRUST_CHECKPOINT'
 
 
+# The only attributes a checkpoint may look up: mmengine pickles a
+# ``HistoryBuffer``'s statistics table as ``getattr(HistoryBuffer, name)``.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+_HISTORY_BUFFER_PATH = 'mmengine.logging.history_buffer.HistoryBuffer'
+_HISTORY_BUFFER_STATE = {'max_length', '_log_history', '_count_history',
+                         'statistics_methods', '_statistics_methods'}
+
+
+class _CheckedHistoryBuffer(HistoryBuffer):
+    """What a checkpoint's ``HistoryBuffer`` is unpickled as.
+
+    mmengine's ``__setstate__`` updates the instance's ``__dict__`` with
+    whatever the file holds and the class-wide statistics table with the
+    file's functions; unchecked, a file could store a callable as the
+    instance's ``__setstate__`` and have the next BUILD call it. This
+    class accepts only the data attributes mmengine writes, then turns
+    the object into a plain ``HistoryBuffer`` (which is not itself
+    allowlisted, so no later BUILD can reach it).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__class__ = HistoryBuffer
+
+    def __setstate__(self, state) -> None:
+        _check_history_buffer_state(state)
+        super().__setstate__(state)
+        self.__class__ = HistoryBuffer
+
+
+def _check_history_buffer_state(state) -> None:
+    if not isinstance(state, dict) or not set(state) <= _HISTORY_BUFFER_STATE:
+        keys = sorted(state) if isinstance(state, dict) else type(state)
+        raise pickle.UnpicklingError(
+            f'HistoryBuffer state {keys} is not mmengine\'s data '
+            f'({sorted(_HISTORY_BUFFER_STATE)})')
+    for key in ('_log_history', '_count_history'):
+        value = state.get(key)
+        if value is not None and not (isinstance(value, np.ndarray)
+                                      and value.dtype.kind in 'biuf'):
+            raise pickle.UnpicklingError(
+                f'HistoryBuffer.{key} is not a numeric array')
+    statistics = _history_buffer_statistics()
+    for key in ('statistics_methods', '_statistics_methods'):
+        methods = state.get(key, {})
+        if not isinstance(methods, dict) or any(
+                statistics.get(name) is not fn
+                for name, fn in methods.items()):
+            raise pickle.UnpicklingError(
+                f'HistoryBuffer.{key} names other functions than '
+                f'mmengine\'s {HISTORY_BUFFER_STATISTICS}')
+
+
+def _history_buffer_statistics() -> dict:
+    return {name: getattr(HistoryBuffer, name)
+            for name in HISTORY_BUFFER_STATISTICS}
+
+
+def _history_buffer_statistic(owner, name):
+    """Stands in for ``builtins.getattr`` while unpickling.
+
+    A real ``getattr`` would hand a file any attribute of any object it
+    holds (``__self__`` of a builtin is the ``builtins`` module, and from
+    there ``eval``). This one answers exactly the lookups mmengine
+    pickles, ``getattr(HistoryBuffer, 'mean')`` and the like, and
+    refuses every other.
+    """
+    if owner in (HistoryBuffer, _CheckedHistoryBuffer) and \
+            name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'the file looks up attribute {name!r} of '
+        f'{getattr(owner, "__name__", type(owner).__name__)}; a checkpoint '
+        'may only name HistoryBuffer statistics')
+
+
 def safe_globals() -> List:
-    """The data-only types mmengine checkpoints hold, allowed under
-    ``weights_only=True`` (their unpickling builds data, calls nothing
-    else: a callable the file returns can still not be invoked)."""
-    import numpy as np
-    from mmengine.logging.history_buffer import HistoryBuffer
+    """The globals a checkpoint may name under ``weights_only=True``.
+
+    Each builds data and calls nothing else, as torch's guidance on
+    ``add_safe_globals`` asks (an allowlisted class can be instantiated
+    and have its state set, an allowlisted function called with any
+    arguments the file chooses): numpy's array, scalar and dtype
+    constructors, and mmengine's ``HistoryBuffer`` through
+    :class:`_CheckedHistoryBuffer`. ``getattr`` itself is never allowed;
+    :func:`_history_buffer_statistic` answers in its place.
+
+    Returns:
+        list: entries for :func:`torch.serialization.safe_globals`.
+    """
     try:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
         from numpy.core import multiarray
     dtypes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'}
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray,
-            np.dtype, HistoryBuffer, getattr, *sorted(dtypes, key=str)]
+            np.dtype, *sorted(dtypes, key=str),
+            (_CheckedHistoryBuffer, _HISTORY_BUFFER_PATH),
+            (_history_buffer_statistic, 'builtins.getattr')]
 
 
 def trust_checkpoints(trust: bool = True) -> None:
@@ -82,17 +170,33 @@ def load_local_checkpoint(filename: str, map_location=None):
         if _trusted():
             return torch.load(filename, map_location=map_location,
                               weights_only=False)
-        first = str(err).strip().splitlines()[0][:200]
         raise pickle.UnpicklingError(
             f'checkpoint {filename} was refused: loading it would need full '
-            f'unpickling, which can run code from the file ({first}). Load '
-            'only files you trust; if you trust this one, pass '
-            f'--trust-checkpoint to the tool (or set {TRUST_ENV}=1)'
-        ) from None
-    except (RuntimeError, EOFError, ValueError) as err:
+            f'unpickling, which can run code from the file '
+            f'({_unpickler_reason(err)}). Load only files you trust; if you '
+            'trust this one, pass --trust-checkpoint to the tool (or set '
+            f'{TRUST_ENV}=1)') from None
+    except Exception as err:  # noqa: BLE001  an untrusted file's any fault
+        # An allowlisted constructor called with arguments the file chose
+        # raises whatever it raises (TypeError, AttributeError, ...).
         raise RuntimeError(
-            f'checkpoint {filename} could not be read ({err}); it is '
-            'truncated or not a checkpoint') from None
+            f'checkpoint {filename} could not be read '
+            f'({type(err).__name__}: {_first_line(str(err))}); it is '
+            'truncated, damaged or not a checkpoint') from None
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:limit] if lines else ''
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """torch's refusal minus its advice to turn ``weights_only`` off."""
+    text = str(err)
+    marker = 'WeightsUnpickler error:'
+    if marker in text:
+        text = text.split(marker, 1)[1].split('Check the documentation')[0]
+    return ' '.join(text.split())[:300]
 
 
 def _load_safetensors(filename: str, map_location=None) -> dict:
