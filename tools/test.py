@@ -23,10 +23,8 @@ launch_args = light_module('engine.launch_args')
 def main() -> None:
     args = launch_args.test_arg_parser().parse_args()
     from pcm_plugin.engine import launch
-    try:
+    with launch.errors_as_one_line(None):
         cfg = launch.merge_test_args(launch.load_config(args), args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
         with launch.errors_as_one_line(cfg.work_dir):

@@ -214,7 +214,7 @@ INPUT_ERRORS = (OSError, ValueError, KeyError, RuntimeError,
 
 
 @contextmanager
-def errors_as_one_line(work_dir: str):
+def errors_as_one_line(work_dir: Optional[str]):
     """End the tool with ``error: <message>`` instead of a traceback.
 
     A misspelled ``type``, a missing or damaged data file, a checkpoint
@@ -223,26 +223,39 @@ def errors_as_one_line(work_dir: str):
     not the builders' stack. The full traceback goes to
     ``<work_dir>/error[-rank<r>].log`` (named in the message) for bug
     reports.
+
+    Args:
+        work_dir (str, optional): Where the traceback is kept; None before
+            the config (which names the work dir) is read: then the line
+            alone.
     """
     import sys
-    import traceback
     try:
         yield
     except INPUT_ERRORS as err:
         message = str(err.args[0]) if isinstance(err, KeyError) and \
             err.args else str(err)
-        rank = os.environ.get('RANK', '0')
-        name = 'error.log' if rank == '0' else f'error-rank{rank}.log'
-        where = osp.join(work_dir, name)
-        try:
-            os.makedirs(work_dir, exist_ok=True)
-            with open(where, 'w') as f:
-                f.write(traceback.format_exc())
-            kept = f' (traceback in {where})'
-        except OSError:
-            kept = ''
-        first = ' '.join(message.split())
-        sys.exit(f'error: {first}{kept}')
+        first = ' '.join(message.split()) or type(err).__name__
+        sys.exit(f'error: {first}{_keep_traceback(work_dir)}')
+
+
+def _keep_traceback(work_dir: Optional[str]) -> str:
+    """Write the traceback being handled to ``<work_dir>/error[-rank<r>].log``
+    and return `` (traceback in <file>)``; ``''`` without a work dir or
+    when it cannot be written."""
+    import traceback
+    if work_dir is None:
+        return ''
+    rank = os.environ.get('RANK', '0')
+    name = 'error.log' if rank == '0' else f'error-rank{rank}.log'
+    where = osp.join(work_dir, name)
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        with open(where, 'w') as f:
+            f.write(traceback.format_exc())
+    except OSError:
+        return ''
+    return f' (traceback in {where})'
 
 
 def build_runner(cfg: Config):

@@ -9,6 +9,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import stat
 from contextlib import contextmanager
 
 
@@ -21,21 +22,90 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _kind_of(mode: int) -> str:
+    """A file type in words, for the message refusing it."""
+    kinds = ((stat.S_ISDIR, 'a folder'), (stat.S_ISCHR, 'a character device'),
+             (stat.S_ISBLK, 'a block device'), (stat.S_ISFIFO, 'a named pipe'),
+             (stat.S_ISSOCK, 'a socket'))
+    return next((word for test, word in kinds if test(mode)),
+                'not a regular file')
+
+
+def regular_target(path: str) -> str:
+    """The file a write to ``path`` replaces: ``path`` itself, or the file
+    a symlink at ``path`` points to.
+
+    Writers replace their output by renaming a new file onto it, and a
+    rename replaces whatever the name holds: run as root, an output naming
+    a device node would turn the node into a JSON file, and one naming a
+    symlink would turn the link into a file. So a symlink is followed
+    deliberately (the file it points to is rewritten and the link stays,
+    as a shell's ``>`` does), and anything but an absent path or a regular
+    file is refused.
+
+    Args:
+        path (str): The output path a user or config gave.
+
+    Returns:
+        str: The path to rename the new file onto.
+
+    Raises:
+        FileExistsError: ``path`` (or what it links to) exists and is not
+            a regular file, or is a symlink to nothing; the message names
+            it and the fix.
+    """
+    target = osp.realpath(path) if osp.islink(path) else path
+    if target != path and not osp.lexists(target):
+        raise FileExistsError(
+            f'{path} is a symlink to {target}, which does not exist: remove '
+            'the link or give another output path')
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(mode):
+        through = f' (through the symlink to {target})' if target != path \
+            else ''
+        raise FileExistsError(
+            f'{path} is {_kind_of(mode)}{through}, not a regular file: '
+            'outputs replace regular files only; give a file path')
+    return target
+
+
+def replace_into(tmp: str, path: str) -> None:
+    """Rename the finished temporary file ``tmp`` onto ``path`` if it is
+    absent or a regular file (a symlink: onto the file it points to).
+
+    Raises:
+        FileExistsError: see :func:`regular_target`.
+    """
+    os.replace(tmp, regular_target(path))
+
+
 @contextmanager
 def atomic_path(path: str, suffix: str = ''):
     """Yield a temporary path next to ``path``; rename it to ``path`` when
     the block succeeds, delete it when it fails.
 
+    Only a regular file (or an absent path) is replaced: a symlink is
+    followed to the regular file it points to, anything else (a device
+    node, a pipe, a folder, a dangling link) is refused before the block
+    runs (:func:`regular_target`).
+
     Args:
         path (str): The final file (or folder: the block creates it).
         suffix (str): Kept at the end of the temporary name (``np.savez``
             appends ``.npz`` to names without it).
+
+    Raises:
+        FileExistsError: ``path`` is not a regular file (nothing written).
     """
+    path = regular_target(path)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp{os.getpid()}{suffix}'
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace_into(tmp, path)
     finally:
         if osp.isdir(tmp):
             shutil.rmtree(tmp)
@@ -89,5 +159,11 @@ def check_writable_output(path: str, flag: str = '--out') -> None:
 
     Raises:
         FileNotFoundError: naming ``flag``, the path and why.
+        FileExistsError: ``path`` exists and is not a regular file
+            (:func:`regular_target`).
     """
+    try:
+        regular_target(path)
+    except FileExistsError as err:
+        raise FileExistsError(f'{flag} {err}') from None
     check_writable_dir(osp.dirname(osp.abspath(path)), f'{flag} {path}')

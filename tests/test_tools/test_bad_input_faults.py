@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, make_char_device
 
 
 def _tool(*args):
@@ -54,11 +54,7 @@ def test_bad_input_misspelled_component_type(config, tmp_path, key, value,
     args = (['tools/train.py', config] if tool == 'train' else
             ['tools/test.py', config, str(ckpt)])
     if tool == 'test':  # a checkpoint that fits: the metric is the fault
-        from mmengine.config import Config
-
-        from pcm_plugin.registry import MODELS
-        model = MODELS.build(Config.fromfile(config).model)
-        torch.save(dict(state_dict=model.state_dict()), ckpt)
+        _fitting_checkpoint(config, ckpt)
     proc = _tool(*args, '--cfg-options', f'{key}={value}')
     line = _one_line_error(proc, value, 'traceback in')
     assert osp.isfile(line.split('traceback in ')[1].rstrip(')'))
@@ -185,3 +181,52 @@ def test_bad_input_disk_full_keeps_the_previous_json(tmp_path):
         atomic_write_json(str(out), {'CIDEr': 2.0})
     assert out.read_text() == '{"CIDEr": 1.0}'
     assert os.listdir(tmp_path) == ['metrics.json']
+
+
+def _fitting_checkpoint(config, path):
+    """A checkpoint of ``config``'s model (so only the fault under test
+    stops the tool)."""
+    from mmengine.config import Config
+
+    from pcm_plugin.registry import MODELS
+    model = MODELS.build(Config.fromfile(config).model)
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return str(path)
+
+
+def test_bad_input_out_naming_a_device_node_at_the_test_tool(config,
+                                                            tmp_path):
+    """Refused before testing, with one line; the node stays a device."""
+    import stat
+    node = tmp_path / 'disk'
+    make_char_device(node)
+    proc = _tool('tools/test.py', config,
+                 _fitting_checkpoint(config, tmp_path / 'fit.pth'),
+                 '--work-dir', str(tmp_path / 't'), '--out', str(node))
+    _one_line_error(proc, f'--out {node} is a character device',
+                    'give a file path')
+    assert stat.S_ISCHR(os.stat(node).st_mode)
+
+
+def test_bad_input_checkpoint_name_taken_by_a_device_node(toy_world,
+                                                          tmp_path):
+    """The checkpoint hook renames onto regular files only: the save
+    fails with one line naming the node, which stays a device."""
+    import stat
+
+    from mmengine.runner import Runner
+
+    from pcm_plugin.engine.launch import errors_as_one_line
+    work = tmp_path / 'work'
+    work.mkdir()
+    make_char_device(work / 'epoch_1.pth')
+    cfg = toy_config(toy_world, str(work), max_epochs=1)
+    cfg.default_hooks.checkpoint.save_best = None
+    with pytest.raises(SystemExit) as exit_:
+        with errors_as_one_line(str(work)):
+            Runner.from_cfg(cfg).train()
+    assert str(exit_.value).startswith(
+        f'error: could not write checkpoint {work}/epoch_1.pth ({work}/'
+        'epoch_1.pth is a character device, not a regular file')
+    assert stat.S_ISCHR(os.stat(work / 'epoch_1.pth').st_mode)
+    assert not list(work.glob('*.tmp*'))

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from pcm_plugin.utils.fileio import atomic_path, atomic_write_json, file_sha256
+from tests.conftest import make_char_device
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
@@ -34,3 +35,70 @@ def test_sha256_of_a_known_file(tmp_path):
     path.write_bytes(b'abc')
     assert file_sha256(str(path), chunk=1) == (
         'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+
+
+@pytest.fixture
+def device_node(tmp_path):
+    """A character device with /dev/null's numbers (root only)."""
+    node = tmp_path / 'null'
+    make_char_device(node)
+    return node
+
+
+def test_bad_input_out_naming_a_device_node_is_refused(device_node):
+    import stat
+    with pytest.raises(FileExistsError) as err:
+        atomic_write_json(str(device_node), {'a': 1})
+    assert str(err.value) == (
+        f'{device_node} is a character device, not a regular file: outputs '
+        'replace regular files only; give a file path')
+    assert stat.S_ISCHR(os.stat(device_node).st_mode)
+    assert os.listdir(device_node.parent) == ['null']
+
+
+def test_bad_input_out_symlink_to_a_device_is_refused(device_node):
+    import stat
+    link = device_node.parent / 'out.json'
+    link.symlink_to(device_node)
+    with pytest.raises(FileExistsError, match=(
+            r'out.json is a character device \(through the symlink to '
+            r'.*null\), not a regular file')):
+        atomic_write_json(str(link), {'a': 1})
+    assert link.is_symlink()
+    assert stat.S_ISCHR(os.stat(device_node).st_mode)
+
+
+def test_bad_input_out_symlink_is_followed_to_its_file(tmp_path):
+    """The file the link names is rewritten atomically; the link stays."""
+    real = tmp_path / 'runs' / 'metrics.json'
+    real.parent.mkdir()
+    real.write_text('{"old": 1}')
+    link = tmp_path / 'latest.json'
+    link.symlink_to(real)
+    atomic_write_json(str(link), {'new': 2})
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert json.loads(real.read_text()) == {'new': 2}
+    assert sorted(os.listdir(tmp_path)) == ['latest.json', 'runs']
+    assert os.listdir(real.parent) == ['metrics.json']
+
+
+@pytest.mark.parametrize('make, fragment', [
+    (lambda p: p.mkdir(), 'is a folder, not a regular file'),
+    (lambda p: os.mkfifo(p), 'is a named pipe, not a regular file'),
+    (lambda p: p.symlink_to(p.parent / 'gone.json'),
+     'gone.json, which does not exist'),
+])
+def test_bad_input_out_naming_no_regular_file(tmp_path, make, fragment):
+    out = tmp_path / 'out.json'
+    make(out)
+    with pytest.raises(FileExistsError, match=fragment):
+        with atomic_path(str(out)) as tmp:
+            raise AssertionError(f'the block ran and would write {tmp}')
+    assert os.listdir(tmp_path) == ['out.json']
+
+
+def test_bad_input_out_checked_before_any_work(device_node):
+    from pcm_plugin.utils.fileio import check_writable_output
+    with pytest.raises(FileExistsError, match=(
+            f'^--out {device_node} is a character device')):
+        check_writable_output(str(device_node))
