@@ -166,7 +166,9 @@ def read_caption_csv(path: str, *, policy: BadInputPolicy,
 
     Args:
         path (str): CSV with the header ``image,caption``; captions holding
-            commas must be quoted.
+            commas must be quoted, and no caption holds a line break (a
+            quoted caption over two lines is a bad row: it is how an
+            unclosed quote looks).
         policy (BadInputPolicy): What to do with bad rows.
         image_dir (str, optional): If given, every image must exist there.
         duplicates (str): A row repeating an earlier (image, caption):
@@ -179,6 +181,10 @@ def read_caption_csv(path: str, *, policy: BadInputPolicy,
     Returns:
         tuple: images in order of first appearance (caption ids are the CSV
         line numbers), and the image-id rule used.
+
+    Raises:
+        BadInputError: a missing header, undecodable text, or (without
+            ``policy.skip_bad``) a bad row, naming the file and the line.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'caption file {path} not found')
@@ -186,33 +192,63 @@ def read_caption_csv(path: str, *, policy: BadInputPolicy,
     first_line: Dict[Tuple[str, str], int] = {}
     missing = set()
     with open(path, encoding='utf-8', newline='') as f:
-        reader = csv.reader(f)
+        line = 0
         try:
-            header = next(reader, None)
-            if [h.strip().lower() for h in header or []] != ['image',
-                                                             'caption']:
-                raise BadInputError(
-                    f'{path}:1: expected the header `image,caption`, got '
-                    f'{header!r}')
-            start = reader.line_num + 1
-            for row in tqdm(reader, desc='rows', disable=not progress):
-                # line_num is now the record's last line (quoted captions
-                # may span lines); report the line where it starts.
-                line, start = start, reader.line_num + 1
-                if row:  # else a blank line
+            for line, text in enumerate(tqdm(f, desc='rows',
+                                             disable=not progress), 1):
+                row = _csv_line(text, path, line, policy)
+                if line == 1:
+                    _check_header(row, path)
+                elif row:  # else a blank line (or a bad one, reported)
                     _read_row(row, path, line, records, first_line, missing,
                               policy=policy, image_dir=image_dir,
                               duplicates=duplicates)
         except UnicodeDecodeError as exc:
             raise BadInputError(f'{path}: not UTF-8 text (byte {exc.start})'
                                 ) from None
-        except csv.Error as exc:
-            raise BadInputError(f'{path}:{reader.line_num}: unreadable CSV '
-                                f'({exc})') from None
+        if line == 0:
+            _check_header(None, path)
     ids, rule = derive_image_ids(list(records), image_id)
     for name, record in records.items():
         record.image_id = ids[name]
     return list(records.values()), rule
+
+
+def _check_header(row: Optional[List[str]], path: str) -> None:
+    if [h.strip().lower() for h in row or []] != ['image', 'caption']:
+        raise BadInputError(f'{path}:1: expected the header `image,caption`, '
+                            f'got {row!r}')
+
+
+def _csv_line(text: str, path: str, line: int,
+              policy: BadInputPolicy) -> List[str]:
+    """The fields of one physical line of a caption CSV.
+
+    Each line is parsed alone: a caption holds no line break, so a quote
+    left open would otherwise swallow the rest of the file into one
+    caption. A line whose quote is not closed on it is a bad row (skipped
+    alone with ``--skip-bad``, the next line read afresh).
+
+    Returns:
+        list[str]: The fields; ``[]`` for a blank or skipped line.
+    """
+    # A last line without its line break: add one, so that a quote left
+    # open to the end of the file shows as a break inside a field.
+    if not text.endswith(('\n', '\r')):
+        text += '\n'
+    try:
+        row = next(csv.reader([text]), [])
+    except csv.Error as exc:  # e.g. a NUL byte
+        raise BadInputError(f'{path}:{line}: unreadable CSV ({exc})'
+                            ) from None
+    if any('\n' in field or '\r' in field for field in row):
+        policy.bad('unclosed quote', f'{path}:{line}: the quote opened on '
+                   'this line is not closed on it (a caption cannot hold a '
+                   f'line break): {text.rstrip()!r:.100}',
+                   hint='close the quote, or pass --skip-bad to skip and '
+                   'count such lines')
+        return []
+    return row
 
 
 def _read_row(row: List[str], path: str, line: int,

@@ -1,5 +1,6 @@
 """Caption readers: Karpathy JSON, image,caption CSV, COCO captions."""
 import json
+import re
 
 import pytest
 
@@ -108,14 +109,14 @@ def test_karpathy_not_a_karpathy_file(tmp_path):
 CSV = '''image,caption
 1000_aa.jpg,A dog runs .
 1000_aa.jpg,"A dog, brown, runs ."
-2000_bb.jpg,"A caption over
-two lines ."
+2000_bb.jpg,"A caption, quoted ."
+2000_bb.jpg,A second caption .
 
 2000_bb.jpg,Ein Mädchen läuft .
 '''
 
 
-def test_csv_reads_quoted_multiline_and_non_ascii(tmp_path):
+def test_csv_reads_quoted_blank_lines_and_non_ascii(tmp_path):
     path = tmp_path / 'captions.txt'
     path.write_text(CSV, encoding='utf-8')
     images, rule = read_caption_csv(str(path), policy=BadInputPolicy())
@@ -123,11 +124,46 @@ def test_csv_reads_quoted_multiline_and_non_ascii(tmp_path):
     assert [(i.image_id, i.file_name) for i in images] == [
         ('1000', '1000_aa.jpg'), ('2000', '2000_bb.jpg')]
     assert images[0].captions == ['A dog runs .', 'A dog, brown, runs .']
-    assert images[1].captions == ['A caption over\ntwo lines .',
-                                  'Ein Mädchen läuft .']
-    # Caption ids are the line numbers where each row starts.
+    assert images[1].captions == ['A caption, quoted .',
+                                  'A second caption .', 'Ein Mädchen läuft .']
+    # Caption ids are the line numbers.
     assert images[0].caption_ids == ['2', '3'] and \
-        images[1].caption_ids == ['4', '7']
+        images[1].caption_ids == ['4', '5', '7']
+
+
+UNCLOSED = ('image,caption\n1000_aa.jpg,A dog runs .\n'
+            '2000_bb.jpg,"A caption whose quote stays open\n'
+            '3000_cc.jpg,A cat sleeps .\n4000_dd.jpg,A bird .\n')
+
+
+@pytest.mark.parametrize('text, line', [
+    (UNCLOSED, 3),
+    ('image,caption\n1000_aa.jpg,"A caption over\ntwo lines ."\n', 2),
+    ('image,caption\n1000_aa.jpg,A dog .\r\n2000_bb.jpg,"open to the end',
+     3),
+], ids=['unclosed_mid_file', 'caption_over_two_lines', 'open_to_the_end'])
+def test_bad_input_csv_caption_with_a_line_break(tmp_path, text, line):
+    """An unclosed quote (or a caption over two lines) is an error naming
+    the file and its line, not a caption swallowing the lines after it."""
+    path = tmp_path / 'captions.csv'
+    path.write_bytes(text.encode('utf-8'))
+    with pytest.raises(BadInputError, match=(
+            rf'^{re.escape(str(path))}:{line}: the quote opened on this line '
+            r'is not closed on it \(a caption cannot hold a line break\).*'
+            'close the quote, or pass --skip-bad')):
+        read_caption_csv(str(path), policy=BadInputPolicy())
+
+
+def test_bad_input_csv_unclosed_quote_skips_its_line_alone(tmp_path):
+    path = tmp_path / 'captions.csv'
+    path.write_text(UNCLOSED)
+    policy = BadInputPolicy(skip_bad=True)
+    images, _ = read_caption_csv(str(path), policy=policy)
+    assert [(i.file_name, i.captions, i.caption_ids) for i in images] == [
+        ('1000_aa.jpg', ['A dog runs .'], ['2']),
+        ('3000_cc.jpg', ['A cat sleeps .'], ['4']),
+        ('4000_dd.jpg', ['A bird .'], ['5'])]
+    assert policy.summary() == 'skipped 1 x unclosed quote'
 
 
 def test_csv_malformed_row_names_line(tmp_path):
