@@ -15,7 +15,8 @@ COCO epoch is thousands of iterations, and a preemption must not cost one.
 import glob
 import os
 import os.path as osp
-from typing import Optional
+import re
+from typing import List, Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
@@ -26,6 +27,38 @@ from pcm_plugin.utils.fileio import atomic_path, replace_into
 RESUME_POINT_TMPL = 'iter_{}.pth'
 # A save in progress is ``<name>.tmp<pid>``.
 TMP_MARK = '.tmp'
+
+
+def sweep_stale_saves(folder: str) -> List[str]:
+    """Remove the ``<name>.tmp<pid>`` files of saves whose process is gone.
+
+    A kill during a save leaves one (a COCO checkpoint is hundreds of MB,
+    one per preemption). A file whose process still runs on this machine
+    is left alone: it may be another run's save in progress.
+
+    Returns:
+        list[str]: The removed paths.
+    """
+    swept = []
+    for path in glob.glob(osp.join(glob.escape(folder), f'*{TMP_MARK}*')):
+        match = re.search(rf'{re.escape(TMP_MARK)}(\d+)$', path)
+        if match and osp.isfile(path) and not _process_alive(
+                int(match.group(1))):
+            os.remove(path)
+            swept.append(path)
+    return swept
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process saves nothing yet: the file is old
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 @HOOKS.register_module()
@@ -52,6 +85,15 @@ class AtomicCheckpointHook(CheckpointHook):
                 'and a positive number of iterations (with by_epoch=False '
                 'the checkpoints are iteration-based already: use interval)')
         self.resume_interval = resume_interval
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if is_main_process():
+            swept = sweep_stale_saves(self.out_dir)
+            if swept:
+                runner.logger.info(
+                    f'Removed {len(swept)} checkpoint(s) a killed save left '
+                    f'half-written: {", ".join(map(osp.basename, swept))}')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         drop = []

@@ -165,3 +165,82 @@ def test_bad_input_resume_interval_needs_epoch_checkpoints():
                              resume_interval=10)
     with pytest.raises(ValueError, match='positive'):
         AtomicCheckpointHook(interval=1, resume_interval=0)
+
+
+class _StopAfter:
+    """Stop training (as a kill would) once ``iteration`` iterations are
+    done, after the checkpoint hook's saves."""
+
+    def __new__(cls, iteration):
+        from mmengine.hooks import Hook
+
+        class StopAfter(Hook):
+            priority = 'LOWEST'
+
+            def after_train_iter(self, runner, batch_idx, data_batch=None,
+                                 outputs=None):
+                if runner.iter + 1 == iteration:
+                    raise KeyboardInterrupt
+        return StopAfter()
+
+
+def _layout_run(toy_world, work, *, batch_size, resume=None, stop=None):
+    """Toy run of 2 epochs (64 samples) with resume points every 3
+    iterations; returns the runner and its log text."""
+    from mmengine.runner import Runner
+    cfg = toy_config(toy_world, str(work), max_epochs=2)
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.default_hooks.checkpoint.update(save_best=None, interval=1,
+                                        resume_interval=3)
+    cfg.train_cfg.val_interval = 10
+    cfg.experiment_name = f'layout{torch.randint(0, 10**9, ()).item()}'
+    if resume:
+        cfg.resume, cfg.load_from = True, str(resume)
+    runner = Runner.from_cfg(cfg)
+    if stop:
+        runner.register_hook(_StopAfter(stop))
+    try:
+        runner.train()
+    except KeyboardInterrupt:
+        pass
+    log = open(runner.logger.log_file).read()
+    return runner, log
+
+
+def test_bad_input_resume_mid_epoch_with_another_batch_size_is_refused(
+        toy_world, tmp_path):
+    """Before: 'Resuming epoch 2 at batch 11 of 5', nothing trained, exit
+    0. Now one line naming the change and the fix; nothing trained."""
+    work = tmp_path / 'work'
+    _layout_run(toy_world, work, batch_size=8, stop=11)  # 8 batches/epoch
+    assert (work / 'iter_9.pth').is_file()
+    with pytest.raises(ValueError, match=(
+            r'stopped at batch 1 of 8 in epoch 2.*batches_per_epoch 8 -> 4, '
+            r'batch_size 8 -> 16.*epoch_1.pth')):
+        _layout_run(toy_world, work, batch_size=16,
+                    resume=work / 'iter_9.pth')
+    assert not (work / 'epoch_2.pth').exists()
+
+
+def test_resume_at_an_epoch_boundary_with_another_batch_size_trains_the_epoch(
+        toy_world, tmp_path):
+    work = tmp_path / 'work'
+    _layout_run(toy_world, work, batch_size=8, stop=11)
+    runner, log = _layout_run(toy_world, work, batch_size=16,
+                              resume=work / 'epoch_1.pth')
+    assert 'batches_per_epoch 8 -> 4' in log
+    assert 'iteration counter goes from 8 to 4' in log
+    trained = re.findall(r'Epoch\(train\) \[(\d)\]\[(\d)/(\d)\]', log)
+    assert trained == [('2', str(b), '4') for b in range(1, 5)]
+    assert runner.iter == 8 and runner.epoch == 2
+
+
+def test_same_layout_resume_is_unchanged(toy_world, tmp_path):
+    """The layout check passes an unchanged run through: it resumes at
+    batch 2 (after the resume point of iteration 9) as before."""
+    work = tmp_path / 'work'
+    _layout_run(toy_world, work, batch_size=8, stop=11)
+    _, log = _layout_run(toy_world, work, batch_size=8,
+                         resume=work / 'iter_9.pth')
+    assert 'Resuming epoch 2 at batch 2 of 8' in log
+    assert 'another layout' not in log
