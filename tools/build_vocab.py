@@ -14,7 +14,6 @@ vocabulary size and the token coverage (fraction of words that are not
 ``[UNK]``) on the training captions and on held-out annotation files.
 """
 import argparse
-import json
 import os.path as osp
 import sys
 
@@ -78,8 +77,8 @@ def main(argv=None) -> int:
               f'{c["num_unk_types"]} of {c["num_types"]} distinct words '
               'unknown)')
     if args.stats_out:
-        with open(args.stats_out, 'w', encoding='utf-8') as f:
-            json.dump(stats, f, indent=1)
+        from pcm_plugin.utils.fileio import atomic_write_json
+        atomic_write_json(args.stats_out, stats)
     print(f'wrote {out}')
     return 0
 

@@ -5,6 +5,7 @@ The tokenizer itself (normalisation, special ids, file format) is
 :mod:`pcm_plugin.models.tokenizer`; this module feeds it the captions of an
 annotation file and measures how much of a corpus it covers.
 """
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -92,9 +93,16 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
 
     Returns:
         tuple: the ``tokenizers.Tokenizer`` and the word ``Counter``.
+
+    Raises:
+        ValueError: ``min_count`` below 1, ``max_words`` below 0, or no
+            word to keep (nothing is written then).
     """
     if min_count < 1:
         raise ValueError(f'min_count must be >= 1, got {min_count}')
+    if max_words < 0:
+        raise ValueError(f'max_words must be >= 0 (0: no cap), got '
+                         f'{max_words}')
     if not any(basic_words(c) for c in captions):
         raise ValueError('no words in the training captions: the '
                          'vocabulary would be empty; check the annotation '
@@ -102,10 +110,34 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
     from tqdm import tqdm
     counts = count_words(tqdm(captions, desc='counting words',
                               disable=not progress))
+    check_words_kept(counts, min_count)
     tokenizer = build_word_tokenizer(counts, min_count=min_count,
                                      max_words=max_words)
     save_tokenizer(tokenizer, out_path)
     return tokenizer, counts
+
+
+def check_words_kept(counts: Counter, min_count: int) -> None:
+    """Refuse a ``min_count`` that no word reaches: the tokenizer would hold
+    the special tokens only and every caption would train as ``[UNK]``.
+
+    Args:
+        counts (Counter): Word frequencies of the training captions (not
+            empty).
+        min_count (int): The threshold asked for.
+
+    Raises:
+        ValueError: naming the threshold, what the captions hold and the
+            highest ``min_count`` that keeps a word.
+    """
+    top_word, top = counts.most_common(1)[0]
+    if top >= min_count:
+        return
+    raise ValueError(
+        f'min_count {min_count} keeps no word: the training captions hold '
+        f'{len(counts)} distinct words, the most frequent ({top_word!r}) '
+        f'seen {top} times, so the vocabulary would hold the special tokens '
+        f'only; pass --min-count {top} or lower')
 
 
 def build_tokenizer_file(ann_file: str, out: str, *, min_count: int = 5,

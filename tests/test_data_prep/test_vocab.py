@@ -67,3 +67,24 @@ def test_bad_input_no_words_is_refused_and_nothing_written(tmp_path,
     with pytest.raises(ValueError, match='no words in the training captions'):
         build_vocab(captions, str(out))
     assert not out.exists()
+
+
+def test_bad_input_min_count_no_word_reaches_is_refused(tmp_path):
+    out = tmp_path / 'tokenizer.json'
+    with pytest.raises(ValueError) as err:
+        build_vocab(CORPUS, str(out), min_count=8)
+    assert str(err.value) == (
+        "min_count 8 keeps no word: the training captions hold 4 distinct "
+        "words, the most frequent ('a') seen 7 times, so the vocabulary "
+        'would hold the special tokens only; pass --min-count 7 or lower')
+    assert not out.exists()
+    tokenizer, _ = build_vocab(CORPUS, str(out), min_count=7)  # the edge
+    assert vocab_words(tokenizer) == ['a']
+
+
+def test_bad_input_negative_max_words_is_refused(tmp_path):
+    out = tmp_path / 'tokenizer.json'
+    with pytest.raises(ValueError, match='max_words must be >= 0 '
+                       r'\(0: no cap\), got -1'):
+        build_vocab(CORPUS, str(out), max_words=-1)
+    assert not out.exists()

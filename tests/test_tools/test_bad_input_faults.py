@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.conftest import REPO_ROOT, make_char_device
+from tests.conftest import REPO_ROOT, make_char_device, run_tool_main
 
 
 def _tool(*args):
@@ -230,3 +230,25 @@ def test_bad_input_checkpoint_name_taken_by_a_device_node(toy_world,
         'epoch_1.pth is a character device, not a regular file')
     assert stat.S_ISCHR(os.stat(work / 'epoch_1.pth').st_mode)
     assert not list(work.glob('*.tmp*'))
+
+
+def test_bad_input_build_vocab_min_count_above_every_word(tmp_path, capsys):
+    """One line naming the count, the words seen and the fix; no
+    tokenizer.json, no stats file."""
+    import json
+    ann = tmp_path / 'annotations' / 'train.json'
+    ann.parent.mkdir()
+    ann.write_text(json.dumps(dict(metainfo={}, data_list=[
+        dict(image_id=str(i), caption=c) for i, c in enumerate(
+            ['a dog runs', 'a dog sits', 'a cat'])])))
+    assert run_tool_main('tools/build_vocab.py', [
+        ann, '--min-count', 1000000, '--stats-out',
+        tmp_path / 'stats.json']) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "error: min_count 1000000 keeps no word: the training captions hold "
+        "5 distinct words, the most frequent ('a') seen 3 times, so the "
+        'vocabulary would hold the special tokens only; pass --min-count 3 '
+        'or lower')
+    assert sorted(os.listdir(tmp_path)) == ['annotations']
+    assert os.listdir(ann.parent) == ['train.json']
