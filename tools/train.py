@@ -20,11 +20,13 @@ from tools._cli import light_module  # noqa: E402
 launch_args = light_module('engine.launch_args')
 
 
-def main() -> None:
-    args = launch_args.train_arg_parser().parse_args()
-    from pcm_plugin.engine import batch_rule, launch
+def main(argv=None) -> None:
+    args = launch_args.train_arg_parser().parse_args(argv)
+    from pcm_plugin.engine import batch_rule, launch, work_dir_lock
     try:
         cfg = launch.merge_train_args(launch.load_config(args), args)
+        if os.environ.get('RANK', '0') == '0':  # one lock per run
+            work_dir_lock.lock_work_dir(cfg.work_dir)
         rule = batch_rule.apply_batch_rule(cfg, batch_rule.world_size(cfg))
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         sys.exit(f'error: {err}')

@@ -23,6 +23,7 @@ from mmengine.hooks import CheckpointHook
 
 from pcm_plugin.registry import HOOKS
 from pcm_plugin.utils.fileio import atomic_path, replace_into
+from pcm_plugin.utils.keywords import check_keywords, named_keywords
 
 RESUME_POINT_TMPL = 'iter_{}.pth'
 # A save in progress is ``<name>.tmp<pid>``.
@@ -71,12 +72,17 @@ class AtomicCheckpointHook(CheckpointHook):
             (only the newest is kept; the next epoch checkpoint replaces
             it). ``--resume`` continues from it mid-epoch with
             ``ResumableEpochBasedTrainLoop``. Defaults to None (off).
-        **kwargs: Every argument of mmengine's ``CheckpointHook`` (local
-            files).
+        **kwargs: The named arguments of mmengine's ``CheckpointHook``
+            (local files); any other key is refused at once.
     """
 
     def __init__(self, *, resume_interval: Optional[int] = None,
                  **kwargs) -> None:
+        # mmengine forwards unknown keys to every save: a typo such as
+        # max_keep_ckpt=1 would fail only at the first checkpoint.
+        check_keywords('AtomicCheckpointHook (default_hooks.checkpoint)',
+                       kwargs, named_keywords(CheckpointHook.__init__)
+                       | {'resume_interval'})
         super().__init__(**kwargs)
         if resume_interval is not None and (
                 not self.by_epoch or resume_interval < 1):
