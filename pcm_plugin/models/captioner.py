@@ -9,6 +9,11 @@ from mmpretrain.structures import DataSample
 from torch import nn
 
 from pcm_plugin.registry import MODELS
+from pcm_plugin.utils.keywords import (
+    check_keywords,
+    named_keywords,
+    takes_any_keyword,
+)
 
 from .data_preprocessor import INPUT_KEYS
 from .decoder_cache import drop_masked_positions
@@ -24,8 +29,9 @@ from .tokenizer import (
 TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
 
 
-def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
-    """Build a sub-module, naming close matches for an unknown ``type``."""
+def _build(cfg: Union[dict, nn.Module], key: str) -> nn.Module:
+    """Build the sub-module ``model.<key>``, naming close matches for an
+    unknown ``type`` or keyword."""
     if isinstance(cfg, nn.Module):
         return cfg
     name = cfg.get('type') if isinstance(cfg, dict) else None
@@ -37,6 +43,12 @@ def _build(cfg: Union[dict, nn.Module]) -> nn.Module:
             + ' PCM-Net components are registered by `import pcm_plugin` '
             "(configs: custom_imports = dict(imports=['pcm_plugin'], "
             'allow_failed_imports=False)).')
+    if isinstance(name, str) and isinstance(cfg, dict):
+        init = MODELS.get(name).__init__
+        if not takes_any_keyword(init):
+            check_keywords(f'model.{key} ({name})',
+                           [k for k in cfg if k != 'type'],
+                           named_keywords(init))
     return MODELS.build(cfg)
 
 
@@ -111,8 +123,9 @@ class PCMCaptioner(BaseModel):
         # Built here, through mmpretrain's registry: BaseModel would use
         # mmengine's root registry, which only finds plugin types inside a
         # Runner's default scope.
-        super().__init__(data_preprocessor=_build(data_preprocessor),
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=_build(data_preprocessor, 'data_preprocessor'),
+            init_cfg=init_cfg)
         self.tokenizer = None if tokenizer == FROM_WEIGHTS else \
             load_caption_tokenizer(tokenizer)
         if isinstance(decoder, dict):
@@ -124,10 +137,12 @@ class PCMCaptioner(BaseModel):
                     f"tokenizer='{FROM_WEIGHTS}' needs model.decoder."
                     'vocab_size (the released model\'s vocabulary size)')
             decoder.setdefault('max_len', max_len)
-        self.mixup, self.encoder = _build(mixup), _build(encoder)
-        self.decoder, self.loss_module = _build(decoder), _build(loss)
+        self.mixup = _build(mixup, 'mixup')
+        self.encoder = _build(encoder, 'encoder')
+        self.decoder = _build(decoder, 'decoder')
+        self.loss_module = _build(loss, 'loss')
         self.image_encoder = None if image_encoder is None else \
-            _build(image_encoder)
+            _build(image_encoder, 'image_encoder')
         if self.tokenizer is not None:
             self._check_vocab(tokenizer)
         self.max_len, self.clip_weighted = max_len, clip_weighted

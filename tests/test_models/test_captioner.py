@@ -86,6 +86,11 @@ def test_configuration_errors(cfg, tmp_path):
         MODELS.build(dict(cfg, encoder=dict(type='VisualSemanticEncodr')))
     with pytest.raises(ValueError, match='vocab_size=7'):
         MODELS.build(dict(cfg, decoder=dict(cfg['decoder'], vocab_size=7)))
+    # A misspelled keyword: one line, not a TypeError from deep inside.
+    with pytest.raises(ValueError, match=(
+            r"^model.mixup \(PCMMixup\): unknown argument 'topk' \(did you "
+            r"mean 'top_k'.*\)")):
+        MODELS.build(dict(cfg, mixup=dict(cfg['mixup'], topk=3)))
     model = MODELS.build(cfg)
     with pytest.raises(KeyError, match='LoadCLIPFeatures'):
         model(dict(patch_feats=torch.randn(1, 49, 48)), mode='tensor')
