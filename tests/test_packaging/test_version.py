@@ -20,3 +20,10 @@ def test_version_is_written_once_in_version_py():
     assert literal not in setup_py and literal not in init_py
     assert 'read_version()' in setup_py
 
+
+
+def test_changelog_opens_with_this_version():
+    import pcm_plugin
+    with open(osp.join(REPO_ROOT, 'CHANGELOG.md'), encoding='utf-8') as f:
+        headings = [line for line in f if line.startswith('## ')]
+    assert headings[0].startswith(f'## {pcm_plugin.__version__} (')

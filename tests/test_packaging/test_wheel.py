@@ -54,8 +54,9 @@ def build_with_backend(hook: str, source_dir: str, out_dir: str) -> str:
 
 
 @pytest.fixture(scope='module')
-def wheel(tmp_path_factory) -> str:
-    """The wheel built from an sdist of the repository's files."""
+def dists(tmp_path_factory) -> tuple:
+    """(sdist, wheel): the wheel built from the sdist of the repository's
+    files."""
     root = tmp_path_factory.mktemp('build')
     clone, dist = str(root / 'clone'), str(root / 'dist')
     os.makedirs(dist)
@@ -65,7 +66,12 @@ def wheel(tmp_path_factory) -> str:
         archive.extractall(str(root / 'sdist'), filter='data')
     unpacked = osp.join(str(root / 'sdist'),
                         osp.basename(sdist)[:-len('.tar.gz')])
-    return build_with_backend('build_wheel', unpacked, dist)
+    return sdist, build_with_backend('build_wheel', unpacked, dist)
+
+
+@pytest.fixture(scope='module')
+def wheel(dists) -> str:
+    return dists[1]
 
 
 def test_wheel_carries_the_configs_and_model_index(wheel):
@@ -97,6 +103,23 @@ def test_wheel_carries_the_configs_and_model_index(wheel):
         'pcm_plugin', f'pcm_plugin-{__version__}.dist-info'}
     assert 'pcm_plugin/resources/coco_concepts_446.txt' in names
     assert f'\nVersion: {__version__}\n' in metadata
+
+
+def test_licence_and_changelog_travel_with_the_release(dists):
+    from pcm_plugin.version import __version__
+    sdist, wheel = dists
+    with tarfile.open(sdist) as archive:
+        top = f'pcm_plugin-{__version__}/'
+        sdist_names = set(archive.getnames())
+    assert {top + 'LICENSE', top + 'CHANGELOG.md'} <= sdist_names
+    with zipfile.ZipFile(wheel) as archive:
+        info = f'pcm_plugin-{__version__}.dist-info/'
+        licence = archive.read(info + 'licenses/LICENSE').decode()
+        metadata = archive.read(info + 'METADATA').decode()
+    assert licence.startswith('MIT License\n')
+    assert 'Copyright (c) 2026 pcm_plugin contributors' in licence
+    assert '\nLicense: MIT\n' in metadata
+    assert '\nLicense-File: LICENSE\n' in metadata
 
 
 def write_venv_over_project(venv: str) -> str:
