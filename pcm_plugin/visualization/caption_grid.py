@@ -15,6 +15,15 @@ from mmengine.hooks import Hook
 
 from pcm_plugin.registry import HOOKS
 
+FONT_SIZE, LINE_HEIGHT = 13, 17
+
+
+def caption_font():
+    """Pillow's scalable default font: its bitmap one is so tight that
+    "a photo of a" reads "a photoofa"."""
+    from PIL import ImageFont
+    return ImageFont.load_default(size=FONT_SIZE)
+
 
 def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
                       out_png: str, *, cols: int = 4, scale: int = 1,
@@ -32,13 +41,13 @@ def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
     Returns:
         str: ``out_png``.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     from pcm_plugin.data_prep.image_io import load_rgb_image
     from pcm_plugin.utils.fileio import atomic_path
     if not items:
         raise ValueError('no images to draw')
-    font = ImageFont.load_default()
+    font = caption_font()
     tiles: List[Image.Image] = []
     for path, pred, ref in items:
         image = load_rgb_image(path)
@@ -51,13 +60,13 @@ def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
             texts.append(('ref:  ' + ref, (0, 0, 0)))
         lines = [(line, colour) for text, colour in texts
                  for line in textwrap.wrap(text, wrap)[:2]]
-        tile = Image.new('RGB', (max(image.width, 360),
-                                 image.height + 8 + 14 * len(lines)), 'white')
+        tile = Image.new('RGB', (max(image.width, 360), image.height + 8
+                                 + LINE_HEIGHT * len(lines)), 'white')
         tile.paste(image, ((tile.width - image.width) // 2, 0))
         draw = ImageDraw.Draw(tile)
         for k, (line, colour) in enumerate(lines):
-            draw.text((4, image.height + 4 + 14 * k), line, fill=colour,
-                      font=font)
+            draw.text((4, image.height + 4 + LINE_HEIGHT * k), line,
+                      fill=colour, font=font)
         tiles.append(tile)
     rows = (len(tiles) + cols - 1) // cols
     width = max(t.width for t in tiles)
@@ -105,6 +114,17 @@ class CaptionGridHook(Hook):
                  scale: int = 1) -> None:
         self.image_dir, self.num, self.scale = image_dir, num, scale
         self._seen: List[Tuple[str, str]] = []
+        self.enabled = True
+
+    def before_run(self, runner) -> None:
+        """Check the inputs once, at the start: a picture is never worth a
+        run, so a problem disables the hook with a warning."""
+        if not osp.isdir(self.image_dir):
+            self.enabled = False
+            runner.logger.warning(
+                f'CaptionGridHook: image_dir {self.image_dir} is not a '
+                'folder; no caption pictures will be written (fix '
+                'custom_hooks[...].image_dir)')
 
     def _collect(self, outputs) -> None:
         for sample in outputs or []:
@@ -124,8 +144,16 @@ class CaptionGridHook(Hook):
     after_test_iter = after_val_iter
 
     def _write(self, runner, mode: str) -> None:
-        if not is_main_process() or not self._seen:
+        if not (self.enabled and is_main_process() and self._seen):
             return
+        try:
+            self._draw(runner, mode)
+        except Exception as err:  # noqa: BLE001  a picture never ends a run
+            runner.logger.warning(
+                f'CaptionGridHook: no {mode} picture ({type(err).__name__}: '
+                f'{" ".join(str(err).split())[:200]}); the run goes on')
+
+    def _draw(self, runner, mode: str) -> None:
         loader = runner.val_dataloader if mode == 'val' else \
             runner.test_dataloader
         images = annotation_images(loader.dataset.ann_file, self.image_dir)
