@@ -5,9 +5,13 @@ imports ``configs/zoo/model-index.yml``) with mmpretrain's ``ModelHub``, so
 that ``mmpretrain.list_models('pcm*')`` lists the four PCM-Net models and
 ``mmpretrain.get_model('pcm-net_vit-b32_coco',
 pretrained='RELEASE.safetensors')`` builds one from a one-file release (its
-tokenizer, concept bank and CLIP head come with the weights). It also lets a
-config inherit ours as ``_base_ = 'pcm_plugin::zoo/NAME.py'`` (mmengine
-reads ``pcm_plugin/.mim/configs``, so this needs an installed wheel).
+tokenizer, concept bank and CLIP head come with the weights).
+
+It also lets a config inherit ours, ``_base_ = 'pcm_plugin::zoo/NAME.py'``
+or ``'pcm_plugin::_base_/...'``, in a process that imported pcm_plugin
+before reading the config (the tools do). mmengine reads these from
+``pcm_plugin/.mim/configs`` of an installed wheel (an editable install has
+none: inherit by path there) and only from a folder below ``configs/``.
 """
 import os.path as osp
 from typing import Optional
