@@ -9,11 +9,14 @@ Hugging Face ``tokenizers`` library, so the file loads offline through
 import json
 import os.path as osp
 from collections import Counter
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 EOS_TOKEN, UNK_TOKEN, PAD_TOKEN = '[EOS]', '[UNK]', '[PAD]'
 EOS_ID, UNK_ID, PAD_ID = 0, 1, 2
 SPECIAL_TOKENS = (EOS_TOKEN, UNK_TOKEN, PAD_TOKEN)
+# X-modaler's preprocessing writes every rare caption word as this word, and
+# appends it to vocabulary.txt, where it is an ordinary (learned) word.
+OFFICIAL_UNKNOWN_WORD = 'UNK'
 
 
 def _normalizer():
@@ -67,18 +70,23 @@ def build_word_tokenizer(counts: Counter, *, min_count: int = 5,
     return tokenizer_from_words(words)
 
 
-def tokenizer_from_words(words: Sequence[str]):
+def tokenizer_from_words(words: Sequence[str], *,
+                         unknown_word: Optional[str] = None):
     """A word-level tokenizer with ``words`` at ids 3, 4, ... in order.
 
     Args:
         words (Sequence[str]): Distinct words (e.g. an official vocabulary,
             whose order the embedding rows follow).
+        unknown_word (str, optional): A word of ``words`` that every word
+            outside the vocabulary becomes (the official vocabulary's
+            ``'UNK'``). Defaults to None: they become ``[UNK]``.
 
     Returns:
         tokenizers.Tokenizer: Ids 0/1/2 are ``[EOS]``/``[UNK]``/``[PAD]``.
 
     Raises:
-        ValueError: A repeated or special word.
+        ValueError: A repeated or special word, or an ``unknown_word`` that
+            is not one of ``words``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -88,13 +96,37 @@ def tokenizer_from_words(words: Sequence[str]):
                              'special token); a vocabulary needs distinct '
                              'words')
         vocab[word] = len(vocab)
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    if unknown_word is not None and unknown_word not in words:
+        raise ValueError(f'unknown_word {unknown_word!r} is not a word of '
+                         'the vocabulary')
+    tokenizer = Tokenizer(models.WordLevel(
+        vocab=vocab, unk_token=unknown_word or UNK_TOKEN))
     tokenizer.normalizer = _normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.decoder = decoders.WordPiece(prefix='##', cleanup=False)
     for token in SPECIAL_TOKENS:
         tokenizer.add_special_tokens([token])
     return tokenizer
+
+
+def tokenizer_from_official_words(words: Sequence[str]):
+    """The tokenizer of an official ``vocabulary.txt`` (official id ``j``
+    is ``j + 2``).
+
+    The official ``'UNK'`` word, if listed, stays a word (it is upper-case,
+    so the lower-casing normaliser alone would send it to ``[UNK]``) and
+    takes every word outside the vocabulary, as the official preprocessing
+    did; ``[UNK]`` and ``[PAD]`` are then never produced.
+
+    Args:
+        words (Sequence[str]): The official words, official id 1 first.
+
+    Returns:
+        tokenizers.Tokenizer: See :func:`tokenizer_from_words`.
+    """
+    unknown = OFFICIAL_UNKNOWN_WORD if OFFICIAL_UNKNOWN_WORD in words \
+        else None
+    return tokenizer_from_words(words, unknown_word=unknown)
 
 
 def save_tokenizer(tokenizer, path: str) -> None:
