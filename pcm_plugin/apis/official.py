@@ -170,8 +170,10 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
     from pcm_plugin.models.concept_bank import save_concept_bank
     from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
     from pcm_plugin.models.tokenizer import (
+        PAD_ID,
+        UNK_ID,
         save_tokenizer,
-        tokenizer_from_words,
+        tokenizer_from_official_words,
     )
     from pcm_plugin.registry import MODELS
 
@@ -187,7 +189,7 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
                          '+ 1): they are not from the same release')
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = osp.join(tmp, 'tokenizer.json')
-        save_tokenizer(tokenizer_from_words(words), tokenizer)
+        save_tokenizer(tokenizer_from_official_words(words), tokenizer)
         bank = concept_bank
         if concept_bank.endswith(('.pickle', '.pkl')):
             from pcm_plugin.data_prep.official_bank import read_official_bank
@@ -196,7 +198,10 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
         cfg = Config.fromfile(config)
         cfg.merge_from_dict({'model.tokenizer': tokenizer,
                              'model.mixup.concept_bank': bank,
-                             'model.mixup.clip_head': FROM_WEIGHTS})
+                             'model.mixup.clip_head': FROM_WEIGHTS,
+                             # Not official words: the loss is over the
+                             # official rows only (softmax, smoothing).
+                             'model.loss.excluded_ids': [UNK_ID, PAD_ID]})
         model = MODELS.build(cfg.model)
         model.load_state_dict(state, strict=True)
         manifest = dict(

@@ -174,6 +174,12 @@ def test_name_table_covers_every_official_tensor_once():
 
 @pytest.fixture
 def converted(tmp_path):
+    return convert_test_checkpoint(tmp_path, WORDS)
+
+
+def convert_test_checkpoint(tmp_path, words):
+    """:func:`official_state` with ``words`` converted to a one-file
+    release; returns the official state, the bank, the release, manifest."""
     from mmengine.config import Config
 
     from pcm_plugin.apis.official import convert_official_checkpoint
@@ -183,7 +189,7 @@ def converted(tmp_path):
     ckpt = tmp_path / 'official.pth'
     torch.save(dict(model=W, iteration=1234), ckpt)
     vocab = tmp_path / 'vocabulary.txt'
-    vocab.write_text('\n'.join(WORDS) + '\n')
+    vocab.write_text('\n'.join(words) + '\n')
     bank_rows = random_unit_rows(6, DG, seed=5)
     bank = tmp_path / 'bank.npz'
     save_concept_bank(str(bank), [f'c{i}' for i in range(6)], bank_rows)

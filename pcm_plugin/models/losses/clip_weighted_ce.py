@@ -22,9 +22,23 @@ n the number of valid (non-padding) tokens in the batch:
 Means run over the valid tokens of the whole batch (EOS included, padding
 excluded). They are not divided by the sum of weights, so low-CLIP samples
 simply contribute less (§5.4).
+
+``excluded_ids`` names logit rows that are not words of the vocabulary: the
+softmax, the smoothing and V ignore them, so the loss is the V-word loss of
+the remaining rows. A converted official model sets ``(1, 2)``: its
+``[UNK]``/``[PAD]`` rows exist only for this plugin's id layout (the
+official vocabulary has no such rows; its ``'UNK'`` word is an ordinary
+row), and smoothing over them would add mass on two rows pinned at
+probability 0. Models trained by this plugin keep ``()``: their ``[UNK]``
+row is a learned word and ``[PAD]`` an output class like any other, as in
+common label-smoothing implementations.
+
+Official code and paper: the defaults follow the code. The paper's Eq. 11
+is the option ``focal='none'``, ``weight_floor=None`` (it has neither the
+focal factor nor the lower clamp).
 """
 import math
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -115,7 +129,8 @@ def clip_weighted_ce(logits: Tensor,
                      gamma: float = 2.0,
                      focal: str = 'batch',
                      weight_floor: Optional[float] = 0.0,
-                     ignore_index: int = -100) -> Tensor:
+                     ignore_index: int = -100,
+                     excluded_ids: Sequence[int] = ()) -> Tensor:
     """Functional CLIP-weighted label-smoothed CE (see the module docstring).
 
     Args:
@@ -134,12 +149,15 @@ def clip_weighted_ce(logits: Tensor,
         weight_floor (float, optional): Lower clamp of the weights; ``None``
             for the paper's Eq. 11 without floor. Defaults to 0.0.
         ignore_index (int): Target value of padding. Defaults to -100.
+        excluded_ids (Sequence[int]): Logit rows that are not words (no
+            probability, no smoothing mass, not counted in V); a target
+            on one is an error. Defaults to () (every row is a word).
 
     Returns:
         Tensor: Scalar loss; an all-padding batch gives 0 with a gradient.
     """
     check_inputs(logits, targets, clip_cos, focal, label_smoothing,
-                 ignore_index)
+                 ignore_index, excluded_ids)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # log-softmax in half precision is lossy
     valid = targets != ignore_index  # (B, T)
@@ -150,6 +168,8 @@ def clip_weighted_ce(logits: Tensor,
         return torch.where(valid[..., None], logits, 0.0).sum()
 
     safe_targets = targets.masked_fill(~valid, 0).long()  # (B, T)
+    if excluded_ids:
+        logits, safe_targets = drop_rows(logits, safe_targets, excluded_ids)
     log_probs = torch.log_softmax(logits, dim=-1)  # (B, T, V)
     token_loss = smoothed_token_kl(log_probs, safe_targets,
                                    label_smoothing)  # (B, T)
@@ -172,9 +192,30 @@ def clip_weighted_ce(logits: Tensor,
             masked_mean(token_loss, valid, num_valid))
 
 
+def drop_rows(logits: Tensor, targets: Tensor,
+              excluded_ids: Sequence[int]) -> Tuple[Tensor, Tensor]:
+    """Logits without the ``excluded_ids`` rows, and targets renumbered to
+    the rows that are left.
+
+    Args:
+        logits (Tensor): ``(B, T, V)``.
+        targets (Tensor): ``(B, T)`` long, none of them excluded.
+        excluded_ids (Sequence[int]): Rows to drop.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(B, T, V - len(excluded_ids))`` logits and
+        ``(B, T)`` targets indexing them.
+    """
+    kept = torch.ones(logits.size(-1), dtype=torch.bool,
+                      device=logits.device)
+    kept[list(excluded_ids)] = False
+    new_ids = kept.long().cumsum(0) - 1  # (V,) old id -> id among kept
+    return logits[..., kept], new_ids[targets]
+
+
 def check_inputs(logits: Tensor, targets: Tensor, clip_cos: Optional[Tensor],
-                 focal: str, label_smoothing: float,
-                 ignore_index: int) -> None:
+                 focal: str, label_smoothing: float, ignore_index: int,
+                 excluded_ids: Sequence[int] = ()) -> None:
     """Raise a clear error for shapes or values the loss cannot use."""
     if focal not in FOCAL_MODES:
         raise ValueError(f'focal must be one of {FOCAL_MODES}, got {focal!r}')
@@ -198,6 +239,32 @@ def check_inputs(logits: Tensor, targets: Tensor, clip_cos: Optional[Tensor],
             f'ignore_index={ignore_index}; got values in '
             f'[{int(valid_targets.min())}, {int(valid_targets.max())}]. '
             'Is ignore_index set to the padding value of your batches?')
+    check_excluded(logits.size(-1), valid_targets, excluded_ids,
+                   label_smoothing)
+
+
+def check_excluded(num_rows: int, valid_targets: Tensor,
+                   excluded_ids: Sequence[int],
+                   label_smoothing: float) -> None:
+    """Raise a clear error for ``excluded_ids`` the logits cannot use."""
+    if not excluded_ids:
+        return
+    bad = [i for i in excluded_ids if not 0 <= i < num_rows]
+    if bad or len(set(excluded_ids)) != len(excluded_ids):
+        raise ValueError(f'excluded_ids={list(excluded_ids)} must be '
+                         f'distinct ids in [0, {num_rows})')
+    if label_smoothing > 0 and num_rows - len(excluded_ids) < 2:
+        raise ValueError('label smoothing needs >= 2 words besides '
+                         f'excluded_ids={list(excluded_ids)}')
+    hit = sorted(set(valid_targets.tolist()) & set(excluded_ids))
+    if hit:
+        raise ValueError(
+            f'targets include ids {hit}, which excluded_ids='
+            f'{list(excluded_ids)} says are not words (a converted '
+            'official model has no [UNK]/[PAD] word: its tokenizer maps '
+            "unknown words to the official 'UNK' word, if the official "
+            'vocabulary has one; a caption with an unknown word cannot be '
+            'scored without it)')
 
 
 @MODELS.register_module()
@@ -219,6 +286,10 @@ class CLIPWeightedCELoss(nn.Module):
         weight_floor (float, optional): Lower clamp of the per-sample weight.
             Defaults to 0.0.
         ignore_index (int): Target value marking padding. Defaults to -100.
+        excluded_ids (Sequence[int]): Logit rows that are not words: no
+            probability, no smoothing mass, not counted in V. ``(1, 2)``
+            for a converted official model (its ``[UNK]``/``[PAD]`` rows);
+            ``()`` for models trained by this plugin. Defaults to ().
         loss_weight (float): Multiplier of the final loss. Defaults to 1.0.
     """
 
@@ -230,6 +301,7 @@ class CLIPWeightedCELoss(nn.Module):
                  focal: str = 'batch',
                  weight_floor: Optional[float] = 0.0,
                  ignore_index: int = -100,
+                 excluded_ids: Sequence[int] = (),
                  loss_weight: float = 1.0) -> None:
         super().__init__()
         if focal not in FOCAL_MODES:
@@ -241,6 +313,7 @@ class CLIPWeightedCELoss(nn.Module):
         self.focal = focal
         self.weight_floor = weight_floor
         self.ignore_index = ignore_index
+        self.excluded_ids = tuple(int(i) for i in excluded_ids)
         self.loss_weight = loss_weight
 
     def forward(self,
@@ -267,11 +340,13 @@ class CLIPWeightedCELoss(nn.Module):
             gamma=self.gamma,
             focal=self.focal,
             weight_floor=self.weight_floor,
-            ignore_index=self.ignore_index)
+            ignore_index=self.ignore_index,
+            excluded_ids=self.excluded_ids)
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'alpha={self.alpha}, label_smoothing={self.label_smoothing}, '
                 f'gamma={self.gamma}, focal={self.focal!r}, '
                 f'weight_floor={self.weight_floor}, '
-                f'ignore_index={self.ignore_index}')
+                f'ignore_index={self.ignore_index}, '
+                f'excluded_ids={self.excluded_ids}')

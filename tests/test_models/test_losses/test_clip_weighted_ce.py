@@ -212,6 +212,41 @@ def test_bad_inputs_raise_clear_errors():
         clip_weighted_ce(logits[0], targets[0])
 
 
+@pytest.mark.parametrize('focal', ['batch', 'word', 'none'])
+def test_excluded_rows_are_outside_the_vocabulary(focal):
+    """With rows 1 and 2 excluded the loss is the V-2-word loss of the rest,
+    whatever those rows hold (a converted official model's [UNK]/[PAD])."""
+    logits, targets, clip_cos = tiny_case()  # V = 5 words
+    wide = torch.cat([logits[..., :1], torch.tensor([-1e4, 50.0]).expand(
+        3, 3, 2).double(), logits[..., 1:]], -1)  # rows 1, 2 inserted
+    wide.requires_grad_(True)
+    wide_targets = torch.where(targets > 0, targets + 2, targets)
+    loss = CLIPWeightedCELoss(focal=focal, excluded_ids=(1, 2))(
+        wide, wide_targets, clip_cos)
+    expected = hand_loss(logits, targets, clip_cos, focal=focal)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    loss.backward()
+    assert torch.all(wide.grad[..., 1:3] == 0)
+    # Without exclusion the two rows take smoothing mass (and row 2 takes
+    # probability): another, larger loss.
+    included = CLIPWeightedCELoss(focal=focal)(wide, wide_targets, clip_cos)
+    assert included.item() > expected + 1.0
+
+
+def test_bad_input_excluded_ids():
+    logits, targets, clip_cos = tiny_case()
+    with pytest.raises(ValueError, match=r'targets include ids \[4\], which '
+                       r'excluded_ids=\[4\] says are not words'):
+        clip_weighted_ce(logits, targets, excluded_ids=(4,))
+    with pytest.raises(ValueError, match=r'distinct ids in \[0, 5\)'):
+        clip_weighted_ce(logits, targets, excluded_ids=(5,))
+    with pytest.raises(ValueError, match='distinct'):
+        clip_weighted_ce(logits, targets, excluded_ids=(4, 4))
+    with pytest.raises(ValueError, match='>= 2 words besides'):
+        clip_weighted_ce(logits, torch.zeros_like(targets),
+                         excluded_ids=(1, 2, 3, 4))
+
+
 def test_build_from_registry():
     from pcm_plugin.registry import MODELS
     loss_fn = MODELS.build(
