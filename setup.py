@@ -23,9 +23,11 @@ MIM_FILES = (
     'configs/_base_/datasets/coco_sd_features.py',
     'configs/_base_/schedules/pcm_noam_12e.py',
 )
-# Data files inside the package, also by name.
+# Data files inside the package: its small text resources, and the lab's
+# folders by name.
 PACKAGE_DATA = (
-    'resources/coco_concepts_446.txt',
+    'resources/*.txt',
+    'resources/*.csv',
     # The mini world's committed CLIPs (the lab's).
     'resources/mini_clip/*',
     'resources/mini_clip_localized/*',

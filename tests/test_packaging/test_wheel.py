@@ -105,6 +105,18 @@ def test_wheel_carries_the_configs_and_model_index(wheel):
     assert f'\nVersion: {__version__}\n' in metadata
 
 
+def test_every_file_of_the_package_folder_ships(wheel):
+    """A data file added under pcm_plugin/ and not named in setup.py's
+    PACKAGE_DATA would be missing from every install but a clone's."""
+    listing = run_checked(['git', 'ls-files', '-co', '--exclude-standard',
+                           'pcm_plugin'], cwd=REPO_ROOT).stdout.split()
+    in_repository = {rel for rel in listing
+                     if osp.isfile(osp.join(REPO_ROOT, rel))}
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
+    assert in_repository - in_wheel == set()
+
+
 def test_licence_and_changelog_travel_with_the_release(dists):
     from pcm_plugin.version import __version__
     sdist, wheel = dists
