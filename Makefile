@@ -20,7 +20,7 @@ $(STAMP): requirements/pinned.txt requirements/tests.txt requirements/no_deps.tx
 	$(PY) -m pip install -q --no-deps -r requirements/no_deps.txt 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v 'is ignored: it is neither' || true
 	$(PY) tools/install_torchvision_shim.py
-	$(PY) -c "import torch, mmengine, mmpretrain.models, open_clip, diffusers, pcm_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PY) -W "ignore:Fail to import:UserWarning" -c "import torch, mmengine, mmpretrain.models, open_clip, diffusers, pcm_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -117,3 +117,39 @@ def add_clip_args(parser: argparse.ArgumentParser, model_help: str) -> None:
                         help='custom open_clip config JSON (<name>.json '
                         'registers model <name>)')
     parser.add_argument('--cache-dir', help='cache for --pretrained')
+
+
+# Warnings the pinned stack prints on every run that say nothing about the
+# user's run: (message prefix, category). Prefixes hold no ':' or ','
+# (PYTHONWARNINGS syntax).
+KNOWN_HARMLESS_WARNINGS = (
+    ('pkg_resources is deprecated as an API', UserWarning),
+    ('Deprecated call to `pkg_resources.declare_namespace', Warning),
+    ('Fail to import ``MultiScaleDeformableAttention``', UserWarning),
+    ('`broadcast_buffers` is deprecated', FutureWarning),
+    ('The prefix is not set in metric class', UserWarning),
+    ('`torch.jit.script` is deprecated', DeprecationWarning),
+    ('`torch.jit.interface` is deprecated', DeprecationWarning),
+)
+
+
+def quiet_known_warnings() -> None:
+    """Hide :data:`KNOWN_HARMLESS_WARNINGS` in this tool's process and the
+    processes it starts (torchrun ranks, data workers: through
+    ``PYTHONWARNINGS``); every other warning still prints.
+
+    Entry points only: importing the library changes no filter.
+    """
+    import os
+    import re
+    import warnings
+    for prefix, category in KNOWN_HARMLESS_WARNINGS:
+        warnings.filterwarnings('ignore', message=re.escape(prefix),
+                                category=category)
+    inherited = [os.environ.get('PYTHONWARNINGS', '')] + [
+        f'ignore:{prefix}:{category.__name__}'
+        for prefix, category in KNOWN_HARMLESS_WARNINGS]
+    os.environ['PYTHONWARNINGS'] = ','.join(filter(None, inherited))
+
+
+quiet_known_warnings()

@@ -12,13 +12,12 @@ import argparse
 import os
 import os.path as osp
 import sys
-import warnings
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
+
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
-# mmengine imports pkg_resources; its deprecation notice is not for users.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 
 def main(argv=None) -> int:
