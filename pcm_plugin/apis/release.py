@@ -17,7 +17,16 @@ from::
 
 Or one file, ``RELEASE.safetensors``: the same tensors plus the tokenizer
 and the concept bank as tensors, and the config (files set to
-``'from_weights'``) in the safetensors metadata.
+``'from_weights'``) as JSON in the safetensors metadata.
+
+A one-file release is data only, safe to accept from anyone: its config
+is parsed as JSON (nothing executed) and every ``type`` in it must name a
+registered component (mmengine would otherwise import and call a dotted
+name such as ``'subprocess.run'``). A folder release's ``config.py`` is
+Python and runs when it is loaded, as every OpenMMLab config does: load
+folders only from people you trust. One-file releases written before the
+JSON format kept the config as Python text; they are read only behind the
+checkpoint trust switch (``--trust-checkpoint``, ``PCM_TRUST_CHECKPOINT``).
 
 ``tools/test.py RELEASE``, ``tools/caption_image.py RELEASE images...``,
 ``ImageCaptioner(RELEASE)`` and ``mmpretrain.get_model(ZOO_NAME,
@@ -39,8 +48,12 @@ CONFIG = 'config.py'
 MANIFEST = 'release.json'
 HERE = '{{ fileDirname }}'
 MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
-CONFIG_KEY = 'pcm_plugin.config'  # safetensors metadata of a one-file release
+# safetensors metadata of a one-file release
+CONFIG_KEY = 'pcm_plugin.config.json'  # the config, as JSON
+PYTHON_CONFIG_KEY = 'pcm_plugin.config'  # the old format: Python text
 MANIFEST_KEY = 'pcm_plugin.release'
+# Config dicts whose ``type`` is an option, not a registered component.
+OPTION_TYPES = {'clip_grad': ('norm', 'value')}  # mmengine's OptimWrapper
 
 
 def names_a_release(path) -> bool:
@@ -54,7 +67,7 @@ def names_a_release(path) -> bool:
 def is_release(path: str) -> bool:
     """Whether ``path`` is a release written by :func:`publish_model`."""
     if osp.isfile(path) and path.endswith('.safetensors'):
-        return CONFIG_KEY in _metadata(path)
+        return bool({CONFIG_KEY, PYTHON_CONFIG_KEY} & set(_metadata(path)))
     return osp.isdir(path) and osp.isfile(osp.join(path, WEIGHTS)) and \
         osp.isfile(osp.join(path, CONFIG))
 
@@ -75,12 +88,14 @@ def resolve_release(path: str) -> Tuple[Union[str, Config], str]:
     """
     if osp.isfile(path) and path.endswith('.safetensors'):
         meta = _metadata(path)
-        if CONFIG_KEY not in meta:
-            raise FileNotFoundError(
-                f'{path} is not a one-file release (no {CONFIG_KEY!r} in '
-                'its metadata); write one with tools/publish_model.py '
-                'CONFIG CHECKPOINT OUT.safetensors')
-        return Config.fromstring(meta[CONFIG_KEY], '.py'), path
+        if CONFIG_KEY in meta:
+            return config_from_json(meta[CONFIG_KEY], path), path
+        if PYTHON_CONFIG_KEY in meta:
+            return _python_config(meta[PYTHON_CONFIG_KEY], path), path
+        raise FileNotFoundError(
+            f'{path} is not a one-file release (no {CONFIG_KEY!r} in '
+            'its metadata); write one with tools/publish_model.py '
+            'CONFIG CHECKPOINT OUT.safetensors')
     missing = [name for name in (CONFIG, WEIGHTS)
                if not osp.isfile(osp.join(path, name))]
     if not osp.isdir(path) or missing:
@@ -89,6 +104,119 @@ def resolve_release(path: str) -> Tuple[Union[str, Config], str]:
             f'{missing or [CONFIG, WEIGHTS]}. Write one with '
             'tools/publish_model.py CONFIG CHECKPOINT OUT_DIR')
     return osp.join(path, CONFIG), osp.join(path, WEIGHTS)
+
+
+def config_to_json(cfg: Config) -> str:
+    """The config as JSON text: data that is read without running it.
+
+    Raises:
+        ValueError: the config holds a value JSON cannot store (a class
+            or function of a lazy-import config).
+    """
+    try:
+        return json.dumps(cfg.to_dict())
+    except TypeError as err:
+        raise ValueError(
+            f'a one-file release keeps its config as JSON, and this config '
+            f'holds a value that is not data ({err}); write its types as '
+            'registered names (type=\'PCMCaptioner\'), or publish a '
+            'folder release') from None
+
+
+def config_from_json(text: str, source: str) -> Config:
+    """A release's JSON config, checked to be data before it is used.
+
+    Args:
+        text (str): The JSON text.
+        source (str): The file it came from, for messages.
+
+    Raises:
+        ValueError: the text is not a JSON object, or names a ``type``
+            no registry holds (:func:`check_registered_types`).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{source}: the config in its metadata is not '
+                         f'valid JSON ({err})') from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{source}: the config in its metadata is not a '
+                         f'JSON object but {type(data).__name__}')
+    check_registered_types(data, source)
+    return Config(data)
+
+
+def registered_types() -> Tuple[set, set]:
+    """``(names, scopes)``: every name a ``type`` can take that some
+    OpenMMLab registry holds (bare and ``scope.name``), and the scopes."""
+    import mmengine.registry as roots
+    from mmengine.registry import Registry
+
+    import pcm_plugin  # noqa: F401  registers the components
+    names, scopes = set(), set()
+    pending = [r for r in vars(roots).values() if isinstance(r, Registry)]
+    while pending:
+        registry = pending.pop()
+        registry.import_from_location()
+        scopes.add(registry.scope)
+        names.update(registry.module_dict)
+        names.update(f'{registry.scope}.{name}'
+                     for name in registry.module_dict)
+        pending.extend(registry.children.values())
+    return names, scopes
+
+
+def check_registered_types(data, source: str) -> None:
+    """Refuse a config whose ``type`` or scope names anything but a
+    registered component.
+
+    mmengine builds ``dict(type=NAME)`` by importing ``NAME`` as a dotted
+    path when no registry holds it (``'subprocess.run'`` would be called
+    with the dict's other keys), and imports ``SCOPE.registry`` for an
+    unknown ``_scope_``; in a file from someone else both run code.
+
+    Raises:
+        ValueError: naming the file and the first offending values.
+    """
+    names, scopes = registered_types()
+    bad = []
+
+    def visit(node, key=None) -> None:
+        if isinstance(node, dict):
+            kind = node.get('type')
+            if 'type' in node and kind not in names and \
+                    kind not in OPTION_TYPES.get(key, ()):
+                bad.append(kind)
+            scope = node.get('_scope_', node.get('default_scope'))
+            if scope is not None and scope not in scopes:
+                bad.append(scope)
+            for name, value in node.items():
+                visit(value, name)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+
+    visit(data)
+    if bad:
+        raise ValueError(
+            f'{source}: its config names {bad[:3]} as a component type or '
+            'scope, which no registry holds; mmengine would import and call '
+            'it, so the release is refused. Only registered names are '
+            'accepted in a one-file release')
+
+
+def _python_config(text: str, source: str) -> Config:
+    """The config of an old one-file release (Python text, which runs
+    when it is read): only behind the checkpoint trust switch."""
+    from pcm_plugin.engine.checkpoint import TRUST_ENV, _trusted
+    if not _trusted():
+        raise ValueError(
+            f'{source} is a one-file release in the old format: its config '
+            'is Python text, which would run when read. Load it only if '
+            'you trust the file: pass --trust-checkpoint (or set '
+            f'{TRUST_ENV}=1); tools/publish_model.py now writes the config '
+            'as JSON, which runs nothing')
+    return Config.fromstring(text, '.py')
 
 
 def _model_files(cfg: Config) -> Dict[str, Optional[str]]:
@@ -237,8 +365,7 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
     state = {k: v.detach().clone().contiguous()
              for k, v in model.state_dict().items()}
     state.update(model.files_state())
-    metadata = {CONFIG_KEY: '# A released PCM-Net model (one file; '
-                'tools/publish_model.py)\n' + release_cfg.pretty_text,
+    metadata = {CONFIG_KEY: config_to_json(release_cfg),
                 MANIFEST_KEY: json.dumps(manifest)}
     with atomic_path(out, suffix='.safetensors') as tmp:
         save_file(state, tmp, metadata=metadata)
