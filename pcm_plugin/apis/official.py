@@ -135,6 +135,44 @@ def convert_official_state(official: Dict[str, torch.Tensor]
     return state
 
 
+def official_dimensions(state: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    """The config values a converted state dict was trained with, by their
+    config key (``'model.mixup.global_dim'``, ...)."""
+    embed_dim, patch_dim = state['mixup.patch_proj.weight'].shape
+    global_dim = state['mixup.global_proj.weight'].shape[1]
+    dims = {'model.mixup.embed_dim': embed_dim,
+            'model.mixup.patch_dim': patch_dim,
+            'model.mixup.global_dim': global_dim,
+            'model.mixup.num_patches': state['mixup.pos_embed'].shape[1] - 1}
+    for part in ('encoder', 'decoder'):
+        dims.update({
+            f'model.{part}.embed_dim': embed_dim,
+            f'model.{part}.num_layers': _layer_count(state, f'{part}.layers.'),
+            f'model.{part}.ffn_dim':
+                state[f'{part}.layers.0.ffn.net.0.weight'].shape[0]})
+    return dims
+
+
+def check_config_fits(cfg, config: str, dims: Dict[str, int],
+                      checkpoint: str) -> None:
+    """Raise naming ``config`` and every dimension it sets otherwise than
+    the checkpoint (before the model is built: a wrong CLIP width would
+    otherwise surface as a concept bank that does not fit)."""
+    wrong = []
+    for key, value in dims.items():
+        node = cfg
+        for part in key.split('.'):
+            node = node.get(part) if hasattr(node, 'get') else None
+        if node is not None and node != value:
+            wrong.append(f'{key} is {node} in the config, {value} in the '
+                         'checkpoint')
+    if wrong:
+        raise ValueError(
+            f'config {config} does not fit checkpoint {checkpoint}: '
+            f'{"; ".join(wrong)}. Pass the config of its architecture '
+            '(e.g. configs/pcm_coco_vitl14.py for a ViT-L/14 checkpoint)')
+
+
 def read_official_vocabulary(path: str) -> List[str]:
     """The words of an official ``vocabulary.txt``, id 1 first."""
     with open(path, encoding='utf-8') as f:
@@ -167,7 +205,10 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
 
     import pcm_plugin  # noqa: F401
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from pcm_plugin.models.concept_bank import save_concept_bank
+    from pcm_plugin.models.concept_bank import (
+        load_concept_bank,
+        save_concept_bank,
+    )
     from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
     from pcm_plugin.models.tokenizer import (
         PAD_ID,
@@ -187,6 +228,9 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
         raise ValueError(f'{vocabulary} has {len(words)} words but '
                          f'{checkpoint} has {rows} vocabulary rows (words '
                          '+ 1): they are not from the same release')
+    dims = official_dimensions(state)
+    cfg = Config.fromfile(config)
+    check_config_fits(cfg, config, dims, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = osp.join(tmp, 'tokenizer.json')
         save_tokenizer(tokenizer_from_official_words(words), tokenizer)
@@ -195,7 +239,13 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
             from pcm_plugin.data_prep.official_bank import read_official_bank
             bank = osp.join(tmp, 'concept_bank.npz')
             save_concept_bank(bank, *read_official_bank(concept_bank))
-        cfg = Config.fromfile(config)
+        bank_dim = load_concept_bank(bank)[1].shape[1]
+        if bank_dim != dims['model.mixup.global_dim']:
+            raise ValueError(
+                f'concept bank {concept_bank} is {bank_dim}-d but checkpoint '
+                f'{checkpoint} takes {dims["model.mixup.global_dim"]}-d CLIP '
+                'embeddings: use the bank of its CLIP (ViT-B/32 512, '
+                'ViT-L/14 768)')
         cfg.merge_from_dict({'model.tokenizer': tokenizer,
                              'model.mixup.concept_bank': bank,
                              'model.mixup.clip_head': FROM_WEIGHTS,

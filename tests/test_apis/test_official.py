@@ -287,3 +287,55 @@ def test_convert_tool_writes_a_folder_release(converted, tmp_path):
     single = load_file(one_file)
     for key, value in folder.items():
         assert torch.equal(value, single[key]), key
+
+
+def official_pickle_bank(path, dim):
+    """An official-format concept bank: a pickled (words, fp16 tensor)."""
+    import pickle
+
+    from tests.conftest import random_unit_rows
+    rows = torch.from_numpy(random_unit_rows(6, dim, seed=5)).half()
+    path.write_bytes(pickle.dumps(([f'c{i}' for i in range(6)], rows)))
+    return path
+
+
+def test_bad_input_wrong_config_names_the_config_and_shapes(tmp_path):
+    """A config of another CLIP width, with an official .pickle bank (made
+    into a temporary .npz): the error names the config and the dimensions
+    that disagree, not the temporary bank; nothing is written."""
+    from mmengine.config import Config
+
+    from tests.conftest import run_tool_main
+    convert_test_checkpoint(tmp_path, WORDS)  # writes arch.py that fits
+    wrong = Config.fromfile(str(tmp_path / 'arch.py'))
+    wrong.merge_from_dict({'model.mixup.global_dim': DG + 4})
+    wrong.dump(str(tmp_path / 'wrong.py'))
+    out = tmp_path / 'release'
+    with pytest.raises(SystemExit) as exc:
+        run_tool_main('tools/convert_official_checkpoint.py', [
+            tmp_path / 'official.pth', tmp_path / 'vocabulary.txt',
+            official_pickle_bank(tmp_path / 'bank.pickle', DG), out,
+            '--config', tmp_path / 'wrong.py'])
+    assert exc.value.code == (
+        f'error: config {tmp_path}/wrong.py does not fit checkpoint '
+        f'{tmp_path}/official.pth: model.mixup.global_dim is {DG + 4} in '
+        f'the config, {DG} in the checkpoint. Pass the config of its '
+        'architecture (e.g. configs/pcm_coco_vitl14.py for a ViT-L/14 '
+        'checkpoint)')
+    assert not out.exists()
+
+
+def test_bad_input_bank_of_another_clip_names_the_bank(tmp_path):
+    from tests.conftest import run_tool_main
+    convert_test_checkpoint(tmp_path, WORDS)
+    bank = official_pickle_bank(tmp_path / 'bank.pickle', DG + 4)
+    out = tmp_path / 'release'
+    with pytest.raises(SystemExit) as exc:
+        run_tool_main('tools/convert_official_checkpoint.py', [
+            tmp_path / 'official.pth', tmp_path / 'vocabulary.txt', bank,
+            out, '--config', tmp_path / 'arch.py'])
+    assert exc.value.code == (
+        f'error: concept bank {bank} is {DG + 4}-d but checkpoint '
+        f'{tmp_path}/official.pth takes {DG}-d CLIP embeddings: use the '
+        'bank of its CLIP (ViT-B/32 512, ViT-L/14 768)')
+    assert not out.exists()
