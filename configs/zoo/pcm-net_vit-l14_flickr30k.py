@@ -11,4 +11,6 @@ _base_ = ['../pcm_flickr_vitl14.py']
 model = dict(
     tokenizer='from_weights',
     decoder=dict(vocab_size=7555),
-    mixup=dict(concept_bank='from_weights', clip_head='from_weights'))
+    mixup=dict(concept_bank='from_weights', clip_head='from_weights'),
+    # [UNK]/[PAD] are no official words: the loss is the official one.
+    loss=dict(excluded_ids=[1, 2]))

@@ -118,3 +118,18 @@ def test_bad_input_unknown_word_without_official_unk_is_named(tmp_path):
     assert ours == pytest.approx(official, abs=1e-5)
     with pytest.raises(ValueError, match=r"ids \[1\].*'UNK' word"):
         losses_of(W, bank, model, WITH_UNKNOWN, WORDS)
+
+
+@pytest.mark.parametrize('name', ['pcm-net_vit-b32_coco',
+                                  'pcm-net_vit-b32_flickr30k',
+                                  'pcm-net_vit-l14_coco',
+                                  'pcm-net_vit-l14_flickr30k'])
+def test_zoo_models_of_converted_weights_train_on_the_official_loss(name):
+    """The zoo configs load converted official weights (official vocabulary
+    + [UNK]/[PAD]): their loss leaves the two rows out, as the release's."""
+    from mmengine.config import Config
+
+    from pcm_plugin.registry import MODELS
+    from tests.conftest import REPO_ROOT
+    cfg = Config.fromfile(f'{REPO_ROOT}/configs/zoo/{name}.py')
+    assert MODELS.build(cfg.model.loss).excluded_ids == (1, 2)
