@@ -53,8 +53,9 @@ def main(argv=None) -> int:
                                  metrics=metrics)
     except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')
-    print(f'released {manifest["name"]} to {args.out_dir}: ' + ', '.join(
-        manifest['files']))
+    files = manifest.get('files') or [osp.basename(args.out_dir)]
+    print(f'released {manifest["name"]} to {args.out_dir}: '
+          + ', '.join(files))
     return 0
 
 
