@@ -60,7 +60,8 @@ class ImageCaptioner(PCMCaptionInferencer):
         return self.clip_features(torch.stack(
             [self.pipeline(image) for image in images]))
 
-    def __call__(self, images: Sequence, batch_size: int = 16) -> List[str]:
-        """Captions for image paths and/or PIL images, in input order."""
-        results = super().__call__(list(images), batch_size=batch_size)
+    def __call__(self, images, batch_size: int = 16) -> List[str]:
+        """Captions, in input order, for one image (a path, a folder of
+        images, an RGB array or a PIL image) or a list of them."""
+        results = super().__call__(images, batch_size=batch_size)
         return [r['pred_caption'] for r in results]

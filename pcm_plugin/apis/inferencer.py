@@ -6,6 +6,7 @@ that extracted the training features — the same code as
 progress bar. Optionally each result also names the concepts PCM retrieved
 for the image and the patches it wrote them into.
 """
+import os
 from typing import Callable, Iterator, List, Optional, Union
 
 import numpy as np
@@ -22,6 +23,7 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     from mmengine.runner import load_checkpoint
 
     import pcm_plugin  # noqa: F401  registers the components
+    from pcm_plugin.datasets.feature_layout import fill_feature_layout
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
 
@@ -33,6 +35,7 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
         raise ValueError('a checkpoint is needed, or a released model '
                          'folder (tools/publish_model.py) as the model')
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    fill_feature_layout(cfg)
     model = MODELS.build(cfg.model)
     check_checkpoint_matches(model, checkpoint)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
@@ -224,7 +227,9 @@ class PCMCaptionInferencer(BaseInferencer):
         """A list of images; a directory stands for its image files."""
         from pcm_plugin.data_prep.image_io import expand_image_inputs
         if not isinstance(inputs, (list, tuple)):
-            inputs = [inputs]
+            inputs = [inputs]  # one path, folder, array or PIL image
+        inputs = [os.fspath(entry) if isinstance(entry, os.PathLike)
+                  else entry for entry in inputs]
         return [item for entry in inputs for item in (
             expand_image_inputs([entry]) if isinstance(entry, str)
             else [entry])]

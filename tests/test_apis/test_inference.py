@@ -97,3 +97,22 @@ def test_bad_input_unwritable_out_fails_before_captioning(checkpoint,
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and 'cannot create folder' in proc.stderr
     assert proc.stdout == ''  # nothing was captioned first
+
+
+def test_one_path_a_folder_or_one_array_is_one_input(checkpoint, tmp_path):
+    """The most natural first call: a string is one image (or a folder),
+    never its characters; a Path and a single array work the same."""
+    import pathlib
+
+    from PIL import Image
+
+    from pcm_plugin.apis import ImageCaptioner
+    config, ckpt, _ = checkpoint
+    paths = write_images(str(tmp_path), n=2)
+    captioner = ImageCaptioner(config, ckpt)
+    each = captioner(paths)
+    assert captioner(paths[0]) == each[:1]
+    assert captioner(pathlib.Path(paths[1])) == each[1:]
+    assert captioner(str(tmp_path)) == each  # names sort in input order
+    assert captioner(np.asarray(Image.open(paths[0]).convert('RGB'))) == \
+        each[:1]
