@@ -248,14 +248,24 @@ def _sha256(path: str) -> str:
     return file_sha256(path)
 
 
-def _save_clip_head(model, path: str) -> None:
+def save_tensors(tensors: Dict[str, torch.Tensor], path: str,
+                 metadata: Optional[Dict[str, str]] = None) -> None:
+    """safetensors' ``save_file``, the file then readable as the user's
+    umask says: safetensors creates its files mode 0600 whatever the
+    umask, and a release is written for others to read."""
     from safetensors.torch import save_file
+    save_file(tensors, path, metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
+
+def _save_clip_head(model, path: str) -> None:
     from pcm_plugin.models.clip_head import HEAD_KEYS
     head = model.mixup.clip_head
     tensors = (head.ln_post.weight, head.ln_post.bias, head.proj)
-    save_file({k: t.detach().clone().contiguous()
-               for k, t in zip(HEAD_KEYS, tensors)}, path)
+    save_tensors({k: t.detach().clone().contiguous()
+                  for k, t in zip(HEAD_KEYS, tensors)}, path)
 
 
 def publish_model(config: str, checkpoint: str, out_dir: str, *,
@@ -312,8 +322,6 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
 
     The tokenizer and concept bank are the files ``cfg.model`` names.
     """
-    from safetensors.torch import save_file
-
     from pcm_plugin.utils.fileio import atomic_path
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; publish to a new path')
@@ -332,7 +340,7 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
              for k, v in model.state_dict().items()}
     with atomic_path(out_dir) as tmp:
         os.makedirs(tmp)
-        save_file(state, osp.join(tmp, WEIGHTS))
+        save_tensors(state, osp.join(tmp, WEIGHTS))
         shutil.copyfile(cfg.model.tokenizer, osp.join(tmp, 'tokenizer.json'))
         if files['model.mixup.concept_bank']:
             shutil.copyfile(cfg.model.mixup.concept_bank,
@@ -353,8 +361,6 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
 def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
     """Weights + tokenizer + concept bank as tensors, the config (files
     ``'from_weights'``) and the manifest as metadata, in one file."""
-    from safetensors.torch import save_file
-
     from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
     from pcm_plugin.utils.fileio import atomic_path
     values = {key: None if path is None else FROM_WEIGHTS
@@ -368,7 +374,7 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
     metadata = {CONFIG_KEY: config_to_json(release_cfg),
                 MANIFEST_KEY: json.dumps(manifest)}
     with atomic_path(out, suffix='.safetensors') as tmp:
-        save_file(state, tmp, metadata=metadata)
+        save_tensors(state, tmp, metadata=metadata)
         _check_release_reproduces(
             tmp, state, tokenizer=model.tokenizer,
             concept_words=getattr(model.mixup, 'concept_words', []))
