@@ -131,6 +131,56 @@ def _load_array(path: str) -> np.ndarray:
             'missing shards)') from None
 
 
+def read_store_index(root: str) -> Dict:
+    """The ``index.json`` of the store at ``root``, format checked.
+
+    Args:
+        root (str): The store directory.
+
+    Returns:
+        dict: The index (``patch_shape``, ``global_dim``, ``shards``, ...).
+
+    Raises:
+        FileNotFoundError: No ``index.json`` (the message says how to make
+            one).
+        ValueError: A damaged index or one of another format.
+    """
+    index_path = osp.join(root, INDEX)
+    if not osp.isfile(index_path):
+        raise FileNotFoundError(
+            f'feature store index {index_path} not found: extract '
+            'features with tools/extract_features.py, or fix the '
+            '`feature_dir` of the dataset config')
+    index = _read_json(index_path)
+    if not isinstance(index, dict) or index.get('format') != FORMAT:
+        found = index.get('format') if isinstance(index, dict) \
+            else type(index).__name__
+        raise ValueError(f'{index_path}: format {found!r}, expected '
+                         f'{FORMAT!r}')
+    return index
+
+
+# The model settings a store fixes (PCMMixup's keywords), in message order.
+LAYOUT_KEYS = ('patch_dim', 'global_dim', 'num_patches')
+
+
+def store_layout(root: str) -> Dict[str, int]:
+    """What a model reading the store at ``root`` must be built with,
+    from its ``index.json`` alone (no shard is opened).
+
+    Args:
+        root (str): The store directory.
+
+    Returns:
+        dict: ``patch_dim`` (Dv), ``global_dim`` (Dg) and ``num_patches``
+        (N), the keys of :data:`LAYOUT_KEYS`.
+    """
+    index = read_store_index(root)
+    num_patches, patch_dim = index['patch_shape']
+    return dict(patch_dim=int(patch_dim), global_dim=int(index['global_dim']),
+                num_patches=int(num_patches))
+
+
 class FeatureStore:
     """Read-only view of a feature store directory.
 
@@ -146,19 +196,7 @@ class FeatureStore:
 
     def __init__(self, root: str):
         self.root = root
-        index_path = osp.join(root, INDEX)
-        if not osp.isfile(index_path):
-            raise FileNotFoundError(
-                f'feature store index {index_path} not found: extract '
-                'features with tools/extract_features.py, or fix the '
-                '`feature_dir` of the dataset config')
-        self.index = _read_json(index_path)
-        if not isinstance(self.index, dict) or \
-                self.index.get('format') != FORMAT:
-            found = self.index.get('format') \
-                if isinstance(self.index, dict) else type(self.index).__name__
-            raise ValueError(f'{index_path}: format {found!r}, expected '
-                             f'{FORMAT!r}')
+        self.index = read_store_index(root)
         self.patch_shape = tuple(self.index['patch_shape'])
         self.global_dim = int(self.index['global_dim'])
         self.meta = self.index.get('meta', {})

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 
+from pcm_plugin.datasets.feature_layout import fill_feature_layout
 from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
 from .amp import amp_optim_wrapper, amp_test_cfg, check_amp_dtype
@@ -70,6 +71,7 @@ def load_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(
             osp.basename(osp.normpath(args.config)))[0])
+    fill_feature_layout(cfg)
     return cfg
 
 

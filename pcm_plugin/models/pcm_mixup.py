@@ -51,6 +51,19 @@ def _off_global_stream():
         yield
 
 
+def _check_layout_set(**layout: Optional[int]) -> None:
+    """Refuse unset feature-layout keys, naming all of them and where
+    their values are (a model built without the tools)."""
+    unset = [key for key, value in layout.items() if value is None]
+    if unset:
+        raise ValueError(
+            f'model.mixup.{", ".join(unset)} not set: tools/train.py, '
+            'tools/test.py and tools/caption_image.py read them from the '
+            "config's feature stores; building the model yourself, call "
+            'pcm_plugin.datasets.feature_layout.fill_feature_layout(cfg) '
+            'first, or set them in the config')
+
+
 @MODELS.register_module()
 class PCMMixup(BaseModule):
     """PCM token embedding: salient concept detection + patch mix-up.
@@ -76,6 +89,10 @@ class PCMMixup(BaseModule):
         patch_dim (int): Dv, raw patch token width (768 for ViT-B/32).
         global_dim (int): Dg, CLIP embedding width (512 for ViT-B/32).
         num_patches (int): N (49 for ViT-B/32, 64 for pooled ViT-L/14).
+            The three may be left None in a config: the tools fill them
+            from the feature stores' ``index.json``
+            (:func:`~pcm_plugin.datasets.feature_layout.fill_feature_layout`)
+            before the model is built.
         embed_dim (int): Model width d. Defaults to 512.
         concept_bank (str, optional): Concept bank ``.npz``. Kept in a
             non-persistent buffer (not in training checkpoints) so it can
@@ -111,8 +128,10 @@ class PCMMixup(BaseModule):
         init_cfg (dict, optional): mmengine init config.
     """
 
-    def __init__(self, *, patch_dim: int, global_dim: int, num_patches: int,
-                 embed_dim: int = 512, concept_bank: Optional[str] = None,
+    def __init__(self, *, patch_dim: Optional[int] = None,
+                 global_dim: Optional[int] = None,
+                 num_patches: Optional[int] = None, embed_dim: int = 512,
+                 concept_bank: Optional[str] = None,
                  clip_head: Optional[str] = None, mode: str = 'top',
                  top_k: int = 5, top_m: float = 5, temperature: float = 0.01,
                  threshold: float = 0.0, random_prob: float = 0.5,
@@ -121,6 +140,8 @@ class PCMMixup(BaseModule):
                  zero_textual: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
+        _check_layout_set(patch_dim=patch_dim, global_dim=global_dim,
+                          num_patches=num_patches)
         if mode not in MODES:
             raise ValueError(f'PCMMixup.mode must be one of {MODES}, '
                              f'got {mode!r}')
