@@ -296,12 +296,15 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
     from mmengine.runner import load_checkpoint
 
     import pcm_plugin  # noqa: F401  registers the components
+    from pcm_plugin.datasets.feature_layout import fill_feature_layout
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
 
     if osp.exists(out_dir):
         raise FileExistsError(f'{out_dir} exists; publish to a new path')
     cfg = Config.fromfile(config)
+    # The release's config carries the values: it travels without stores.
+    fill_feature_layout(cfg)
     model = MODELS.build(cfg.model)
     check_checkpoint_matches(model, checkpoint)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')

@@ -138,3 +138,30 @@ def test_train_tool_names_all_three_wrong_keys_in_one_line(
     assert 'set model.mixup.patch_dim=48, global_dim=32, num_patches=49' \
         in last
     assert 'CLIP' not in last  # the config is to blame, not the checkpoint
+
+
+@pytest.mark.parametrize('release', ['folder', 'model.safetensors'])
+def test_a_release_of_a_config_with_unset_keys_carries_the_values(
+        toy_world, tmp_path, release):
+    """Published on the training machine (stores present), the release
+    rebuilds with no store: its config holds the filled values."""
+    import torch
+    from mmengine.config import Config
+
+    from pcm_plugin.apis.release import publish_model, resolve_release
+    from pcm_plugin.registry import MODELS
+    from tests.conftest import dump_captioning_config
+    path = dump_captioning_config(toy_world, tmp_path)
+    cfg = Config.fromfile(path)
+    cfg.merge_from_dict({f'model.mixup.{k}': None for k in TOY})
+    cfg.dump(path)
+    fill_feature_layout(cfg)
+    ckpt = str(tmp_path / 'model.pth')
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict()), ckpt)
+    out = str(tmp_path / release)
+    publish_model(path, ckpt, out)
+    released, _ = resolve_release(out)
+    released = released if isinstance(released, Config) \
+        else Config.fromfile(released)
+    assert {k: released.model.mixup[k] for k in TOY} == TOY
+
