@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test test-fast lint bench clean-venv
+.PHONY: venv demo dry-run test test-fast lint bench clean-venv
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): requirements/pinned.txt requirements/tests.txt requirements/no_deps.tx
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+# The whole data path (captions -> ... -> captions of test photos) on 60
+# captions with tiny random models, each tool as a user runs it: minutes.
+dry-run: $(STAMP)
+	$(PY) tools/data/dry_run.py --out work_dirs/dry_run
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q

@@ -56,6 +56,10 @@ from .synthesis_output import (
 logger = logging.getLogger(__name__)
 
 DTYPES = ('fp32', 'fp16', 'bf16')
+# Where a user without Stable Diffusion weights can still try the path.
+NO_WEIGHTS_YET = ('. No weights yet? `make dry-run` (tools/data/dry_run.py) '
+                  'runs the whole data path, this tool included, with a '
+                  'tiny random pipeline in minutes')
 
 
 def caption_seed(seed: int, image_id: str) -> int:
@@ -143,12 +147,14 @@ def load_pipeline(model_dir: str, *, dtype: str = 'fp32',
         raise FileNotFoundError(
             f'diffusion model directory {model_dir} not found; pass the '
             'local folder of a Stable Diffusion pipeline (the output of '
-            '`save_pretrained` or a downloaded hub snapshot) to --model-dir')
+            '`save_pretrained` or a downloaded hub snapshot) to --model-dir'
+            + NO_WEIGHTS_YET)
     if not osp.isfile(osp.join(model_dir, 'model_index.json')):
         raise FileNotFoundError(
             f'{model_dir} is not a diffusers pipeline: it has no '
             'model_index.json. Point --model-dir at the folder that holds '
-            'model_index.json, unet/, vae/, text_encoder/, tokenizer/')
+            'model_index.json, unet/, vae/, text_encoder/, tokenizer/'
+            + NO_WEIGHTS_YET)
     from diffusers import DiffusionPipeline
     torch_dtype = dict(fp32=torch.float32, fp16=torch.float16,
                        bf16=torch.bfloat16)[dtype]
