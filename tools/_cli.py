@@ -97,6 +97,25 @@ def light_module(module: str) -> ModuleType:
     return loaded
 
 
+def positive_int(text: str) -> int:
+    """``type=`` of a count that must be at least 1 (a batch size, a shard
+    size): 0 or less is an argument error at once, not a division by zero
+    or an endless loop later.
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a whole number >= 1.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a whole number') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{value} is not a positive '
+                                         'number (give 1 or more)')
+    return value
+
+
 def add_clip_args(parser: argparse.ArgumentParser, model_help: str) -> None:
     """The open_clip model options shared by the tools that run CLIP:
     ``--clip-model``, its weights (``--clip-checkpoint`` or

@@ -24,6 +24,8 @@ import pickle
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tools._cli import positive_int  # noqa: E402
+
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).
 
@@ -54,7 +56,7 @@ def add_encode_args(sub) -> None:
                         help='`ensemble` (7 ViECap templates, default), '
                         '`single` ("a photo of {}.") or a file with one '
                         'template per line holding {}')
-    parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--batch-size', type=positive_int, default=256)
     parser.add_argument('--dtype', default='float32',
                         choices=['float32', 'float16'],
                         help='stored dtype (the official banks are fp16)')

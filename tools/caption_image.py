@@ -13,12 +13,14 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tools._cli import positive_int  # noqa: E402
+
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the model config, or a released '
                         'model folder (tools/publish_model.py)')
@@ -31,8 +33,8 @@ def main() -> None:
     parser.add_argument('--pretrained', help='cached open_clip tag')
     parser.add_argument('--model-config', help='custom open_clip JSON')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--beam-size', type=int)
-    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--beam-size', type=positive_int)
+    parser.add_argument('--batch-size', type=positive_int, default=16)
     parser.add_argument('--out', help='write {image: caption} JSON here')
     parser.add_argument('--concepts', action='store_true',
                         help='also print the concepts PCM retrieved for '
@@ -45,7 +47,7 @@ def main() -> None:
         help='allow full unpickling of a checkpoint that needs it (it can '
         'run code from the file: only for files you trust). Without it such '
         'files are refused; mmengine checkpoints do not need it')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from pcm_plugin.apis.release import is_release
     from pcm_plugin.engine.launch import INPUT_ERRORS
     from pcm_plugin.utils.fileio import check_writable_output
@@ -55,11 +57,18 @@ def main() -> None:
         args.checkpoint, args.images = args.files[0], args.files[1:]
     if not args.images:
         parser.error('no image files given')
+    from collections import Counter
+
     from pcm_plugin.data_prep.image_io import (
+        describe_skipped,
         expand_image_inputs,
         split_readable,
     )
-    images, bad = split_readable(expand_image_inputs(args.images))
+    left_out = Counter()
+    images, bad = split_readable(expand_image_inputs(args.images, left_out))
+    if not images and not bad:
+        sys.exit(f'error: no image to caption in {" ".join(args.images)}'
+                 + (f': {describe_skipped(left_out)}' if left_out else ''))
     if bad and not args.skip_bad:
         sys.exit('error: ' + '; '.join(f'{p}: {why}' for p, why in bad[:5])
                  + (f' (and {len(bad) - 5} more)' if len(bad) > 5 else '')
@@ -67,7 +76,7 @@ def main() -> None:
     if args.out:
         try:
             check_writable_output(args.out)
-        except FileNotFoundError as err:
+        except OSError as err:  # no folder, or not a regular file
             sys.exit(f'error: {err}')
     from pcm_plugin.apis import PCMCaptionInferencer
     if args.trust_checkpoint:
@@ -93,6 +102,8 @@ def main() -> None:
     if bad:
         print(f'skipped {len(bad)} unreadable image(s): ' + ', '.join(
             p for p, _ in bad), file=sys.stderr)
+    if left_out:
+        print(describe_skipped(left_out), file=sys.stderr)
     if args.out:
         from pcm_plugin.utils.fileio import atomic_write_json
         atomic_write_json(args.out, out)

@@ -8,10 +8,14 @@ if [ "$#" -lt 2 ]; then
     echo "  env: PYTHON, NNODES (1), NODE_RANK (0), PORT (29500), MASTER_ADDR (127.0.0.1)" >&2
     exit 2
 fi
-source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON
+source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON, require_positive_int
 CONFIG=$1
 NPROC=$2
 NNODES=${NNODES:-1}
+# torchrun's own words for "one per GPU/CPU core" pass as they are.
+[[ "$NPROC" =~ ^(auto|gpu|cpu)$ ]] ||
+    require_positive_int NPROC "$NPROC" "processes per node, or auto"
+require_positive_int NNODES "$NNODES" "nodes"
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}

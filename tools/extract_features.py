@@ -19,7 +19,7 @@ import sys
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from tools._cli import add_clip_args  # noqa: E402
+from tools._cli import add_clip_args, positive_int  # noqa: E402
 
 
 def pool_arg(value: str):
@@ -48,8 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--pool', default='auto', type=pool_arg,
                         help='average-pool the patch grid by this factor; '
                         'auto = 2 for 16x16 grids (ViT-L/14), else 1')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--shard-size', type=int, default=2048,
+    parser.add_argument('--batch-size', type=positive_int, default=64)
+    parser.add_argument('--shard-size', type=positive_int, default=2048,
                         help='images per shard (the resume unit)')
     parser.add_argument('--workers', type=int, default=4,
                         help='image decoding worker processes per rank')

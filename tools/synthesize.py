@@ -17,6 +17,7 @@ import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from tools._cli import positive_int  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'model_index.json; SD 1.x/2.x/XL)')
     parser.add_argument('--out-dir', required=True,
                         help='output folder (images/, manifest.json)')
-    parser.add_argument('--steps', type=int, default=50,
+    parser.add_argument('--steps', type=positive_int, default=50,
                         help='denoising steps (default: 50)')
     parser.add_argument('--guidance', type=float, default=7.5,
                         help='classifier-free guidance scale (default: 7.5)')
@@ -42,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'and image_id (default: 0)')
     parser.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'),
                         default='fp32', help='pipeline precision')
-    parser.add_argument('--batch-size', type=int, default=1,
+    parser.add_argument('--batch-size', type=positive_int, default=1,
                         help='captions per pipeline call; keep it fixed '
                         'when resuming for byte-identical images')
     parser.add_argument('--device', default=None,

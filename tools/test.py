@@ -20,8 +20,8 @@ from tools._cli import light_module  # noqa: E402
 launch_args = light_module('engine.launch_args')
 
 
-def main() -> None:
-    args = launch_args.test_arg_parser().parse_args()
+def main(argv=None) -> None:
+    args = launch_args.test_arg_parser().parse_args(argv)
     from pcm_plugin.engine import launch
     with launch.errors_as_one_line(None):
         cfg = launch.merge_test_args(launch.load_config(args), args)

@@ -23,13 +23,11 @@ launch_args = light_module('engine.launch_args')
 def main(argv=None) -> None:
     args = launch_args.train_arg_parser().parse_args(argv)
     from pcm_plugin.engine import batch_rule, launch, work_dir_lock
-    try:
+    with launch.errors_as_one_line(None):
         cfg = launch.merge_train_args(launch.load_config(args), args)
         if os.environ.get('RANK', '0') == '0':  # one lock per run
             work_dir_lock.lock_work_dir(cfg.work_dir)
         rule = batch_rule.apply_batch_rule(cfg, batch_rule.world_size(cfg))
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        sys.exit(f'error: {err}')
     launch.setup_distributed(cfg)
     try:
         with launch.errors_as_one_line(cfg.work_dir):

@@ -11,6 +11,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from collections import Counter
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -28,14 +29,20 @@ def main(argv=None) -> int:
     parser.add_argument('--model-config', help='custom open_clip JSON')
     args = parser.parse_args(argv)
     from pcm_plugin.apis import PCMCaptionInferencer, is_release
-    from pcm_plugin.data_prep.image_io import expand_image_inputs
+    from pcm_plugin.data_prep.image_io import (
+        describe_skipped,
+        expand_image_inputs,
+    )
     from pcm_plugin.engine.launch import INPUT_ERRORS
     from pcm_plugin.visualization import save_mixup_figures
     if is_release(args.config):
         checkpoint, images = None, args.files
     else:
         checkpoint, images = args.files[0], args.files[1:]
-    images = expand_image_inputs(images)
+    left_out = Counter()
+    images = expand_image_inputs(images, left_out)
+    if left_out:
+        print(describe_skipped(left_out), file=sys.stderr)
     if not images:
         parser.error('no image files given')
     try:

@@ -224,13 +224,24 @@ class PCMCaptionInferencer(BaseInferencer):
                                 **kwargs)
 
     def _inputs_to_list(self, inputs) -> list:
-        """A list of images; a directory stands for its image files."""
-        from pcm_plugin.data_prep.image_io import expand_image_inputs
+        """A list of images; a directory stands for its image files (the
+        other files of a directory are counted in a warning)."""
+        import warnings
+        from collections import Counter
+
+        from pcm_plugin.data_prep.image_io import (
+            describe_skipped,
+            expand_image_inputs,
+        )
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]  # one path, folder, array or PIL image
         inputs = [os.fspath(entry) if isinstance(entry, os.PathLike)
                   else entry for entry in inputs]
-        return [item for entry in inputs for item in (
-            expand_image_inputs([entry]) if isinstance(entry, str)
+        left_out = Counter()
+        items = [item for entry in inputs for item in (
+            expand_image_inputs([entry], left_out) if isinstance(entry, str)
             else [entry])]
+        if left_out:
+            warnings.warn(describe_skipped(left_out))
+        return items
 

@@ -30,7 +30,11 @@ from pcm_plugin.datasets.feature_store import (
     write_index,
     write_shard,
 )
-from pcm_plugin.utils.fileio import atomic_write_json, file_sha256
+from pcm_plugin.utils.fileio import (
+    atomic_write_json,
+    disk_full_error,
+    file_sha256,
+)
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
@@ -43,7 +47,6 @@ from .image_io import (
 from .sharding import (
     barrier,
     check_or_write_settings,
-    disk_full_error,
     dist_env,
     owned_by_rank,
     process_group,
@@ -381,7 +384,8 @@ class _ShardRunner:
                         global_feat, cos)
         except OSError as err:
             raise disk_full_error(
-                err, osp.join(self.out_dir, name), f'free space and re-run '
-                f'the same command: the {self.num_written} shards already '
-                'written by this rank are kept and skipped') from err
+                err, osp.join(self.out_dir, name), 'free space (or raise '
+                'the quota) and re-run the same command to resume: the '
+                f'{self.num_written} shards already written by this rank are '
+                'kept and skipped') from err
         self.num_written += 1

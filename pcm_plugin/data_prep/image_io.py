@@ -10,11 +10,16 @@ often black). EXIF orientation is ignored, as in CLIP's own preprocessing.
 """
 import os
 import os.path as osp
+from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
 
 # PIL's own default (~89.5 M pixels, a 9459x9459 image).
 DEFAULT_MAX_PIXELS = 89_478_485
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+# What a folder of images may hold: every format the pinned PIL decodes that
+# a photo collection carries (a user giving a folder expects all of its
+# pictures captioned, not the JPEGs and PNGs only). GIF: its first frame.
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.gif', '.bmp', '.tif',
+                    '.tiff')
 
 
 class BadImageError(ValueError):
@@ -162,16 +167,42 @@ def collate_items(batch: List[Tuple]) -> List[Tuple]:
     return batch
 
 
-def expand_image_inputs(paths: Sequence[str]) -> List[str]:
-    """Paths with each directory replaced by its image files (sorted)."""
+def expand_image_inputs(paths: Sequence[str],
+                        skipped: Optional[Counter] = None) -> List[str]:
+    """Paths with each directory replaced by its image files (sorted).
+
+    Args:
+        paths (Sequence[str]): Image files and folders.
+        skipped (Counter, optional): Counts, by extension, the files of the
+            folders that are left out (no :data:`IMAGE_EXTENSIONS`), for
+            the tool to report (:func:`describe_skipped`).
+
+    Returns:
+        list[str]: The image paths.
+    """
     out = []
     for path in paths:
-        if osp.isdir(path):
-            out += sorted(osp.join(path, name) for name in os.listdir(path)
-                          if name.lower().endswith(IMAGE_EXTENSIONS))
-        else:
+        if not osp.isdir(path):
             out.append(path)
+            continue
+        for name in sorted(os.listdir(path)):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                out.append(osp.join(path, name))
+            elif skipped is not None and osp.isfile(osp.join(path, name)):
+                skipped[osp.splitext(name)[1].lower() or 'no extension'] += 1
     return out
+
+
+def describe_skipped(skipped: Counter) -> str:
+    """``'left out 3 non-image files of the folders (2 x .txt, 1 x .heic;
+    images are .png, ...)'``, or ``''`` when none was."""
+    if not skipped:
+        return ''
+    kinds = ', '.join(f'{n} x {ext}' for ext, n in sorted(
+        skipped.items(), key=lambda item: (-item[1], item[0])))
+    total = sum(skipped.values())
+    return (f'left out {total} non-image file{"s" * (total != 1)} of the '
+            f'folders ({kinds}; images are {", ".join(IMAGE_EXTENSIONS)})')
 
 
 def split_readable(paths: Sequence[str]) -> Tuple[List[str],

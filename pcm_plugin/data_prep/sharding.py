@@ -10,7 +10,6 @@ the final barrier and the summary counts.
 """
 import contextlib
 import datetime
-import errno
 import json
 import os
 import os.path as osp
@@ -105,14 +104,6 @@ def remove_stale_temp_files(directory: str, final_names: Sequence[str]) -> int:
                 os.remove(entry.path)
                 removed += 1
     return removed
-
-
-def disk_full_error(err: OSError, path: str, hint: str) -> OSError:
-    """A clearer ``OSError`` for ENOSPC (other errors are returned as is)."""
-    if err.errno != errno.ENOSPC:
-        return err
-    return OSError(errno.ENOSPC, f'no space left on device while writing '
-                   f'{path}; {hint}')
 
 
 def check_or_write_settings(path: str, settings: Dict, *, what: str,

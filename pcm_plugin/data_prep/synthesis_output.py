@@ -23,9 +23,11 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pcm_plugin.utils.fileio import atomic_write_bytes, atomic_write_json
-
-from .sharding import disk_full_error
+from pcm_plugin.utils.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    disk_full_error,
+)
 
 logger = logging.getLogger(__name__)
 

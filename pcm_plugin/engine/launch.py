@@ -25,6 +25,13 @@ from pcm_plugin.datasets.feature_layout import fill_feature_layout
 from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
 
 from .amp import amp_optim_wrapper, amp_test_cfg, check_amp_dtype
+from .config_input import (
+    TEST_SECTIONS,
+    TRAIN_SECTIONS,
+    check_override_types,
+    read_config,
+    require_sections,
+)
 from .launch_args import (  # noqa: F401
     add_amp_args,
     add_common_args,
@@ -62,8 +69,9 @@ def load_config(args: argparse.Namespace) -> Config:
     if args.trust_checkpoint:
         from .checkpoint import trust_checkpoints
         trust_checkpoints()
-    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    cfg = config if isinstance(config, Config) else read_config(config)
     if args.cfg_options is not None:
+        check_override_types(cfg, args.cfg_options)
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -114,6 +122,7 @@ def check_resumable(work_dir: str) -> str:
 
 def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``tools/train.py`` flags (same meaning as mmpretrain's)."""
+    require_sections(cfg, TRAIN_SECTIONS, 'tools/train.py')
     check_writable_dir(cfg.work_dir, 'work dir (--work-dir or the config\'s '
                        'work_dir)')
     if args.no_validate:
@@ -148,6 +157,7 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def merge_test_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply ``tools/test.py`` flags."""
+    require_sections(cfg, TEST_SECTIONS, 'tools/test.py')
     check_writable_dir(cfg.work_dir, 'work dir (--work-dir or the config\'s '
                        'work_dir)')
     if args.checkpoint is None:
@@ -211,8 +221,13 @@ def check_test_checkpoint(runner, checkpoint: str) -> None:
 # What bad input raises, from our checks and from mmengine's builders
 # (which re-raise a builder's error with the same type and a message
 # naming the component): shown as one line, the traceback kept in a file.
-INPUT_ERRORS = (OSError, ValueError, KeyError, RuntimeError,
-                pickle.UnpicklingError)
+# TypeError: a setting of the wrong type in a config file (or a new
+# --cfg-options key, which check_override_types cannot compare) fails in
+# the component that uses it, e.g. torch's optimizer comparing lr to 0.
+# AssertionError: mmengine checks settings with assert (max_epochs an
+# integer, clip_grad a dict), its messages naming the setting.
+INPUT_ERRORS = (OSError, ValueError, KeyError, RuntimeError, TypeError,
+                AssertionError, pickle.UnpicklingError)
 
 
 @contextmanager
@@ -238,6 +253,8 @@ def errors_as_one_line(work_dir: Optional[str]):
         message = str(err.args[0]) if isinstance(err, KeyError) and \
             err.args else str(err)
         first = ' '.join(message.split()) or type(err).__name__
+        if isinstance(err, TypeError):  # e.g. "'<=' not supported between"
+            first += ' (a config setting of the wrong type?)'
         sys.exit(f'error: {first}{_keep_traceback(work_dir)}')
 
 

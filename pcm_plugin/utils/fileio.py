@@ -4,10 +4,12 @@ Every writer of the project goes through :func:`atomic_path`, so a killed
 process never leaves a half-written file under the final name; a leftover
 ``<name>.tmp<pid>`` is what :mod:`pcm_plugin.data_prep.sharding` cleans.
 """
+import errno
 import hashlib
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import stat
 from contextlib import contextmanager
@@ -61,7 +63,7 @@ def regular_target(path: str) -> str:
             'the link or give another output path')
     try:
         mode = os.stat(target).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the folder says why
         return target
     if not stat.S_ISREG(mode):
         through = f' (through the symlink to {target})' if target != path \
@@ -113,13 +115,64 @@ def atomic_path(path: str, suffix: str = ''):
             os.remove(tmp)
 
 
+# numpy's ``tofile`` (under ``np.save``) reports a short write without an
+# errno: '81920 requested and 22464 written'.
+_SHORT_WRITE = re.compile(r'\d+ requested and \d+ written')
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing ``path``: one line naming
+    the file, the system's reason and, where given, how to go on."""
+
+    def __init__(self, path: str, reason: str, hint: str = '') -> None:
+        self.path, self.reason, self.hint = path, reason, hint
+        super().__init__(errno.ENOSPC, f'disk full (or quota) writing {path} '
+                         f'({reason})' + (f'; {hint}' if hint else ''))
+
+    def __str__(self) -> str:  # the line itself, without '[Errno 28]'
+        return self.strerror
+
+
+def disk_full_error(err: OSError, path: str, hint: str = '') -> OSError:
+    """``err`` as a :class:`DiskFullError` if it means the disk (or the
+    quota) is full, else ``err`` itself.
+
+    Args:
+        err (OSError): What a write raised: ENOSPC, EDQUOT, or numpy's
+            short write, which carries no errno.
+        path (str): The file being written (a :class:`DiskFullError` keeps
+            the file it already names).
+        hint (str): How to go on, e.g. which command resumes.
+
+    Returns:
+        OSError: A :class:`DiskFullError`, or ``err`` unchanged.
+    """
+    if isinstance(err, DiskFullError):
+        return DiskFullError(err.path, err.reason, hint or err.hint)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) or (
+            err.errno is None and _SHORT_WRITE.search(str(err))):
+        return DiskFullError(path, ' '.join(str(err).split()), hint)
+    return err
+
+
 def atomic_write_bytes(path: str, write_fn) -> None:
-    """Call ``write_fn(file)`` on a temp file, fsync, then rename to path."""
+    """Call ``write_fn(file)`` on a temp file, fsync, then rename to path.
+
+    Raises:
+        DiskFullError: the disk or quota filled up (the previous file at
+            ``path``, if any, is untouched).
+    """
     with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, 'wb') as f:
+                write_fn(f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            full = disk_full_error(err, path)
+            if full is err:
+                raise
+            raise full from err
 
 
 def atomic_write_json(path: str, obj, indent: int = 1) -> None:

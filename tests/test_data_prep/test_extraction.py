@@ -370,9 +370,11 @@ class TestExtractFeatures:
             return real_fsync(fd)
 
         monkeypatch.setattr(os, 'fsync', full_disk)
-        with pytest.raises(OSError, match='no space left on device while '
-                           r'writing .*shard-00001; free space and re-run.*'
-                           '1 shards already written'):
+        with pytest.raises(OSError, match=r'^disk full \(or quota\) writing '
+                           r'.*shard-00001\.patch\.npy \(.*No space left.*\); '
+                           r'free space \(or raise the quota\) and re-run the '
+                           'same command to resume: the 1 shards already '
+                           'written'):
             extract(ann, image_dir, out, clips)
         monkeypatch.setattr(os, 'fsync', real_fsync)
         assert shard_is_complete(str(out), 'shard-00000')

@@ -142,3 +142,41 @@ class TestImageListDataset:
         save(tmp_path / '7.jpg', np.zeros((4, 4, 3), dtype=np.uint8))
         assert resolve_path(candidate_paths(str(tmp_path), '7')) == str(
             tmp_path / '7.jpg')
+
+
+def test_bad_input_folder_with_gif_webp_and_other_files(tmp_path):
+    """GIF and WebP are captioned like PNG (PIL reads them); the other
+    files of the folder are counted by extension, not passed over."""
+    from collections import Counter
+
+    from PIL import Image
+
+    from pcm_plugin.data_prep.image_io import (
+        describe_skipped,
+        expand_image_inputs,
+        load_rgb_image,
+    )
+    colour = np.full((8, 6, 3), (200, 40, 10), np.uint8)
+    save(tmp_path / 'a.png', colour)
+    save(tmp_path / 'b.GIF', colour)  # palette: exact for one colour
+    save(tmp_path / 'c.webp', colour, lossless=True)
+    Image.fromarray(colour).save(tmp_path / 'd.gif', save_all=True,
+                                 append_images=[Image.new('RGB', (6, 8))])
+    for name in ('notes.txt', 'list.txt', 'raw.heic', '.DS_Store'):
+        (tmp_path / name).write_bytes(b'x')
+    (tmp_path / 'sub').mkdir()  # a folder: not a file left out
+    left_out = Counter()
+    images = expand_image_inputs([str(tmp_path)], left_out)
+    assert [osp.basename(p) for p in images] == ['a.png', 'b.GIF', 'c.webp',
+                                                 'd.gif']
+    for path in images:  # an animated GIF gives its first frame
+        np.testing.assert_array_equal(np.asarray(load_rgb_image(path)),
+                                      colour)
+    assert left_out == {'.txt': 2, '.heic': 1, 'no extension': 1}
+    assert describe_skipped(left_out) == (
+        'left out 4 non-image files of the folders (2 x .txt, 1 x .heic, '
+        '1 x no extension; images are .png, .jpg, .jpeg, .webp, .gif, .bmp, '
+        '.tif, .tiff)')
+    assert describe_skipped(Counter()) == ''
+    assert expand_image_inputs([str(tmp_path / 'x.txt')]) == [
+        str(tmp_path / 'x.txt')]  # a file named on its own is kept

@@ -1,5 +1,4 @@
 """Tests for pcm_plugin.data_prep.sharding."""
-import errno
 
 import pytest
 
@@ -44,14 +43,3 @@ def test_only_owned_temp_files_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         'a.png', 'a.png.tmpx', 'c.png.tmp3']
     assert remove_stale_temp_files(str(tmp_path / 'none'), ['a']) == 0
-
-
-def test_disk_full_error_names_the_path():
-    from pcm_plugin.data_prep.sharding import disk_full_error
-    err = disk_full_error(OSError(errno.ENOSPC, 'No space'), '/x/y.png',
-                          'free space')
-    assert err.errno == errno.ENOSPC
-    assert 'no space left on device while writing /x/y.png; free space' in \
-        str(err)
-    other = OSError(errno.EACCES, 'denied')
-    assert disk_full_error(other, '/x', 'hint') is other

@@ -245,8 +245,9 @@ class TestSynthesize:
             return real_fsync(fd)
 
         monkeypatch.setattr(os, 'fsync', full_disk)
-        with pytest.raises(OSError, match='no space left on device while '
-                           'writing .*6000002.png; free space and re-run'):
+        with pytest.raises(OSError, match=r'^disk full \(or quota\) writing '
+                           r'.*6000002.png \(\[Errno 28\] No space left on '
+                           r'device\); free space and re-run'):
             run(ann, pipe_dir, out)
         monkeypatch.setattr(os, 'fsync', real_fsync)
         kept = image_bytes(str(out))

@@ -8,6 +8,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -111,16 +112,25 @@ def read_only_dir(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
+    with _tmpfs(folder, 'ro', 'a read-only folder'):
+        yield folder
+
+
+@contextmanager
+def _tmpfs(folder, options: str, what: str):
+    """Mount a tmpfs with ``options`` on ``folder`` (root only; else skip
+    the test, saying it could not make ``what``)."""
     import shutil
-    if not shutil.which('mount'):
-        pytest.skip('no mount command to make a read-only folder')
-    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro', 'tmpfs',
-                              str(folder)], capture_output=True)
+    if os.geteuid() != 0 or not shutil.which('mount'):
+        pytest.skip(f'cannot make {what} here (needs root and mount)')
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', options,
+                              'tmpfs', str(folder)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip('cannot make a read-only folder here (root without '
-                    'mount rights)')
-    yield folder
-    subprocess.run(['umount', str(folder)], check=True)
+        pytest.skip(f'cannot make {what} here (root without mount rights)')
+    try:
+        yield
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
 
 
 def test_bad_input_read_only_work_dir(config, read_only_dir):
@@ -252,3 +262,141 @@ def test_bad_input_build_vocab_min_count_above_every_word(tmp_path, capsys):
         'or lower')
     assert sorted(os.listdir(tmp_path)) == ['annotations']
     assert os.listdir(ann.parent) == ['train.json']
+
+
+def test_bad_input_extract_features_on_a_full_disk(tmp_path):
+    """numpy's short write (no errno) is named as a full disk, with the
+    file and how to resume; no temporary file is left."""
+    import json
+
+    from PIL import Image
+
+    from pcm_plugin.testing import build_tiny_open_clip
+    model, ckpt = build_tiny_open_clip(str(tmp_path / 'clip'),
+                                       'pcm-tiny-vit-b32')
+    (tmp_path / 'images').mkdir()
+    for k in range(5):
+        Image.new('RGB', (40, 56), (50 * k, 0, 0)).save(
+            tmp_path / 'images' / f'{6000000 + k}.png')
+    ann = tmp_path / 'train.json'
+    ann.write_text(json.dumps(dict(data_list=[
+        dict(image_id=str(6000000 + k), caption='a dot') for k in range(5)])))
+    out = tmp_path / 'small'
+    out.mkdir()
+    # 16 KiB: the settings file fits, the shard's 23.5 KB patch array not.
+    with _tmpfs(out, 'size=16k', 'a small disk'):
+        with pytest.raises(SystemExit) as exit_:
+            run_tool_main('tools/extract_features.py', [
+                ann, '--image-dir', tmp_path / 'images', '--out-dir', out,
+                '--clip-model', model, '--clip-checkpoint', ckpt,
+                '--model-config', tmp_path / 'clip' / f'{model}.json',
+                '--shard-size', 5, '--workers', 0, '--no-progress'])
+        leftovers = [n for n in os.listdir(out) if '.tmp' in n]
+    message = str(exit_.value)
+    assert message.startswith(f'error: disk full (or quota) writing {out}/'
+                              'shard-'), message
+    assert '.patch.npy (' in message and ' requested and ' in message
+    assert message.endswith('free space (or raise the quota) and re-run the '
+                            'same command to resume: the 0 shards already '
+                            'written by this rank are kept and skipped')
+    assert leftovers == []
+
+
+def _exit_line(relpath, argv):
+    """A tool's main run in-process must end in SystemExit: its message."""
+    with pytest.raises(SystemExit) as exit_:
+        run_tool_main(relpath, argv)
+    return str(exit_.value)
+
+
+@pytest.mark.parametrize('option, expected', [
+    ('optim_wrapper.optimizer.lr=abc', "optim_wrapper.optimizer.lr='abc': "
+     'the config holds a number there (0.0005); give a number'),
+    ('train_cfg.max_epochs=abc', "train_cfg.max_epochs='abc': the config "
+     'holds a number there (1); give a number'),
+    ('model.mixup=abc', "model.mixup='abc': the config holds a section "
+     'there; set its keys one by one'),
+    ('randomness.deterministic=abc', "randomness.deterministic='abc': the "
+     'config holds true or false there (False); give true or false'),
+    ('default_hooks.checkpoint.max_keep_ckpts=abc',
+     "default_hooks.checkpoint.max_keep_ckpts='abc': the config holds a "
+     'number there (3); give a number'),
+], ids=['lr', 'max_epochs', 'section', 'bool', 'hook_setting'])
+def test_bad_input_cfg_option_of_the_wrong_type_at_train(config, tmp_path,
+                                                         option, expected):
+    line = _exit_line('tools/train.py', [config, '--cfg-options', option,
+                                         '--work-dir', tmp_path / 'w'])
+    assert line.startswith(f'error: --cfg-options {expected}'), line
+    assert not (tmp_path / 'w' / 'epoch_1.pth').exists()
+
+
+def test_bad_input_wrong_type_in_the_config_file(toy_world, tmp_path):
+    """A wrong-typed setting --cfg-options cannot see (written in the
+    file) still ends in one line, the traceback kept."""
+    cfg = toy_config(toy_world, str(tmp_path / 'w'), max_epochs=1)
+    cfg.optim_wrapper.optimizer.lr = 'abc'
+    path = str(tmp_path / 'typo.py')
+    cfg.dump(path)
+    line = _exit_line('tools/train.py', [path])
+    assert line.startswith("error: '<=' not supported between instances of "
+                           "'float' and 'str' (a config setting of the wrong "
+                           'type?) (traceback in '), line
+    assert 'adam.py' in (tmp_path / 'w' / 'error.log').read_text()
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_bad_input_config_that_fails_to_load_at_the_tools(tmp_path, tool):
+    path = tmp_path / 'lazy.py'
+    path.write_text("import os\nwork_dir = os.path.join('a', 'b')\n")
+    args = [path] if tool == 'train' else [path, tmp_path / 'none.pth']
+    assert _exit_line(f'tools/{tool}.py', args) == (
+        f'error: config {path} could not be loaded ({path}:2: RuntimeError: '
+        "a config with `import` lines is read in mmengine's lazy mode, where "
+        'calling an imported function fails: write the value itself, or drop '
+        'the import)')
+    path.write_text('x = 1\n')  # loads, but holds nothing to run
+    line = _exit_line(f'tools/{tool}.py', args)
+    assert line.startswith(f'error: config {path} has no model, {tool}_'), \
+        line
+
+
+def test_bad_input_batch_size_zero_at_caption_image(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_tool_main('tools/caption_image.py', ['cfg.py', 'ckpt.pth',
+                                                 'a.png', '--batch-size', 0])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        'argument --batch-size: 0 is not a positive number (give 1 or more)')
+
+
+def test_bad_input_folder_without_images_at_caption_image(tmp_path):
+    (tmp_path / 'notes.txt').write_text('x')
+    (tmp_path / 'photo.heic').write_bytes(b'x')
+    assert _exit_line('tools/caption_image.py', [
+        'cfg.py', 'ckpt.pth', tmp_path]) == (
+        f'error: no image to caption in {tmp_path}: left out 2 non-image '
+        'files of the folders (1 x .heic, 1 x .txt; images are .png, .jpg, '
+        '.jpeg, .webp, .gif, .bmp, .tif, .tiff)')
+
+
+@pytest.mark.parametrize('script, args, env, expected', [
+    ('dist_train.sh', ['c.py', '0'], {}, "NPROC must be a whole number >= 1 "
+     "(processes per node, or auto), got '0'"),
+    ('dist_train.sh', ['c.py', 'two'], {}, 'NPROC must be a whole number'),
+    ('dist_test.sh', ['c.py', 'k.pth', '-1'], {}, 'NPROC must be a whole'),
+    ('dist_test.sh', ['c.py', 'k.pth', '2'], {'NNODES': '0'},
+     "NNODES must be a whole number >= 1 (nodes), got '0'"),
+    ('slurm_train.sh', ['p', 'job', 'c.py'], {'GPUS': '0'},
+     "GPUS must be a whole number >= 1 (tasks in all), got '0'"),
+    ('slurm_test.sh', ['p', 'job', 'c.py', 'k.pth'],
+     {'GPUS_PER_NODE': 'x'}, 'GPUS_PER_NODE must be a whole number'),
+], ids=['train_zero', 'train_word', 'test_negative', 'test_nodes',
+        'slurm_train_gpus', 'slurm_test_per_node'])
+def test_bad_input_process_counts_at_the_launch_scripts(script, args, env,
+                                                        expected):
+    proc = subprocess.run(['bash', f'tools/{script}', *args], cwd=REPO_ROOT,
+                          env=dict(os.environ, **env), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f'error: {expected}'] or \
+        proc.stderr.startswith(f'error: {expected}'), proc.stderr

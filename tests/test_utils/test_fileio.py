@@ -1,4 +1,5 @@
 """Atomic writes: the final name holds the old or the new file, whole."""
+import errno
 import json
 import os
 
@@ -102,3 +103,27 @@ def test_bad_input_out_checked_before_any_work(device_node):
     with pytest.raises(FileExistsError, match=(
             f'^--out {device_node} is a character device')):
         check_writable_output(str(device_node))
+
+
+@pytest.mark.parametrize('err, reason', [
+    (OSError(errno.ENOSPC, 'No space left on device'),
+     '[Errno 28] No space left on device'),
+    (OSError(errno.EDQUOT, 'Disk quota exceeded'),
+     '[Errno 122] Disk quota exceeded'),
+    (OSError('81920 requested and 22464 written'),  # numpy, no errno
+     '81920 requested and 22464 written'),
+], ids=['enospc', 'edquot', 'numpy_short_write'])
+def test_bad_input_disk_full_error_names_the_file(err, reason):
+    from pcm_plugin.utils.fileio import disk_full_error
+    full = disk_full_error(err, '/x/y.npy', 'free space and re-run')
+    assert full.errno == errno.ENOSPC
+    assert str(full) == (f'disk full (or quota) writing /x/y.npy ({reason}); '
+                         'free space and re-run')
+    # Wrapped again by a caller that knows how to resume: the file stays.
+    again = disk_full_error(full, '/x/shard-3', 'resume with X')
+    assert str(again) == (f'disk full (or quota) writing /x/y.npy ({reason}); '
+                          'resume with X')
+    other = OSError(errno.EACCES, 'denied')
+    assert disk_full_error(other, '/x', 'hint') is other
+    plain = OSError('closed file')  # no errno, not a short write
+    assert disk_full_error(plain, '/x') is plain
