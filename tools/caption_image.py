@@ -35,7 +35,8 @@ def main(argv=None) -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--beam-size', type=positive_int)
     parser.add_argument('--batch-size', type=positive_int, default=16)
-    parser.add_argument('--out', help='write {image: caption} JSON here')
+    parser.add_argument('--out', help='write {image: caption} JSON here '
+                        '({image: {caption, concepts}} with --concepts)')
     parser.add_argument('--concepts', action='store_true',
                         help='also print the concepts PCM retrieved for '
                         'each image')
@@ -94,10 +95,13 @@ def main(argv=None) -> None:
                          return_concepts=args.concepts)
     out = {}
     for result in results:
-        image = images[result['input_index']]
+        image = result['image']
         out[image] = result['pred_caption']
-        extra = (f'\t[{", ".join(result["concepts"])}]'
-                 if 'concepts' in result else '')
+        extra = ''
+        if 'concepts' in result:
+            out[image] = dict(caption=result['pred_caption'],
+                              concepts=result['concepts'])
+            extra = f'\t[{", ".join(result["concepts"])}]'
         print(f'{image}\t{result["pred_caption"]}{extra}')
     if bad:
         print(f'skipped {len(bad)} unreadable image(s): ' + ', '.join(

@@ -6,6 +6,7 @@ that extracted the training features — the same code as
 progress bar. Optionally each result also names the concepts PCM retrieved
 for the image and the patches it wrote them into.
 """
+import math
 import os
 from typing import Callable, Iterator, List, Optional, Union
 
@@ -14,6 +15,8 @@ import torch
 from mmengine.config import Config
 from mmpretrain.apis.base import BaseInferencer
 from mmpretrain.structures import DataSample
+
+from .release import load_release_clip, names_a_release, resolve_release
 
 
 def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
@@ -26,8 +29,6 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     from pcm_plugin.datasets.feature_layout import fill_feature_layout
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     from pcm_plugin.registry import MODELS
-
-    from .release import names_a_release, resolve_release
     if names_a_release(config):
         config, weights = resolve_release(config)
         checkpoint = checkpoint or weights
@@ -66,8 +67,9 @@ class PCMCaptionInferencer(BaseInferencer):
         >>> inferencer = PCMCaptionInferencer('configs/pcm_coco.py',
         ...                                   'best.pth')
         >>> inferencer('photos/', batch_size=16, return_concepts=True)[0]
-        {'pred_caption': 'a dog on a beach', 'concepts': ['dog', ...],
-         'mixed_patches': [3, 10, ...], 'image': 'photos/1.jpg'}
+        {'pred_caption': 'a dog on a beach', 'input_index': 0,
+         'image': 'photos/1.jpg', 'concepts': ['dog', ...],
+         'mixed_patches': [3, 10, ...]}
     """
 
     preprocess_kwargs: set = {'skip_bad'}
@@ -86,6 +88,10 @@ class PCMCaptionInferencer(BaseInferencer):
             load_open_clip,
             resolve_pool,
         )
+        from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+        if names_a_release(model):
+            model, weights = resolve_release(model)
+            pretrained = pretrained or weights
         captioner, cfg = build_captioner(model, pretrained)
         clip_cfg = cfg.get('clip_model', {}) or {}
         clip_model = clip_model or clip_cfg.get('name')
@@ -96,11 +102,15 @@ class PCMCaptionInferencer(BaseInferencer):
                              'in the config')
         if not clip_pretrained:
             clip_checkpoint = clip_checkpoint or clip_cfg.get('checkpoint')
-        self.clip, self.clip_preprocess, _ = load_open_clip(
-            clip_model, checkpoint=clip_checkpoint,
-            pretrained=clip_pretrained,
-            model_config=model_config or clip_cfg.get('model_config'),
-            device=device)
+        if clip_checkpoint == FROM_WEIGHTS:  # a one-file release's own
+            self.clip, self.clip_preprocess = load_release_clip(
+                pretrained, device=device)
+        else:
+            self.clip, self.clip_preprocess, _ = load_open_clip(
+                clip_model, checkpoint=clip_checkpoint,
+                pretrained=clip_pretrained,
+                model_config=model_config or clip_cfg.get('model_config'),
+                device=device)
         self.pool = resolve_pool(tuple(self.clip.visual.grid_size),
                                  clip_cfg.get('pool', 'auto'))
         self.device, self.beam_size = device, beam_size
@@ -127,14 +137,15 @@ class PCMCaptionInferencer(BaseInferencer):
 
     def preprocess(self, inputs: List, batch_size: int = 1,
                    skip_bad: bool = False) -> Iterator[dict]:
-        """Batches of ``images`` (B, 3, S, S) and their input positions.
+        """Batches of ``images`` (B, 3, S, S), their input positions
+        (``index``) and file paths (``paths``, None for in-memory images).
 
         An unreadable image stops the run with its name, or with
         ``skip_bad`` is left out and listed in :attr:`skipped`.
         """
         from pcm_plugin.data_prep.image_io import BadImageError
         self.skipped = []
-        batch, where = [], []
+        batch, where, paths = [], [], []
         for index, image in enumerate(inputs):
             try:
                 batch.append(self.pipeline(image))
@@ -144,11 +155,13 @@ class PCMCaptionInferencer(BaseInferencer):
                 self.skipped.append((index, str(err)))
                 continue
             where.append(index)
+            paths.append(image if isinstance(image, str) else None)
             if len(batch) == batch_size:
-                yield dict(images=torch.stack(batch), index=where)
-                batch, where = [], []
+                yield dict(images=torch.stack(batch), index=where,
+                           paths=paths)
+                batch, where, paths = [], [], []
         if batch:
-            yield dict(images=torch.stack(batch), index=where)
+            yield dict(images=torch.stack(batch), index=where, paths=paths)
 
     @torch.no_grad()
     def clip_features(self, images: torch.Tensor) -> dict:
@@ -169,8 +182,9 @@ class PCMCaptionInferencer(BaseInferencer):
         details = mixup(inputs['patch_feats'], inputs['global_feat']) \
             if return_concepts and mixup.mode != 'none' else None
         samples = []
-        for row, (index, caption) in enumerate(zip(data['index'], captions)):
-            sample = DataSample(metainfo=dict(input_index=index))
+        for row, (index, path, caption) in enumerate(
+                zip(data['index'], data['paths'], captions)):
+            sample = DataSample(metainfo=dict(input_index=index, image=path))
             sample.pred_caption = caption
             if details is not None:
                 sample.set_field(details['concept_idx'][row].tolist(),
@@ -188,15 +202,16 @@ class PCMCaptionInferencer(BaseInferencer):
     def postprocess(self, preds: List[DataSample], visualization,
                     return_datasamples: bool = False,
                     return_concepts: bool = False) -> List:
-        """One dict per readable input, in input order: ``pred_caption``
-        (and ``concepts``, ``mixed_patches`` with ``return_concepts``)."""
+        """One dict per readable input, in input order: ``pred_caption``,
+        ``input_index``, ``image`` (its path, None for an in-memory image)
+        and, with ``return_concepts``, ``concepts`` and ``mixed_patches``."""
         if return_datasamples:
             return preds
         words = self.model.mixup.concept_words
         results = []
         for sample in preds:
             result = dict(pred_caption=sample.pred_caption,
-                          input_index=sample.input_index)
+                          input_index=sample.input_index, image=sample.image)
             if return_concepts and 'concept_idx' in sample:
                 result['concepts'] = [words[i] for i in sample.concept_idx]
                 result['mixed_patches'] = list(sample.mixed_patches)
@@ -218,10 +233,26 @@ class PCMCaptionInferencer(BaseInferencer):
 
         Returns:
             list: One result per readable image, in input order; each
-            dict's ``input_index`` says which input it belongs to.
+            dict's ``input_index`` says which input it belongs to, and
+            ``image`` which file (None for an array or PIL image).
         """
-        return super().__call__(images, return_datasamples, batch_size,
-                                **kwargs)
+        from pcm_plugin.utils.progress import progress
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be at least 1, got '
+                             f'{batch_size}')
+        (preprocess_kwargs, forward_kwargs, _,
+         postprocess_kwargs) = self._dispatch_kwargs(**kwargs)
+        inputs = self._inputs_to_list(images)
+        preds = []
+        # mmpretrain's loop draws its bar on stdout, where the results go.
+        with progress(total=math.ceil(len(inputs) / batch_size),
+                      desc='captioning', unit='batch') as bar:
+            for data in self.preprocess(inputs, batch_size=batch_size,
+                                        **preprocess_kwargs):
+                preds.extend(self.forward(data, **forward_kwargs))
+                bar.update()
+        return self.postprocess(preds, None, return_datasamples,
+                                **postprocess_kwargs)
 
     def _inputs_to_list(self, inputs) -> list:
         """A list of images; a directory stands for its image files (the

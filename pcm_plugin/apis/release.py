@@ -31,13 +31,16 @@ checkpoint trust switch (``--trust-checkpoint``, ``PCM_TRUST_CHECKPOINT``).
 ``tools/test.py RELEASE``, ``tools/caption_image.py RELEASE images...``,
 ``ImageCaptioner(RELEASE)`` and ``mmpretrain.get_model(ZOO_NAME,
 pretrained=RELEASE.safetensors)`` load either (:func:`resolve_release`).
-Captioning raw images still needs the full CLIP image tower named by
-``clip_model`` (``--with-clip`` copies a local one into a folder release).
+Captioning raw images needs the CLIP image tower named by ``clip_model``;
+``--with-clip`` ships it (a folder gets a copy of the open_clip files, one
+file the image tower's weights, open_clip config and preprocessing), so
+the release captions images with no other file.
 """
 import json
 import os
 import os.path as osp
 import shutil
+import tempfile
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -52,6 +55,7 @@ MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 CONFIG_KEY = 'pcm_plugin.config.json'  # the config, as JSON
 PYTHON_CONFIG_KEY = 'pcm_plugin.config'  # the old format: Python text
 MANIFEST_KEY = 'pcm_plugin.release'
+CLIP_KEY = 'pcm_plugin.clip'  # --with-clip: how to rebuild the CLIP tower
 # Config dicts whose ``type`` is an option, not a registered component.
 OPTION_TYPES = {'clip_grad': ('norm', 'value')}  # mmengine's OptimWrapper
 
@@ -285,9 +289,11 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
         out_dir (str): The release folder to create (must not exist), or a
             ``.safetensors`` path for a one-file release.
         name (str, optional): The model's name. Defaults to the folder's.
-        with_clip (bool): Also copy the full open_clip checkpoint (and its
-            JSON config, if any) named by ``clip_model``, so captioning raw
-            images needs nothing else. Defaults to False.
+        with_clip (bool): Also ship the CLIP named by ``clip_model``, so
+            captioning raw images needs nothing else: a folder gets a copy
+            of its open_clip checkpoint (and JSON config, if any), a
+            one-file release its image tower's weights, open_clip config
+            and preprocessing. Defaults to False.
         metrics (dict, optional): Scores to record in ``release.json``.
 
     Returns:
@@ -330,10 +336,7 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
         raise FileExistsError(f'{out} exists; publish to a new path')
     out_dir = out
     if out_dir.endswith('.safetensors'):
-        if with_clip:
-            raise ValueError('--with-clip needs a folder release (the '
-                             'open_clip file is too large for metadata)')
-        _publish_one_file(cfg, model, out_dir, manifest)
+        _publish_one_file(cfg, model, out_dir, manifest, with_clip=with_clip)
         return manifest
     files = {key: None if path is None else target for (key, path), target
              in zip(_model_files(cfg).items(),
@@ -361,9 +364,11 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
     return manifest
 
 
-def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
-    """Weights + tokenizer + concept bank as tensors, the config (files
-    ``'from_weights'``) and the manifest as metadata, in one file."""
+def _publish_one_file(cfg: Config, model, out: str, manifest: dict, *,
+                      with_clip: bool = False) -> None:
+    """Weights + tokenizer + concept bank (+ the CLIP image tower) as
+    tensors, the config (files ``'from_weights'``) and the manifest as
+    metadata, in one file."""
     from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
     from pcm_plugin.utils.fileio import atomic_path
     values = {key: None if path is None else FROM_WEIGHTS
@@ -374,18 +379,40 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict) -> None:
     state = {k: v.detach().clone().contiguous()
              for k, v in model.state_dict().items()}
     state.update(model.files_state())
-    metadata = {CONFIG_KEY: config_to_json(release_cfg),
-                MANIFEST_KEY: json.dumps(manifest)}
+    metadata = {MANIFEST_KEY: json.dumps(manifest)}
+    tower = {}
+    if with_clip:
+        tower, metadata[CLIP_KEY] = _clip_tower(cfg)
+        release_cfg.clip_model = dict(
+            name=cfg.clip_model['name'], checkpoint=FROM_WEIGHTS,
+            pool=cfg.clip_model.get('pool', 'auto'))
+    metadata[CONFIG_KEY] = config_to_json(release_cfg)
     with atomic_path(out, suffix='.safetensors') as tmp:
-        save_tensors(state, tmp, metadata=metadata)
+        save_tensors({**state, **tower}, tmp, metadata=metadata)
         _check_release_reproduces(
             tmp, state, tokenizer=model.tokenizer,
             concept_words=getattr(model.mixup, 'concept_words', []))
+        if tower:
+            _check_tower_reproduces(tmp, tower)
+
+
+def _clip_of(cfg: Config) -> dict:
+    """The config's ``clip_model``, which ``--with-clip`` needs."""
+    clip = dict(cfg.get('clip_model') or {})
+    if not clip.get('name'):
+        raise ValueError('--with-clip: the config names no CLIP; set '
+                         "clip_model = dict(name=..., checkpoint=...)")
+    return clip
 
 
 def _copy_clip(cfg: Config, folder: str) -> None:
-    """Copy the open_clip files and point ``clip_model`` at the copies."""
-    clip = dict(cfg.get('clip_model') or {})
+    """Copy the open_clip files and point ``clip_model`` at the copies.
+
+    A custom model's JSON keeps its file name: open_clip knows a model
+    config by its file stem, which is the ``clip_model.name`` it answers
+    to.
+    """
+    clip = _clip_of(cfg)
     for key in ('checkpoint', 'model_config'):
         path = clip.get(key)
         if not path:
@@ -393,10 +420,147 @@ def _copy_clip(cfg: Config, folder: str) -> None:
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'--with-clip: clip_model.{key} {path} not found')
-        target = f'clip_{key}' + osp.splitext(path)[1]
+        target = osp.basename(path) if key == 'model_config' else \
+            'clip_checkpoint' + osp.splitext(path)[1]
+        if osp.exists(osp.join(folder, target)):
+            raise ValueError(
+                f'--with-clip: clip_model.{key} {path} has the name of a '
+                'release file; rename it (and clip_model.name with it)')
         shutil.copyfile(path, osp.join(folder, target))
         clip[key] = f'{MARKER}/{target}'
     cfg.clip_model = clip
+
+
+def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The config's CLIP image tower for a one-file release: its tensors
+    (under :data:`CLIP_TOWER_PREFIX`) and the metadata that rebuilds it
+    (open_clip name, model config, preprocessing) as JSON."""
+    import open_clip
+
+    from pcm_plugin.data_prep.clip_features import load_open_clip
+    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
+    clip = _clip_of(cfg)
+    checkpoint = clip.get('checkpoint')
+    model, _, _ = load_open_clip(
+        clip['name'], checkpoint=checkpoint,
+        pretrained=None if checkpoint else clip.get('pretrained'),
+        model_config=clip.get('model_config'))
+    tensors = {CLIP_TOWER_PREFIX + k: v.detach().clone().contiguous()
+               for k, v in model.visual.state_dict().items()}
+    meta = dict(name=clip['name'],
+                model_config=open_clip.get_model_config(clip['name']),
+                preprocess=open_clip.get_model_preprocess_cfg(model))
+    return tensors, json.dumps(meta)
+
+
+def load_release_clip(path: str, device: str = 'cpu') -> tuple:
+    """The CLIP a one-file release carries (``--with-clip``).
+
+    The open_clip model is built from the release's model config with the
+    release's image tower (its text tower is not in the release and stays
+    untrained: captioning uses the image tower only).
+
+    Args:
+        path (str): The ``.safetensors`` release.
+        device (str): Torch device.
+
+    Returns:
+        tuple: ``(model, preprocess)``, the model in eval mode.
+
+    Raises:
+        ValueError: the release carries no CLIP, or its CLIP metadata is
+            not an open_clip ViT's.
+    """
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from safetensors import safe_open
+
+    from pcm_plugin.data_prep.clip_features import check_vit_layout
+    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
+    meta = _metadata(path)
+    if CLIP_KEY not in meta:
+        raise ValueError(
+            f'{path} carries no CLIP (it was published without '
+            '--with-clip): pass the CLIP that extracted its training '
+            'features with --clip-checkpoint (or clip_checkpoint=)')
+    name, config, preprocess = _clip_metadata(meta[CLIP_KEY], path)
+    with safe_open(path, framework='pt', device='cpu') as f:
+        tower = {k[len(CLIP_TOWER_PREFIX):]: f.get_tensor(k)
+                 for k in f.keys() if k.startswith(CLIP_TOWER_PREFIX)}
+    with tempfile.TemporaryDirectory() as folder:
+        _register_clip_config(name, config, folder)
+        model = _untrained_clip(name, preprocess)
+    model.visual.load_state_dict(tower, strict=True)
+    check_vit_layout(model, name)
+    transform = image_transform_v2(
+        PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+    return model.to(device).eval(), transform
+
+
+def _clip_metadata(text: str, source: str) -> Tuple[str, dict, dict]:
+    """``(name, open_clip model config, preprocessing)`` of a release's
+    CLIP, checked to describe an open_clip model built from its config
+    alone (no timm or Hugging Face tower fetched by name)."""
+    try:
+        meta = json.loads(text)
+        name, config = meta['name'], meta['model_config']
+        preprocess = meta['preprocess']
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f'{source}: its CLIP metadata is damaged '
+                         f'({type(err).__name__}: {err})') from None
+    named_towers = {'timm_model_name', 'hf_model_name'}
+    if not (isinstance(name, str) and name and osp.basename(name) == name
+            and isinstance(config, dict) and isinstance(preprocess, dict)
+            and not any(named_towers & set(config.get(part) or {})
+                        for part in ('vision_cfg', 'text_cfg'))):
+        raise ValueError(f'{source}: its CLIP metadata does not describe '
+                         'an open_clip model built from its own config')
+    for key in ('size', 'mean', 'std'):
+        if isinstance(preprocess.get(key), list):  # JSON has no tuples
+            preprocess[key] = tuple(preprocess[key])
+    return name, config, preprocess
+
+
+def _register_clip_config(name: str, config: dict, folder: str) -> None:
+    """Make open_clip build ``name`` from ``config`` (it knows a config by
+    its file's stem); a model it knows with this config is left alone."""
+    import open_clip
+
+    from pcm_plugin.data_prep.clip_features import register_model_config
+    if name in open_clip.list_models() and \
+            open_clip.get_model_config(name) == config:
+        return
+    path = osp.join(folder, f'{name}.json')
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(config, f)
+    register_model_config(path)
+
+
+def _untrained_clip(name: str, preprocess: dict):
+    """``open_clip.create_model`` without weights, its warning that the
+    model is untrained silenced (the release's tower is loaded next)."""
+    import logging
+
+    import open_clip
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        return open_clip.create_model(name, pretrained=None,
+                                      force_preprocess_cfg=preprocess)
+    finally:
+        logging.disable(previous)
+
+
+def _check_tower_reproduces(path: str, tower: Dict[str, torch.Tensor]
+                            ) -> None:
+    """The release's CLIP, rebuilt from it alone, has the tower's tensors."""
+    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
+    model, _ = load_release_clip(path)
+    again = model.visual.state_dict()
+    differ = [k for k, v in tower.items()
+              if not torch.equal(again[k[len(CLIP_TOWER_PREFIX):]], v)]
+    if differ:
+        raise RuntimeError(f'the release {path} does not reproduce the CLIP '
+                           f'image tower ({differ[:3]}); nothing written')
 
 
 def _check_release_reproduces(path: str, state: dict, tokenizer=None,

@@ -27,6 +27,9 @@ from .tokenizer import (
 )
 
 TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
+# A one-file release may carry the CLIP image tower under this prefix, for
+# the inferencer; the captioner itself takes features and drops it.
+CLIP_TOWER_PREFIX = 'clip_tower.'
 
 
 def _build(cfg: Union[dict, nn.Module], key: str) -> nn.Module:
@@ -170,7 +173,11 @@ class PCMCaptioner(BaseModel):
 
     def _take_tokenizer(self, state_dict, prefix, *args) -> None:
         """Consume a tokenizer carried by the weights (single-file
-        releases); used when the config asked for it."""
+        releases; used when the config asked for it), and drop the CLIP
+        image tower they may carry for the inferencer."""
+        for key in [k for k in state_dict
+                    if k.startswith(prefix + CLIP_TOWER_PREFIX)]:
+            del state_dict[key]
         text = state_dict.pop(prefix + TOKENIZER_KEY, None)
         if text is None or self.tokenizer is not None:
             return

@@ -21,8 +21,8 @@ def test_release_stands_alone_and_captions_like_the_checkpoint(
     manifest = publish_model(config, ckpt, out, with_clip=True,
                              metrics=dict(CIDEr=1.5))
     assert sorted(os.listdir(out)) == sorted([
-        'clip_checkpoint.pt', 'clip_head.safetensors', 'clip_model_config'
-        '.json', 'concept_bank.npz', 'config.py', 'model.safetensors',
+        'clip_checkpoint.pt', 'clip_head.safetensors', 'concept_bank.npz',
+        'config.py', 'model.safetensors', 'pcm-tiny-vit-b32.json',
         'release.json', 'tokenizer.json'])
     assert manifest['name'] == 'published'
     assert manifest['metrics'] == dict(CIDEr=1.5)
