@@ -28,6 +28,7 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     import pcm_plugin  # noqa: F401  registers the components
     from pcm_plugin.datasets.feature_layout import fill_feature_layout
     from pcm_plugin.engine.checkpoint import check_checkpoint_matches
+    from pcm_plugin.engine.config_input import read_config
     from pcm_plugin.registry import MODELS
     if names_a_release(config):
         config, weights = resolve_release(config)
@@ -35,7 +36,7 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     if checkpoint is None:
         raise ValueError('a checkpoint is needed, or a released model '
                          'folder (tools/publish_model.py) as the model')
-    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    cfg = config if isinstance(config, Config) else read_config(config)
     fill_feature_layout(cfg)
     model = MODELS.build(cfg.model)
     check_checkpoint_matches(model, checkpoint)

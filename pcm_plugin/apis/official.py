@@ -201,10 +201,9 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
     Returns:
         dict: The release manifest.
     """
-    from mmengine.config import Config
-
     import pcm_plugin  # noqa: F401
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    from pcm_plugin.engine.config_input import read_config
     from pcm_plugin.models.concept_bank import (
         load_concept_bank,
         save_concept_bank,
@@ -229,7 +228,7 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
                          f'{checkpoint} has {rows} vocabulary rows (words '
                          '+ 1): they are not from the same release')
     dims = official_dimensions(state)
-    cfg = Config.fromfile(config)
+    cfg = read_config(config)
     check_config_fits(cfg, config, dims, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = osp.join(tmp, 'tokenizer.json')

@@ -360,6 +360,17 @@ def test_bad_input_config_that_fails_to_load_at_the_tools(tmp_path, tool):
         line
 
 
+def test_bad_input_config_that_fails_to_load_at_caption_image(tmp_path):
+    from PIL import Image
+    Image.new('RGB', (8, 8)).save(tmp_path / 'a.png')
+    path = tmp_path / 'typo.py'
+    path.write_text('a = 1\nb = undefined\n')
+    assert _exit_line('tools/caption_image.py', [
+        path, tmp_path / 'none.pth', tmp_path / 'a.png']) == (
+        f'error: config {path} could not be loaded ({path}:2: NameError: '
+        "name 'undefined' is not defined)")
+
+
 def test_bad_input_batch_size_zero_at_caption_image(capsys):
     with pytest.raises(SystemExit) as exit_:
         run_tool_main('tools/caption_image.py', ['cfg.py', 'ckpt.pth',
