@@ -237,7 +237,7 @@ class PCMCaptionInferencer(BaseInferencer):
             dict's ``input_index`` says which input it belongs to, and
             ``image`` which file (None for an array or PIL image).
         """
-        from pcm_plugin.utils.progress import progress
+        from pcm_plugin.utils.progress import progress_bar
         if batch_size < 1:
             raise ValueError(f'batch_size must be at least 1, got '
                              f'{batch_size}')
@@ -246,8 +246,8 @@ class PCMCaptionInferencer(BaseInferencer):
         inputs = self._inputs_to_list(images)
         preds = []
         # mmpretrain's loop draws its bar on stdout, where the results go.
-        with progress(total=math.ceil(len(inputs) / batch_size),
-                      desc='captioning', unit='batch') as bar:
+        with progress_bar(total=math.ceil(len(inputs) / batch_size),
+                          desc='captioning', unit='batch') as bar:
             for data in self.preprocess(inputs, batch_size=batch_size,
                                         **preprocess_kwargs):
                 preds.extend(self.forward(data, **forward_kwargs))

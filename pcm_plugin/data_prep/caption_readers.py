@@ -13,7 +13,7 @@ import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tqdm import tqdm
+from pcm_plugin.utils.progress import progress_bar
 
 from .annotations import ImageCaptions, derive_image_ids, stem_image_id
 from .bad_input import BadInputError, BadInputPolicy
@@ -91,8 +91,8 @@ def read_karpathy(path: str, *, policy: BadInputPolicy,
     splits: Dict[str, List[ImageCaptions]] = {'train': [], 'val': [],
                                               'test': []}
     seen: Dict[str, str] = {}
-    for idx, im in enumerate(tqdm(images, desc='images', disable=not
-                                  progress)):
+    for idx, im in enumerate(progress_bar(images, desc='images',
+                                          disable=not progress)):
         where = f'{path}: images[{idx}]'
         if not isinstance(im, dict) or not all(
                 k in im for k in ('filename', 'split', 'sentences')):
@@ -194,8 +194,8 @@ def read_caption_csv(path: str, *, policy: BadInputPolicy,
     with open(path, encoding='utf-8', newline='') as f:
         line = 0
         try:
-            for line, text in enumerate(tqdm(f, desc='rows',
-                                             disable=not progress), 1):
+            for line, text in enumerate(progress_bar(
+                    f, desc='rows', disable=not progress), 1):
                 row = _csv_line(text, path, line, policy)
                 if line == 1:
                     _check_header(row, path)
@@ -331,8 +331,9 @@ def read_coco_captions(path: str, *, policy: BadInputPolicy,
             records[im['id']] = record
     pairs = []
     ann_where: Dict[int, str] = {}
-    for idx, ann in enumerate(tqdm(data['annotations'], desc='captions',
-                                   disable=not progress)):
+    for idx, ann in enumerate(progress_bar(data['annotations'],
+                                           desc='captions',
+                                           disable=not progress)):
         where = f'{path}: annotations[{idx}]'
         if not isinstance(ann, dict) or not isinstance(ann.get('id'), int) \
                 or 'image_id' not in ann:

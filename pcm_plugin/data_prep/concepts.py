@@ -136,10 +136,12 @@ def encode_concepts(model, tokenizer, words: Sequence[str],
         np.ndarray: (C, D) float32, unit rows.
     """
     import torch
-    from tqdm import tqdm
+
+    from pcm_plugin.utils.progress import progress_bar
     total = None
-    with torch.no_grad(), tqdm(total=len(words) * len(templates),
-                               desc='prompts', disable=not progress) as bar:
+    with torch.no_grad(), progress_bar(
+            total=len(words) * len(templates), desc='prompts',
+            disable=not progress) as bar:
         for template in templates:
             rows = []
             for start in range(0, len(words), batch_size):

@@ -166,7 +166,7 @@ class ExtractionSettings:
         dtype (str): Model precision (fp32/fp16/bf16).
         skip_bad (bool): Log and count bad or missing images.
         max_pixels (int, optional): Larger images are bad (0: no limit).
-        progress (bool): tqdm bar on rank 0.
+        progress (bool): A progress bar on rank 0.
     """
     clip_model: str
     clip_checkpoint: Optional[str] = None
@@ -308,7 +308,8 @@ class _ShardRunner:
     def run(self, pending, preprocess, *, batch_size, workers, max_pixels,
             progress) -> None:
         import torch
-        from tqdm import tqdm
+
+        from pcm_plugin.utils.progress import progress_bar
         if not pending:
             return
         dataset = ImageListDataset(
@@ -319,8 +320,8 @@ class _ShardRunner:
             num_workers=workers, collate_fn=collate_items)
         total = sum(min(self.shard_size, len(self.items) - k *
                         self.shard_size) for k in pending)
-        bar = tqdm(total=total, disable=not progress, unit='img',
-                   desc='extract', dynamic_ncols=True)
+        bar = progress_bar(total=total, disable=not progress, unit='img',
+                           desc='extract')
         buffer = self._new_buffer()
         for batch in loader:
             self._process(batch, buffer)

@@ -168,8 +168,9 @@ def count_nouns(captions: Iterable[str], progress: bool = False) -> Counter:
     """
     raw: Counter = Counter()
     vocabulary = set()
-    from tqdm import tqdm
-    for caption in tqdm(captions, desc='captions', disable=not progress):
+    from pcm_plugin.utils.progress import progress_bar
+    for caption in progress_bar(captions, desc='captions',
+                                disable=not progress):
         words = caption_words(caption)
         vocabulary.update(words)
         raw.update(phrase_heads(words))

@@ -148,7 +148,7 @@ def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
         dict: ``chunks`` run now, and the seconds spent embedding captions
         (``embed``) and searching neighbours (``search``, merge included).
     """
-    from tqdm import tqdm
+    from pcm_plugin.utils.progress import progress_bar
     rank, world, _ = dist_env()
     num_chunks = -(-len(pool.entries) // s.chunk_size)
     state = _RankState(work_dir, rank, world, len(pool.image_ids),
@@ -159,8 +159,8 @@ def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
     if not pending:
         return seconds
     clip, tokenizer, sentence_encoder = load_models()
-    bar = tqdm(pending, desc='refine: neighbours', unit='chunk',
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = progress_bar(pending, desc='refine: neighbours', unit='chunk',
+                       disable=not progress or rank != 0)
     saved = time.time()
     for chunk in bar:
         columns = process_chunk(chunk, pool, s, clip, tokenizer,

@@ -256,7 +256,7 @@ def synthesize(ann_file: str, *, model_dir: str, out_dir: str,
         skip_bad (bool): Count and skip empty captions instead of failing.
         limit (int, optional): Only the first ``limit`` valid captions.
         verify_existing (bool): Check existing files' sha256, not size.
-        progress (bool): tqdm bar on rank 0.
+        progress (bool): A progress bar on rank 0.
 
     Returns:
         dict: Summary summed over ranks (``generated``,
@@ -321,7 +321,7 @@ def synthesize(ann_file: str, *, model_dir: str, out_dir: str,
 def _run_batches(pipe, pairs, batches, num_todo, records, out_dir, rank,
                  settings, *, verify_sha, progress) -> Dict:
     """Generate and write this rank's batches; returns its counts."""
-    from tqdm import tqdm
+    from pcm_plugin.utils.progress import progress_bar
     counts = dict(generated=0, skipped_existing=0, recovered=0)
     plan, new_records = [], []
     for batch in batches:
@@ -343,9 +343,9 @@ def _run_batches(pipe, pairs, batches, num_todo, records, out_dir, rank,
             plan.append((batch, set(todo)))
     logger.info('rank %d: %d images to generate, %d already done', rank,
                 sum(len(t) for _, t in plan), counts['skipped_existing'])
-    bar = tqdm(total=sum(len(t) for _, t in plan), disable=not progress,
-               unit='img', desc=f'synthesize (rank {rank})',
-               dynamic_ncols=True)
+    bar = progress_bar(total=sum(len(t) for _, t in plan),
+                       disable=not progress, unit='img',
+                       desc=f'synthesize (rank {rank})')
     with open_part(out_dir, rank, settings) as manifest:
         for record in new_records:
             manifest.write(json.dumps(record) + '\n')

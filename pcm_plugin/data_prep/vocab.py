@@ -107,9 +107,9 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
         raise ValueError('no words in the training captions: the '
                          'vocabulary would be empty; check the annotation '
                          'file')
-    from tqdm import tqdm
-    counts = count_words(tqdm(captions, desc='counting words',
-                              disable=not progress))
+    from pcm_plugin.utils.progress import progress_bar
+    counts = count_words(progress_bar(captions, desc='counting words',
+                                      disable=not progress))
     check_words_kept(counts, min_count)
     tokenizer = build_word_tokenizer(counts, min_count=min_count,
                                      max_words=max_words)

@@ -5,67 +5,77 @@ console; a newcomer running ``make demo`` needs three lines. Inside
 :func:`quiet_console` everything written to the process's stdout and
 stderr (Python, mmengine, the Java tokenizer of the scorers) goes to
 ``/dev/null`` (the run's log file in the work dir keeps mmengine's
-output) and :class:`ConsoleProgressHook` draws one progress line on the
-terminal.
+output) and :class:`ConsoleProgressHook` shows the progress on the real
+stderr, through :func:`~pcm_plugin.utils.progress.progress_bar`: a bar on
+a terminal, plain lines in a log.
 """
 import contextlib
 import os
 import sys
-import time
 
 from mmengine.hooks import Hook
 
 from pcm_plugin.registry import HOOKS
+from pcm_plugin.utils.progress import progress_bar
 
 
 @HOOKS.register_module()
 class ConsoleProgressHook(Hook):
-    """One self-overwriting progress line per phase on the real stdout.
+    """Training and test progress on the real stderr.
 
     Args:
-        label (str): What the line starts with. Defaults to ``'[demo]'``.
-        every (int): Redraw every this many iterations. Defaults to 25.
+        label (str): What the lines start with. Defaults to ``'[demo]'``.
+        every_s (float): Seconds between plain lines when stderr is not a
+            terminal. Defaults to 30.
     """
 
     priority = 'LOW'
 
-    def __init__(self, *, label: str = '[demo]', every: int = 25) -> None:
-        self.label, self.every = label, every
-        self._start = None
+    def __init__(self, *, label: str = '[demo]', every_s: float = 30.0
+                 ) -> None:
+        self.label, self.every_s = label, every_s
+        self._bar = None
 
-    def _draw(self, text: str, *, end: str = '') -> None:
-        stream = _terminal or sys.__stdout__
-        if stream is not None:
-            stream.write(f'\r{self.label} {text}'.ljust(78) + end)
-            stream.flush()
+    def _start(self, what: str, total: int, unit: str, done: int = 0
+               ) -> None:
+        self._bar = progress_bar(total=total, desc=f'{self.label} {what}',
+                                 unit=unit, initial=done,
+                                 stream=_terminal or sys.__stderr__,
+                                 every_s=self.every_s)
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def before_train(self, runner) -> None:
-        self._start = time.time()
+        self._start('training', runner.max_iters, 'iter', runner.iter)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
-        done, total = runner.iter + 1, runner.max_iters
-        if done % self.every and done != total:
-            return
-        elapsed = time.time() - self._start
-        eta = elapsed / done * (total - done)
         loss = (outputs or {}).get('loss')
-        loss = f', loss {float(loss):.3f}' if loss is not None else ''
-        self._draw(f'training {done}/{total} iterations (epoch '
-                   f'{runner.epoch + 1}/{runner.max_epochs}{loss}), '
-                   f'{eta:.0f} s left')
+        values = dict(epoch=f'{runner.epoch + 1}/{runner.max_epochs}')
+        if loss is not None:
+            values['loss'] = f'{float(loss):.3f}'
+        self._bar.set_postfix(**values)
+        self._bar.update()
 
     def after_train(self, runner) -> None:
-        self._draw(f'trained in {time.time() - self._start:.0f} s', end='\n')
+        self._stop()
+
+    def before_test(self, runner) -> None:
+        self._start('captioning the test images',
+                    len(runner.test_dataloader), 'batch')
 
     def after_test_iter(self, runner, batch_idx, data_batch=None,
                         outputs=None) -> None:
-        total = len(runner.test_dataloader)
-        self._draw(f'captioning the test images: batch {batch_idx + 1}/'
-                   f'{total}', end='\n' if batch_idx + 1 == total else '')
+        self._bar.update()
+
+    def after_test(self, runner) -> None:
+        self._stop()
 
 
-_terminal = None  # the real stdout while quiet_console is active
+_terminal = None  # the real stderr while quiet_console is active
 
 
 @contextlib.contextmanager
@@ -76,7 +86,7 @@ def quiet_console():
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
-    _terminal = os.fdopen(os.dup(saved[0]), 'w')
+    _terminal = os.fdopen(os.dup(saved[1]), 'w')
     sink = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(sink, 1)

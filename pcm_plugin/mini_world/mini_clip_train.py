@@ -174,15 +174,15 @@ def _run_phase(phase: str, steps: int, step_fn: Callable[[int], None], *,
                modules: Dict, optim, logs: Dict, resume: ResumeFile,
                state: Optional[Dict], progress: bool) -> None:
     """Run ``step_fn(step)`` for the remaining steps of one phase."""
-    from tqdm import tqdm
+    from pcm_plugin.utils.progress import progress_bar
     start = 0
     if state is not None and state['phase'] == phase:
         for key, module in modules.items():
             module.load_state_dict(state[key])
         optim.load_state_dict(state['optim'])
         start = state['step']
-    bar = tqdm(range(start, steps), initial=start, total=steps,
-               desc=f'mini CLIP: {phase}', disable=not progress)
+    bar = progress_bar(range(start, steps), initial=start, total=steps,
+                       desc=f'mini CLIP: {phase}', disable=not progress)
     for step in bar:
         step_fn(step)
         bar.set_postfix(loss=f'{np.mean(logs[phase]["loss"][-20:]):.3f}')

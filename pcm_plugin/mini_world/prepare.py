@@ -60,7 +60,7 @@ def prepare_world(settings: WorldSettings, *, progress: bool = True,
 
     Args:
         settings (WorldSettings): What to build.
-        progress (bool): tqdm bars. Defaults to True.
+        progress (bool): Progress bars. Defaults to True.
         rebuild (bool): Replace a different world at the same root.
         log (callable): Message sink. Defaults to ``print``.
 

@@ -90,20 +90,19 @@ def _image_id(split: str, index: int) -> str:
 
 def build_corpus(folder: str, s: WorldSettings, progress: bool) -> Dict:
     """Scenes, annotation files and COCO ground truth of all splits."""
-    from tqdm import tqdm
-
     from pcm_plugin.data_prep.annotations import (
         ImageCaptions,
         coco_ground_truth,
         eval_entries,
     )
+    from pcm_plugin.utils.progress import progress_bar
     ann_dir = osp.join(folder, 'annotations')
     scene_dir = osp.join(folder, 'scenes')
     os.makedirs(ann_dir)
     os.makedirs(scene_dir)
     sizes = dict(train=s.num_train, val=s.num_val, test=s.num_test)
-    bar = tqdm(total=sum(sizes.values()), desc='corpus', unit='scene',
-               disable=not progress)
+    bar = progress_bar(total=sum(sizes.values()), desc='corpus',
+                       unit='scene', disable=not progress)
     for split, num in sizes.items():
         refs = 0 if split == 'train' else s.refs
         scenes, captions = generate_split(split, num, seed=s.seed,
@@ -146,11 +145,11 @@ def _save_png(image: np.ndarray, path: str) -> None:
 def build_real_images(folder: str, corpus_dir: str, splits: Sequence[str],
                       progress: bool, nested: bool = True) -> Dict:
     """Exact renders; ``<folder>/<split>/<id>.png`` (or flat)."""
-    from tqdm import tqdm
+    from pcm_plugin.utils.progress import progress_bar
     scenes = {split: load_scenes(corpus_dir, split) for split in splits}
-    bar = tqdm(total=sum(len(v) for v in scenes.values()), unit='img',
-               desc=f'real images ({"+".join(splits)})',
-               disable=not progress)
+    bar = progress_bar(total=sum(len(v) for v in scenes.values()),
+                       unit='img', desc=f'real images ({"+".join(splits)})',
+                       disable=not progress)
     for split, items in scenes.items():
         out = osp.join(folder, split) if nested else folder
         os.makedirs(out, exist_ok=True)
@@ -178,12 +177,12 @@ def synthetic_image(scene: Scene, index: int, *, rate: float,
 def build_synth_images(folder: str, corpus_dir: str, rate: float,
                        seed: int, progress: bool) -> Dict:
     """Synthetic training images at one defect rate + ``defects.json``."""
-    from tqdm import tqdm
+    from pcm_plugin.utils.progress import progress_bar
     scenes = load_scenes(corpus_dir, 'train')
     defects = {}
-    for image_id, scene in tqdm(scenes.items(), desc=f'synthetic images '
-                                f'(defect rate {rate})', unit='img',
-                                disable=not progress):
+    for image_id, scene in progress_bar(
+            scenes.items(), desc=f'synthetic images (defect rate {rate})',
+            unit='img', disable=not progress):
         index = int(image_id) - ID_START['train']
         image, defect = synthetic_image(scene, index, rate=rate, seed=seed)
         _save_png(image, osp.join(folder, f'{image_id}.png'))

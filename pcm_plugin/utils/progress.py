@@ -1,7 +1,7 @@
 """Progress on stderr that reads well on a terminal and in a log.
 
 Every progress bar of the package and its tools goes through
-:func:`progress`, so results printed on stdout (``caption_image.py ... >
+:func:`progress_bar`, so results printed on stdout (``caption_image.py ... >
 out.tsv``) never carry a bar. On a terminal it is tqdm's bar, redrawn in
 place with ``\\r``; when stderr is not a terminal (a log file, CI, a pipe)
 a redrawn bar becomes one long line of ``\\r`` soup, so plain lines are
@@ -12,7 +12,7 @@ import time
 from typing import Iterable, Optional, TextIO
 
 
-def progress(iterable: Optional[Iterable] = None, *,
+def progress_bar(iterable: Optional[Iterable] = None, *,
              total: Optional[int] = None, desc: str = '', unit: str = 'it',
              initial: int = 0, disable: bool = False,
              stream: Optional[TextIO] = None, every_s: float = 30.0):
@@ -63,7 +63,7 @@ class PlainProgress:
 
     Args:
         iterable, total, desc, unit, initial, disable, stream, every_s: As
-            :func:`progress` takes them (``stream`` required).
+            :func:`progress_bar` takes them (``stream`` required).
     """
 
     def __init__(self, iterable: Optional[Iterable] = None, *,

@@ -26,7 +26,10 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     for noise in ('System environment', 'Config:', 'mmengine - INFO',
                   'PTBTokenizer', 'pkg_resources'):
         assert noise not in console, noise
-    assert 'training 4/4 iterations' in proc.stdout
+    # Progress on stderr, as plain lines when it is not a terminal.
+    assert '[demo] training: 4/4 iter (100%)' in proc.stderr
+    assert '[demo] captioning the test images: ' in proc.stderr
+    assert '\r' not in console
     log_dir = proc.stdout.split('[demo] training log: ')[1].split()[0]
     log = open(osp.join(log_dir, osp.basename(log_dir) + '.log')).read()
     assert 'Config:' in log and 'Epoch(train)' in log
