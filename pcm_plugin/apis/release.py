@@ -13,11 +13,14 @@ from::
       concept_bank.npz       the concept bank (swappable for cross-domain
                              tests: set model.mixup.concept_bank)
       clip_head.safetensors  CLIP's ln_post + proj, to build the model
-      release.json           name, source, sha256 of every file
+      README.md              the model card: training data, scores, use
+      release.json           name, source (file names), sha256 of every
+                             file
 
 Or one file, ``RELEASE.safetensors``: the same tensors plus the tokenizer
 and the concept bank as tensors, and the config (files set to
-``'from_weights'``) as JSON in the safetensors metadata.
+``'from_weights'``) as JSON, the manifest and the model card in the
+safetensors metadata.
 
 A one-file release is data only, safe to accept from anyone: its config
 is parsed as JSON (nothing executed) and every ``type`` in it must name a
@@ -49,6 +52,7 @@ from mmengine.config import Config
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
 MANIFEST = 'release.json'
+CARD = 'README.md'  # the model card of a folder release
 HERE = '{{ fileDirname }}'
 MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 # safetensors metadata of a one-file release
@@ -56,6 +60,7 @@ CONFIG_KEY = 'pcm_plugin.config.json'  # the config, as JSON
 PYTHON_CONFIG_KEY = 'pcm_plugin.config'  # the old format: Python text
 MANIFEST_KEY = 'pcm_plugin.release'
 CLIP_KEY = 'pcm_plugin.clip'  # --with-clip: how to rebuild the CLIP tower
+MODEL_CARD_KEY = 'pcm_plugin.model_card'
 # Config dicts whose ``type`` is an option, not a registered component.
 OPTION_TYPES = {'clip_grad': ('norm', 'value')}  # mmengine's OptimWrapper
 
@@ -334,9 +339,12 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
     from pcm_plugin.utils.fileio import atomic_path
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; publish to a new path')
+    _record_names_only(manifest)
+    card = _card(cfg, model, manifest, out, with_clip)
     out_dir = out
     if out_dir.endswith('.safetensors'):
-        _publish_one_file(cfg, model, out_dir, manifest, with_clip=with_clip)
+        _publish_one_file(cfg, model, out_dir, manifest, card,
+                          with_clip=with_clip)
         return manifest
     files = {key: None if path is None else target for (key, path), target
              in zip(_model_files(cfg).items(),
@@ -356,6 +364,8 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
             _copy_clip(cfg, tmp)
         with open(osp.join(tmp, CONFIG), 'w') as f:
             f.write(_release_config_text(cfg, files))
+        with open(osp.join(tmp, CARD), 'w', encoding='utf-8') as f:
+            f.write(card)
         _check_release_reproduces(tmp, state)
         manifest['files'] = {f: _sha256(osp.join(tmp, f))
                              for f in sorted(os.listdir(tmp))}
@@ -364,11 +374,35 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
     return manifest
 
 
-def _publish_one_file(cfg: Config, model, out: str, manifest: dict, *,
-                      with_clip: bool = False) -> None:
+def _record_names_only(manifest: dict) -> None:
+    """Record the files a release came from by their names: the folders
+    of the publishing machine mean nothing to its users."""
+    def name(value):
+        return osp.basename(osp.normpath(value)) if isinstance(value, str) \
+            else value
+    manifest['source'] = {key: name(value) for key, value
+                          in (manifest.get('source') or {}).items()}
+    clip = dict(manifest.get('clip_model') or {})
+    manifest['clip_model'] = {
+        key: name(value) if key in ('checkpoint', 'model_config') else value
+        for key, value in clip.items()}
+
+
+def _card(cfg: Config, model, manifest: dict, out: str,
+          with_clip: bool) -> str:
+    from .model_card import model_card
+    words = getattr(model.mixup, 'concept_words', None)
+    return model_card(cfg, manifest, out=out,
+                      vocab_size=model.decoder.vocab_size,
+                      num_concepts=len(words) if words else None,
+                      with_clip=with_clip)
+
+
+def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
+                      card: str, *, with_clip: bool = False) -> None:
     """Weights + tokenizer + concept bank (+ the CLIP image tower) as
-    tensors, the config (files ``'from_weights'``) and the manifest as
-    metadata, in one file."""
+    tensors, the config (files ``'from_weights'``), the manifest and the
+    model card as metadata, in one file."""
     from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
     from pcm_plugin.utils.fileio import atomic_path
     values = {key: None if path is None else FROM_WEIGHTS
@@ -379,7 +413,7 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict, *,
     state = {k: v.detach().clone().contiguous()
              for k, v in model.state_dict().items()}
     state.update(model.files_state())
-    metadata = {MANIFEST_KEY: json.dumps(manifest)}
+    metadata = {MANIFEST_KEY: json.dumps(manifest), MODEL_CARD_KEY: card}
     tower = {}
     if with_clip:
         tower, metadata[CLIP_KEY] = _clip_tower(cfg)

@@ -273,15 +273,22 @@ def test_convert_tool_writes_a_folder_release(converted, tmp_path):
     from tests.conftest import REPO_ROOT
     W, _, one_file, manifest = converted
     source = manifest['source']
+    # release.json records the files' names, not the converting
+    # machine's paths.
+    assert source == dict(official_checkpoint='official.pth',
+                          vocabulary='vocabulary.txt', concept_bank='bank.npz',
+                          config='arch.py', iteration=1234)
     out = tmp_path / 'release'
     proc = subprocess.run(
         [sys.executable, 'tools/convert_official_checkpoint.py',
-         source['official_checkpoint'], source['vocabulary'],
-         source['concept_bank'], str(out), '--config', source['config']],
+         *(str(tmp_path / source[key]) for key in (
+             'official_checkpoint', 'vocabulary', 'concept_bank')),
+         str(out), '--config', str(tmp_path / source['config'])],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / 'release.json').read_text())['name'] == \
-        'release'
+    written = json.loads((out / 'release.json').read_text())
+    assert written['name'] == 'release'
+    assert written['source'] == source
     from safetensors.torch import load_file
     folder = load_file(str(out / 'model.safetensors'))
     single = load_file(one_file)

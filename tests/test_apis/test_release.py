@@ -21,9 +21,9 @@ def test_release_stands_alone_and_captions_like_the_checkpoint(
     manifest = publish_model(config, ckpt, out, with_clip=True,
                              metrics=dict(CIDEr=1.5))
     assert sorted(os.listdir(out)) == sorted([
-        'clip_checkpoint.pt', 'clip_head.safetensors', 'concept_bank.npz',
-        'config.py', 'model.safetensors', 'pcm-tiny-vit-b32.json',
-        'release.json', 'tokenizer.json'])
+        'README.md', 'clip_checkpoint.pt', 'clip_head.safetensors',
+        'concept_bank.npz', 'config.py', 'model.safetensors',
+        'pcm-tiny-vit-b32.json', 'release.json', 'tokenizer.json'])
     assert manifest['name'] == 'published'
     assert manifest['metrics'] == dict(CIDEr=1.5)
     # No path of the training machine is needed: move the folder away.
