@@ -122,3 +122,26 @@ def test_one_file_without_clip_names_the_fix(checkpoint, tmp_path):
     with pytest.raises(ValueError, match='bare.safetensors carries no CLIP.*'
                        '--with-clip.*--clip-checkpoint'):
         load_release_clip(out)
+
+
+def test_a_release_carrying_its_clip_still_tests_and_loads_cleanly(
+        travelled, tmp_path):
+    """The tower's tensors are the inferencer's: the captioner drops them
+    when it loads, so tools/test.py and mmengine see no unexpected keys."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from pcm_plugin.apis import resolve_release
+    from pcm_plugin.registry import MODELS
+    releases, _, _, _ = travelled
+    one_file = str(releases / 'pcm-toy.safetensors')
+    proc = run_tool('test.py', [one_file, '--work-dir', tmp_path / 'w'])
+    assert 'unexpected key' not in proc.stdout + proc.stderr
+    cfg, weights = resolve_release(one_file)
+    model = MODELS.build(Config(cfg.to_dict()).model)
+    load_checkpoint(model, weights, map_location='cpu', strict=True,
+                    logger='silent')
+    assert not any(k.startswith('clip_tower') for k in model.state_dict())
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values()
+               if v.is_floating_point())
