@@ -18,6 +18,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,8 @@ import sys
 from collections import Counter
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
+
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
