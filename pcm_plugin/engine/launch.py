@@ -59,6 +59,9 @@ def load_config(args: argparse.Namespace) -> Config:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     config = args.config
+    if args.trust_checkpoint:  # before a release's files are read
+        from .checkpoint import trust_checkpoints
+        trust_checkpoints()
     from pcm_plugin.apis.release import names_a_release, resolve_release
     if names_a_release(config):
         config, weights = resolve_release(config)
@@ -66,9 +69,6 @@ def load_config(args: argparse.Namespace) -> Config:
             args.checkpoint = weights
     if isinstance(config, str) and not osp.isfile(config):
         raise FileNotFoundError(f'config {config} not found')
-    if args.trust_checkpoint:
-        from .checkpoint import trust_checkpoints
-        trust_checkpoints()
     cfg = config if isinstance(config, Config) else read_config(config)
     if args.cfg_options is not None:
         check_override_types(cfg, args.cfg_options)

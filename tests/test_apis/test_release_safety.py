@@ -111,6 +111,15 @@ def test_caption_tool_reads_the_old_format_with_the_switch(
     assert marker.read_text() == 'ran', proc.stderr
 
 
+def test_test_tool_reads_the_old_format_with_the_switch(old_format_release,
+                                                        tmp_path):
+    """tools/test.py too: the switch acts before the release is read."""
+    path, marker = old_format_release
+    run_tool('test.py', [path, '--trust-checkpoint', '--work-dir',
+                         tmp_path / 'w'], check=False)
+    assert marker.read_text() == 'ran'
+
+
 def test_a_published_one_file_release_keeps_its_config_as_json(checkpoint,
                                                                 tmp_path):
     from mmengine.config import Config
