@@ -23,8 +23,9 @@ $(STAMP): requirements/pinned.txt requirements/tests.txt requirements/no_deps.tx
 	$(PY) -W "ignore:Fail to import:UserWarning" -c "import torch, mmengine, mmpretrain.models, open_clip, diffusers, pcm_plugin; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
+# The lab (projects/): not in the wheel, run from a clone.
 demo: $(STAMP)
-	$(PY) tools/demo.py
+	$(PY) projects/mini_world/tools/demo.py
 
 # The whole data path (captions -> ... -> captions of test photos) on 60
 # captions with tiny random models, each tool as a user runs it: minutes.
@@ -32,7 +33,7 @@ dry-run: $(STAMP)
 	$(PY) tools/data/dry_run.py --out work_dirs/dry_run
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests projects -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -41,7 +42,7 @@ bench: $(STAMP)
 	$(PY) tools/analysis/benchmark.py --out work_dirs/benchmark.json
 
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -q -m "not slow"
+	$(PY) -m pytest tests projects -q -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -12,8 +12,8 @@ HERE = osp.dirname(osp.abspath(__file__))
 # pcm_plugin.apis.zoo (mmpretrain's list_models/get_model) and mmengine
 # (`_base_ = 'pcm_plugin::zoo/NAME.py'`) find them, as mmpretrain ships its
 # configs. Named file by file, not globbed from the root, so that a file
-# leaves the wheel by deleting its line. The mini world's configs stay out:
-# they serve the clone's tools (make demo), which a wheel does not carry.
+# leaves the wheel by deleting its line. The lab's configs live under
+# projects/ and stay out: they serve the clone's tools (make demo).
 MIM_FILES = (
     'model-index.yml',
     'configs/zoo/*',
@@ -23,14 +23,12 @@ MIM_FILES = (
     'configs/_base_/datasets/coco_sd_features.py',
     'configs/_base_/schedules/pcm_noam_12e.py',
 )
-# Data files inside the package: its small text resources, and the lab's
-# folders by name.
+# Data files inside the package: its small text resources. The lab
+# (projects/: the mini world with its CLIP weights, the benchmarks) stays
+# out of the wheel.
 PACKAGE_DATA = (
     'resources/*.txt',
     'resources/*.csv',
-    # The mini world's committed CLIPs (the lab's).
-    'resources/mini_clip/*',
-    'resources/mini_clip_localized/*',
 )
 
 

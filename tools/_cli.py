@@ -17,12 +17,14 @@ from types import ModuleType
 from typing import Any, Dict, Optional
 
 
-def package_file(module: str) -> str:
-    """The source file of ``pcm_plugin.<module>``, found without importing.
+def package_file(module: str, package: str = 'pcm_plugin') -> str:
+    """The source file of ``<package>.<module>``, found without importing.
 
     Args:
         module (str): Dotted name inside the package, e.g.
             ``'data_prep.annotations'``.
+        package (str): The package: ``pcm_plugin``, or a lab project's
+            (``'projects.mini_world.pcm_mini_world'``).
 
     Returns:
         str: Path of the ``.py`` file (the package that ``import
@@ -30,16 +32,18 @@ def package_file(module: str) -> str:
         ``sys.path``).
     """
     # find_spec imports parents of a dotted name, but not a top-level one.
-    root = importlib.util.find_spec('pcm_plugin').submodule_search_locations
+    root = importlib.util.find_spec(package).submodule_search_locations
     return osp.join(root[0], *module.split('.')) + '.py'
 
 
-def package_literals(module: str) -> Dict[str, Any]:
-    """The literal constants of ``pcm_plugin.<module>``, read from its
+def package_literals(module: str, package: str = 'pcm_plugin'
+                     ) -> Dict[str, Any]:
+    """The literal constants of ``<package>.<module>``, read from its
     source (the module is not run, so its imports cost nothing).
 
     Args:
         module (str): Dotted name inside the package.
+        package (str): The package (see :func:`package_file`).
 
     Returns:
         dict: ``NAME -> value`` for each module-level ``NAME = <literal>``
@@ -47,7 +51,7 @@ def package_literals(module: str) -> Dict[str, Any]:
         for such lines in a class body (dataclass defaults). Assignments
         whose value is not a literal are left out.
     """
-    with open(package_file(module), encoding='utf-8') as f:
+    with open(package_file(module, package), encoding='utf-8') as f:
         tree = ast.parse(f.read())
     found: Dict[str, Any] = {}
     scopes = [('', tree.body)] + [(f'{node.name}.', node.body)

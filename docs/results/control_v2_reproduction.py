@@ -10,8 +10,8 @@ cells) and the v2 rows come from the same training code.
 import torch
 from mmengine.runner import Runner
 
-from pcm_plugin.mini_world.ablation import variant_config
-from pcm_plugin.mini_world.prepare import load_world
+from projects.mini_world.pcm_mini_world.ablation import variant_config
+from projects.mini_world.pcm_mini_world.prepare import load_world
 
 OLD = 'work_dirs/ablation/localized-seed0/base_synth_d030_s0/epoch_6.pth'
 NEW = '/tmp/pcm_control/localized-seed0/base_synth_d030_s0/epoch_6.pth'

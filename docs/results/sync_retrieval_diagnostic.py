@@ -2,7 +2,8 @@
 the 8,000 training pairs of world seed 0, clean vs defective images
 (docs/benchmarks.md §6). Reads the refiner's work folders:
 
-    python tools/mini_world/refine.py --root data/mini_world --rates 0.3 0.6
+    python projects/mini_world/tools/refine.py --root data/mini_world \
+        --rates 0.3 0.6
     python docs/results/sync_retrieval_diagnostic.py \
         > docs/results/sync_retrieval_diagnostic.txt
 """

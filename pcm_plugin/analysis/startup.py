@@ -41,7 +41,8 @@ print(json.dumps(dict(status=status,
 
 
 def tool_scripts(repo: str) -> List[str]:
-    """Every Python tool under ``tools/`` (``tools/_*`` are helpers).
+    """Every Python tool under ``tools/`` and the lab's
+    ``projects/*/tools/`` (``tools/_*`` are helpers).
 
     Args:
         repo (str): The checkout.
@@ -49,7 +50,9 @@ def tool_scripts(repo: str) -> List[str]:
     Returns:
         list[str]: Paths relative to ``repo``, sorted.
     """
-    found = glob.glob(osp.join(repo, 'tools', '**', '*.py'), recursive=True)
+    found = [path for folder in ('tools', osp.join('projects', '*', 'tools'))
+             for path in glob.glob(osp.join(repo, folder, '**', '*.py'),
+                                   recursive=True)]
     return sorted(osp.relpath(p, repo) for p in found
                   if not osp.basename(p).startswith('_'))
 

@@ -117,6 +117,16 @@ def test_every_file_of_the_package_folder_ships(wheel):
     assert in_repository - in_wheel == set()
 
 
+def test_the_lab_stays_out_of_the_wheel(wheel):
+    """projects/ (the mini world, its committed CLIP weights, the benchmark
+    harness) serves a clone only: no file of it is in the wheel."""
+    lab = ('mini_world', 'mini_clip', 'projects')
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert [n for n in names if any(word in n for word in lab)] == []
+    assert [n for n in names if n.endswith(('.pt', '.pth'))] == []
+
+
 def test_licence_and_changelog_travel_with_the_release(dists):
     from pcm_plugin.version import __version__
     sdist, wheel = dists

@@ -41,20 +41,22 @@ def test_import_pcm_plugin_adds_no_heavy_library():
 
 def test_parser_constants_read_from_source_are_the_package_ones():
     from pcm_plugin.data_prep.annotations import TRAIN_ID_START
-    from pcm_plugin.mini_world import ablation, mini_clip, world
+    from projects.mini_world.pcm_mini_world import ablation, mini_clip, world
+    lab = 'projects.mini_world.pcm_mini_world'
     assert package_literals('data_prep.annotations')['TRAIN_ID_START'] \
         == TRAIN_ID_START
-    found = package_literals('mini_world.ablation')
+    found = package_literals('ablation', lab)
     assert found['VARIANTS'] == ablation.VARIANTS
     assert found['DEFAULT_VARIANTS'] == ablation.DEFAULT_VARIANTS
-    assert package_literals('mini_world.mini_clip')['CLIP_KINDS'] \
+    assert package_literals('mini_clip', lab)['CLIP_KINDS'] \
         == mini_clip.CLIP_KINDS
-    assert package_literals('mini_world.world')['WorldSettings.root'] \
+    assert package_literals('world', lab)['WorldSettings.root'] \
         == world.WorldSettings().root
 
 
 def test_prepare_leaves_unset_world_settings_to_their_defaults():
-    tool = sys.modules[tool_main('tools/mini_world/prepare.py').__module__]
+    tool = sys.modules[
+        tool_main('projects/mini_world/tools/prepare.py').__module__]
     args = tool.parse_args(['--seed', '3', '--defect-rates', '0', '0.6'])
     assert vars(args) == dict(seed=3, defect_rates=[0.0, 0.6],
                               rebuild=False, clip_config=None,

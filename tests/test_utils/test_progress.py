@@ -60,7 +60,9 @@ def test_every_progress_bar_goes_through_the_helper():
     from tests.conftest import REPO_ROOT
     drawing = ('tqdm', 'rich.progress', 'ProgressBar', 'track(',
                "write('\\r", "write(f'\\r", "end='\\r'")
-    sources = [p for pattern in ('pcm_plugin/**/*.py', 'tools/**/*.py')
+    sources = [p for pattern in ('pcm_plugin/**/*.py', 'tools/**/*.py',
+                                 'projects/*/pcm_*/**/*.py',
+                                 'projects/*/tools/**/*.py')
                for p in glob.glob(osp.join(REPO_ROOT, pattern),
                                   recursive=True)]
     helper = osp.join(REPO_ROOT, 'pcm_plugin', 'utils', 'progress.py')
@@ -74,7 +76,7 @@ def test_console_hook_prints_plain_lines_off_a_terminal(monkeypatch):
     """The demo's training line in a log: lines, not ``\\r`` soup."""
     from types import SimpleNamespace
 
-    from pcm_plugin.mini_world import console
+    from projects.mini_world.pcm_mini_world import console
     stream = io.StringIO()
     monkeypatch.setattr(console, '_terminal', stream)
     hook = console.ConsoleProgressHook(every_s=0)

@@ -1,25 +1,27 @@
-# PCM-Net on the embedded mini world (`make demo`, docs/mini_world.md): a
-# smaller model (d=96, 2 encoder + 2 decoder layers) on the mini CLIP's
-# features (64x64 renders, 8x8 patches of width 64, 64-d embeddings),
-# trained on synthetic renders with salient-object defects, evaluated on
-# real renders. Built from the _base_ pieces (not from pcm_coco.py), so
-# editing a COCO config never changes the demo or the ablation.
+# PCM-Net on the embedded mini world (`make demo`,
+# projects/mini_world/README.md): a smaller model (d=96, 2 encoder + 2
+# decoder layers) on the mini CLIP's features (64x64 renders, 8x8 patches
+# of width 64, 64-d embeddings), trained on synthetic renders with
+# salient-object defects, evaluated on real renders. Built from the
+# _base_ pieces (not from pcm_coco.py), so editing a COCO config never
+# changes the demo or the ablation.
 #
 # The paths are the default world layout written by
-# `python tools/mini_world/prepare.py`, so `python tools/train.py
-# configs/pcm_shapes.py` works once the world is prepared; tools/demo.py and
-# tools/mini_world/ablation.py re-point them at any prepared world. The
-# ablation variants are configs/pcm_shapes_{base,pcm,cxe,...}.py.
+# `python projects/mini_world/tools/prepare.py`, so `python tools/train.py
+# projects/mini_world/configs/pcm_shapes.py` works once the world is
+# prepared; projects/mini_world/tools/demo.py and
+# projects/mini_world/tools/ablation.py re-point them at any prepared world.
+# The ablation variants are pcm_shapes_{base,pcm,cxe,...}.py beside it.
 _base_ = [
     'mmpretrain::_base_/default_runtime.py',
-    './_base_/models/pcm_net_vitb32.py',
+    '../../../configs/_base_/models/pcm_net_vitb32.py',
     './_base_/datasets/mini_world.py',
     './_base_/schedules/mini_world.py',
 ]
 custom_imports = dict(imports=['pcm_plugin'], allow_failed_imports=False)
 
 # The world's files the model reads (mmengine cannot share a variable with
-# a _base_ file; tests/test_mini_world/test_prepare.py checks they agree).
+# a _base_ file; projects/mini_world/tests/test_prepare.py checks they agree).
 world = 'data/mini_world'
 clip_model = dict(
     name='pcm-mini-clip',

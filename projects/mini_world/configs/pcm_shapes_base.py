@@ -1,8 +1,8 @@
 # Mini-world ablation "Base" (paper Table 3, first row): no mix-up and the
 # plain label-smoothed cross-entropy. The train-on-real upper bound is this
 # config on the real renders' features:
-#   python tools/train.py configs/pcm_shapes_base.py --cfg-options \
-#       train_dataloader.dataset.feature_dir=\
+#   python tools/train.py projects/mini_world/configs/pcm_shapes_base.py \
+#       --cfg-options train_dataloader.dataset.feature_dir=\
 #       data/mini_world/features/real_train
 _base_ = ['./pcm_shapes.py']
 

@@ -108,7 +108,8 @@ def check_world_has(world: Dict, rates: Sequence[float],
         raise FileNotFoundError(
             f'the world at {world["root"]} has no feature store '
             f'{missing}; extend it (nothing prepared is rebuilt) with '
-            f'`python tools/mini_world/prepare.py --root {world["root"]} '
+            '`python projects/mini_world/tools/prepare.py '
+            f'--root {world["root"]} '
             f'--seed {s["seed"]} --clip {s.get("clip", "weak")} '
             f'--num-train {s["num_train"]} --num-val {s["num_val"]} '
             f'--num-test {s["num_test"]} --defect-rates '
@@ -167,7 +168,7 @@ def append_row(path: str, row: Dict) -> None:
         f.write(json.dumps(row) + '\n')
 
 
-def run_ablation(*, config_dir: str = 'configs',
+def run_ablation(*, config_dir: str = 'projects/mini_world/configs',
                  root: str = 'data/mini_world',
                  work_root: str = 'work_dirs/ablation',
                  rates: Sequence[float] = (0.0, 0.3, 0.6),
@@ -182,7 +183,7 @@ def run_ablation(*, config_dir: str = 'configs',
     sizes from ``world.json``); it never prepares or rebuilds anything.
     Rows go to ``<work_root>/results.jsonl`` with the world's name.
     ``refined`` trains on the SynC-refined pairs
-    (``tools/mini_world/refine.py`` writes them); ``amp`` ('bfloat16')
+    (``projects/mini_world/tools/refine.py`` writes them); ``amp`` ('bfloat16')
     trains and tests under autocast (rows carry ``amp``; a work root
     holding rows of another precision is refused).
     """
@@ -193,8 +194,8 @@ def run_ablation(*, config_dir: str = 'configs',
         if not osp.isfile(refined_annotation(world, rate)):
             raise FileNotFoundError(
                 f'{refined_annotation(world, rate)} not found; refine the '
-                f'world first: `python tools/mini_world/refine.py --root '
-                f'{root} --rates {rate}`')
+                'world first: `python projects/mini_world/tools/refine.py '
+                f'--root {root} --rates {rate}`')
     name = world.get('name', 'world')
     out = osp.join(work_root, 'results.jsonl')
     other = {r.get('amp') for r in read_results(out)} - {amp}

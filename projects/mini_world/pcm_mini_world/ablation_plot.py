@@ -3,7 +3,7 @@
 One panel per world, one line per variant (mean over seeds, error bars one
 standard deviation; SynC-refined variants dotted in their variant's colour),
 the train-on-real upper bound as a dashed level with its band. Used by
-``tools/mini_world/ablation.py --plot``.
+``projects/mini_world/tools/ablation.py --plot``.
 """
 import statistics
 from typing import Dict, List, Sequence

@@ -34,7 +34,7 @@ def render_predictions(predictions: str, test_ann: str, image_dir: str,
                              scale=scale)
 
 
-def run_demo(*, config: str = 'configs/pcm_shapes.py',
+def run_demo(*, config: str = 'projects/mini_world/configs/pcm_shapes.py',
              work_dir: str = 'work_dirs/demo',
              settings: Optional[WorldSettings] = None,
              max_epochs: Optional[int] = None,

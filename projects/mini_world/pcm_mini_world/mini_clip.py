@@ -15,21 +15,22 @@ CLIP scores run exactly the code they run with real CLIP.
 
 Two CLIPs are committed (:data:`CLIP_KINDS`):
 
-* ``'weak'`` (``pcm_plugin/resources/mini_clip``): trained through its class
-  token only; its patch tokens are weakly localized (a shape or colour
-  concept's selected patch is on a matching object ~17 % of the time);
-* ``'localized'`` (``pcm_plugin/resources/mini_clip_localized``): the weak
-  one continued with a dense patch-concept objective
+* ``'weak'`` (``projects/mini_world/resources/mini_clip``): trained
+  through its class token only; its patch tokens are weakly localized (a
+  shape or colour concept's selected patch is on a matching object ~17 %
+  of the time);
+* ``'localized'`` (``projects/mini_world/resources/mini_clip_localized``):
+  the weak one continued with a dense patch-concept objective
   (:mod:`.mini_clip_dense`), so its projected patch tokens name the object
   under them, as PCM-Net assumes of real CLIP.
 
-Both are reproduced by ``python tools/mini_world/train_mini_clip.py`` (see
-its docstring for the two commands).
+Both are reproduced by
+``python projects/mini_world/tools/train_mini_clip.py`` (see its docstring
+for the two commands).
 """
 import json
 import os
 import os.path as osp
-from importlib import resources
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -50,10 +51,12 @@ MINI_CLIP_CONFIG: Dict = dict(
 CONCEPT_TEMPLATES = ('a photo of a {}.', 'a {}.', 'a photo of the {}.')
 
 
-# Committed mini CLIPs: kind -> folder under pcm_plugin/resources.
+# Committed mini CLIPs: kind -> folder under projects/mini_world/resources.
 CLIP_KINDS: Dict[str, str] = {'localized': 'mini_clip_localized',
                               'weak': 'mini_clip'}
 DEFAULT_CLIP_KIND = 'localized'
+# projects/mini_world/: the committed CLIPs live in its resources/.
+PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def committed_dir(kind: str = 'weak') -> str:
@@ -61,8 +64,7 @@ def committed_dir(kind: str = 'weak') -> str:
     if kind not in CLIP_KINDS:
         raise ValueError(f'unknown mini CLIP kind {kind!r}; choose one of '
                          f'{sorted(CLIP_KINDS)}')
-    return str(resources.files('pcm_plugin').joinpath(
-        'resources', CLIP_KINDS[kind]))
+    return osp.join(PROJECT_ROOT, 'resources', CLIP_KINDS[kind])
 
 
 def committed_paths(kind: str = 'weak') -> Tuple[str, str]:
@@ -91,7 +93,7 @@ def load_mini_clip(config_path: Optional[str] = None,
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(
             f'mini CLIP checkpoint {checkpoint} not found; train one with '
-            '`python tools/mini_world/train_mini_clip.py`')
+            '`python projects/mini_world/tools/train_mini_clip.py`')
     name = register_model_config(config_path)
     model, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=checkpoint)

@@ -93,7 +93,8 @@ def patch_localisation(model, tokenizer, scenes, images,
                        batch_size: int = 256) -> Dict:
     """Where PCM's selection lands with this CLIP's own head and bank.
 
-    The same measurement as ``tools/mini_world/diagnose.py`` on a world,
+    The same measurement as ``projects/mini_world/tools/diagnose.py`` on a
+    world,
     straight from the model: patch tokens through ``ln_post`` + ``proj``,
     the world's concept words through the concept-bank prompt ensemble,
     PCM-Net's default selection (K=5, M=5, temperature 0.01).

@@ -13,7 +13,7 @@ changed setting rebuilds that step and every step downstream of it)::
     tokenizer     tokenizer/tokenizer.json
 
 ``world.json`` at the root lists every path (relative to the root) for
-the configs. Entry point: ``python tools/mini_world/prepare.py``.
+the configs. Entry point: ``python projects/mini_world/tools/prepare.py``.
 """
 import os
 import os.path as osp

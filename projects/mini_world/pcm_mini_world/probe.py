@@ -30,7 +30,7 @@ def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
     return Runner.from_cfg(cfg).test()
 
 
-def probe_concept_tokens(*, config_dir: str = 'configs',
+def probe_concept_tokens(*, config_dir: str = 'projects/mini_world/configs',
                          root: str = 'data/mini_world',
                          work_root: str = 'work_dirs/ablation',
                          variants: Sequence[str] = ('pcm', 'full'),
@@ -67,7 +67,8 @@ def probe_concept_tokens(*, config_dir: str = 'configs',
             raise FileNotFoundError(
                 f'{checkpoint} not found for the {key} row of '
                 f'{work_root}/results.jsonl; rerun that cell with '
-                'tools/mini_world/ablation.py (after deleting its row) or '
+                'projects/mini_world/tools/ablation.py (after deleting its '
+                'row) or '
                 'leave its variant out with --variants')
         metrics = retest_without_concept_tokens(cfg, checkpoint)
         with open(out, 'a') as f:

@@ -8,7 +8,7 @@ defective image; and how many captions moved to an image drawn for the very
 same caption text.
 
 The refined file of rate r is ``<world>/refined/synth_dXXX/train.json``;
-``tools/mini_world/ablation.py --refined`` trains on it.
+``projects/mini_world/tools/ablation.py --refined`` trains on it.
 """
 import json
 import os.path as osp
@@ -96,7 +96,7 @@ def refine_world(root: str, rates: Sequence[float], *,
         if name not in world['features']:
             raise FileNotFoundError(
                 f'the world at {root} has no {name}; extend it with '
-                f'`python tools/mini_world/prepare.py --root {root} '
+                f'`python projects/mini_world/tools/prepare.py --root {root} '
                 f'--defect-rates {rate}` (and its other settings)')
         out = refined_annotation(world, rate)
         if osp.isfile(report_path(out)) and not redo:

@@ -23,7 +23,7 @@ def world_config(config: str, world: Dict, *, work_dir: str,
     number of pairs (a SynC-refined set has 10 % fewer) and epochs.
 
     Args:
-        config (str): e.g. ``configs/pcm_shapes.py``.
+        config (str): e.g. ``projects/mini_world/configs/pcm_shapes.py``.
         world (dict): What :func:`prepare_world` returned.
         work_dir (str): Work directory of the run.
         train_set (str): Feature store to train on: ``synth_dXXX`` (a
@@ -46,8 +46,8 @@ def world_config(config: str, world: Dict, *, work_dir: str,
     if train_set not in feats:
         raise KeyError(f'feature store {train_set!r} is not in the world '
                        f'({sorted(feats)}); prepare it first (e.g. '
-                       '`python tools/mini_world/prepare.py --defect-rates '
-                       '0 0.3 0.6 --real-train`)')
+                       '`python projects/mini_world/tools/prepare.py '
+                       '--defect-rates 0 0.3 0.6 --real-train`)')
     cfg.work_dir = work_dir
     cfg.model.tokenizer = path(world['tokenizer'])
     cfg.model.mixup.concept_bank = path(world['concept_bank'])

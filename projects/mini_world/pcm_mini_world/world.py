@@ -83,7 +83,7 @@ def resolve_clip(settings: WorldSettings) -> tuple:
         if not osp.isfile(path):
             raise FileNotFoundError(
                 f'mini CLIP file {path} not found; train it with `python '
-                'tools/mini_world/train_mini_clip.py` or pass '
+                'projects/mini_world/tools/train_mini_clip.py` or pass '
                 '--clip-config/--clip-checkpoint')
     return paths
 
@@ -144,8 +144,9 @@ def load_world(root: str) -> Dict:
     """The ``world.json`` of a prepared world, with a clear error if none."""
     path = osp.join(root, 'world.json')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'{path} not found; prepare the world with '
-                                '`python tools/mini_world/prepare.py`')
+        raise FileNotFoundError(
+            f'{path} not found; prepare the world with '
+            '`python projects/mini_world/tools/prepare.py`')
     with open(path, encoding='utf-8') as f:
         return json.load(f)
 

@@ -4,8 +4,8 @@ import os.path as osp
 
 import pytest
 
-from pcm_plugin.mini_world.prepare import prepare_world
-from pcm_plugin.mini_world.world import WorldSettings
+from projects.mini_world.pcm_mini_world.prepare import prepare_world
+from projects.mini_world.pcm_mini_world.world import WorldSettings
 
 
 @pytest.fixture(scope='session')
@@ -14,7 +14,7 @@ def tiny_world(tmp_path_factory):
     import open_clip
     import torch
 
-    from pcm_plugin.mini_world.mini_clip import (
+    from projects.mini_world.pcm_mini_world.mini_clip import (
         MINI_CLIP_CONFIG,
         MINI_CLIP_NAME,
         save_mini_clip,

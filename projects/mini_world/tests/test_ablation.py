@@ -3,10 +3,14 @@ import os.path as osp
 
 import pytest
 
-from pcm_plugin.mini_world.ablation import gaps, summarize, variant_config
+from projects.mini_world.pcm_mini_world.ablation import (
+    gaps,
+    summarize,
+    variant_config,
+)
 
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))), 'configs')
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs')
 
 
 def test_summary_table_mean_std_per_cell():
@@ -94,7 +98,7 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
 def test_plot_has_one_panel_per_world(tmp_path):
     from PIL import Image
 
-    from pcm_plugin.mini_world.ablation_plot import plot_ablation
+    from projects.mini_world.pcm_mini_world.ablation_plot import plot_ablation
     rows = [dict(world=w, variant=v, rate=r, seed=s, CIDEr=1 + 0.1 * s)
             for w in ('a', 'b') for v in ('base', 'full')
             for r in (0.0, 0.3) for s in (0, 1)]
@@ -106,7 +110,7 @@ def test_plot_has_one_panel_per_world(tmp_path):
 
 
 def test_refined_rows_get_their_own_label_and_paired_sync_gain():
-    from pcm_plugin.mini_world.ablation import sync_gains
+    from projects.mini_world.pcm_mini_world.ablation import sync_gains
     rows = [dict(variant='full', rate=0.6, seed=s, CIDEr=c)
             for s, c in ((0, 1.0), (1, 1.2))]
     rows += [dict(variant='full', refined=True, rate=0.6, seed=s, CIDEr=c)

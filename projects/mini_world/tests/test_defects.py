@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.defects import (
+from projects.mini_world.pcm_mini_world.defects import (
     DEFECT_TYPES,
     apply_defect,
     plan_defect,
 )
-from pcm_plugin.mini_world.render import scene_sprites
-from pcm_plugin.mini_world.scenes import COLOURS, generate_split
+from projects.mini_world.pcm_mini_world.render import scene_sprites
+from projects.mini_world.pcm_mini_world.scenes import COLOURS, generate_split
 
 N = 2000
 

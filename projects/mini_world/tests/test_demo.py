@@ -14,8 +14,8 @@ from tests.conftest import REPO_ROOT
 def test_demo_smoke_runs_end_to_end(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     work = tmp_path / 'work'
-    cmd = [sys.executable, 'tools/demo.py', '--smoke', '--data-root',
-           str(tmp_path / 'world'), '--work-dir', str(work)]
+    cmd = [sys.executable, 'projects/mini_world/tools/demo.py', '--smoke',
+           '--data-root', str(tmp_path / 'world'), '--work-dir', str(work)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -46,7 +46,7 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     # seed_noise.py: the same CIDEr as the demo printed, and the content
     # counts of the captions the demo saved.
     analysed = subprocess.run(
-        [sys.executable, 'tools/mini_world/seed_noise.py', '--root',
+        [sys.executable, 'projects/mini_world/tools/seed_noise.py', '--root',
          str(tmp_path / 'world'), '--config', str(work / 'pcm_shapes.py'),
          '--checkpoint', str(work / 'epoch_1.pth'), '--bootstrap', '2'],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -55,8 +55,8 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     printed = proc.stdout.split('ROUGE_L / CIDEr:')[1].splitlines()[0]
     printed = printed.split()[-1]
     assert f"{row['CIDEr']:.1f}" == printed
-    from pcm_plugin.mini_world.trace import content_recall
-    from pcm_plugin.mini_world.world_steps import load_scenes
+    from projects.mini_world.pcm_mini_world.trace import content_recall
+    from projects.mini_world.pcm_mini_world.world_steps import load_scenes
     scenes = load_scenes(osp.join(world['root'], 'corpus'), 'test')
     recall = content_recall([p['caption'] for p in preds],
                             [scenes[str(p['image_id'])] for p in preds])
@@ -72,7 +72,7 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
 def test_run_digest_follows_config_and_input_files(tmp_path):
     from mmengine.config import Config
 
-    from pcm_plugin.mini_world.runs import run_digest
+    from projects.mini_world.pcm_mini_world.runs import run_digest
     features = tmp_path / 'features'
     features.mkdir()
     files = dict(stamp=features / 'done.json', tok=tmp_path / 'tok.json',

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pcm_plugin.datasets.feature_store import FeatureStore
-from pcm_plugin.mini_world.diagnostics import (
+from projects.mini_world.pcm_mini_world.diagnostics import (
     defect_cosines,
     mixup_localisation,
     nearest_neighbour_cider,
@@ -60,7 +60,7 @@ def test_mixup_localisation_accounts_for_every_pair(tiny_world):
 def test_diagnose_tool_writes_json(tiny_world, tmp_path):
     _, world, _ = tiny_world
     out = tmp_path / 'diag.json'
-    assert conftest.run_tool_main('tools/mini_world/diagnose.py', [
+    assert conftest.run_tool_main('projects/mini_world/tools/diagnose.py', [
         '--root', world['root'], '--json', out]) == 0
     with open(out) as f:
         diag = json.load(f)

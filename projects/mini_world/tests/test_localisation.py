@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.mini_world.localisation import (
+from pcm_plugin.models.mixup_selection import select_pairs
+from projects.mini_world.pcm_mini_world.localisation import (
     localisation_stats,
     object_coverage,
 )
-from pcm_plugin.mini_world.scenes import Scene, SceneObject
-from pcm_plugin.models.mixup_selection import select_pairs
+from projects.mini_world.pcm_mini_world.scenes import Scene, SceneObject
 
 
 def _two_object_scene():
@@ -20,7 +20,10 @@ def _two_object_scene():
 
 
 def test_object_coverage_per_patch():
-    from pcm_plugin.mini_world.render import scene_sprites, sprite_alpha
+    from projects.mini_world.pcm_mini_world.render import (
+        scene_sprites,
+        sprite_alpha,
+    )
     scene = _two_object_scene()
     cover = object_coverage(scene, grid=8)  # (2, 64); 8x8-pixel patches
     assert cover.shape == (2, 64)

@@ -5,8 +5,8 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.render import render_real
-from pcm_plugin.mini_world.scenes import (
+from projects.mini_world.pcm_mini_world.render import render_real
+from projects.mini_world.pcm_mini_world.scenes import (
     COLOURS,
     Scene,
     SceneObject,
@@ -22,7 +22,7 @@ def random_mini_clip():
     import torch
 
     from pcm_plugin.data_prep.clip_features import register_model_config
-    from pcm_plugin.mini_world.mini_clip import MINI_CLIP_CONFIG
+    from projects.mini_world.pcm_mini_world.mini_clip import MINI_CLIP_CONFIG
     folder = tempfile.mkdtemp()
     path = osp.join(folder, 'pcm-mini-clip-test.json')
     with open(path, 'w') as f:
@@ -37,7 +37,7 @@ def test_round_trip_through_open_clip_loading(random_mini_clip):
     import open_clip
     import torch
 
-    from pcm_plugin.mini_world.mini_clip import (
+    from projects.mini_world.pcm_mini_world.mini_clip import (
         images_to_tensor,
         round_to_fp16_,
         save_mini_clip,
@@ -70,7 +70,7 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
     import torch
     from PIL import Image
 
-    from pcm_plugin.mini_world.mini_clip import images_to_tensor
+    from projects.mini_world.pcm_mini_world.mini_clip import images_to_tensor
     _, name, _ = random_mini_clip
     _, _, preprocess = open_clip.create_model_and_transforms(name)
     image = render_real(generate_split('test', 1, seed=0)[0][0])
@@ -80,7 +80,7 @@ def test_tensor_conversion_equals_open_clip_preprocess(random_mini_clip):
 
 
 def test_training_batches_are_hard_negative_groups():
-    from pcm_plugin.mini_world.mini_clip_train import (
+    from projects.mini_world.pcm_mini_world.mini_clip_train import (
         GROUP_VARIANTS,
         training_batch,
     )
@@ -101,13 +101,13 @@ def test_training_batches_are_hard_negative_groups():
 
 def test_committed_mini_clip_knows_shapes_colours_backgrounds():
     """The shipped checkpoint loads and retrieves the true concept words."""
-    from pcm_plugin.mini_world.mini_clip import (
+    from projects.mini_world.pcm_mini_world.mini_clip import (
         committed_paths,
         concept_embeddings,
         encode_images,
         load_mini_clip,
     )
-    from pcm_plugin.mini_world.scenes import BACKGROUNDS, SHAPES
+    from projects.mini_world.pcm_mini_world.scenes import BACKGROUNDS, SHAPES
     cfg, ckpt = committed_paths()
     assert osp.isfile(cfg) and osp.isfile(ckpt)
     model, _, tokenizer, _ = load_mini_clip()
@@ -129,7 +129,7 @@ def test_committed_mini_clip_knows_shapes_colours_backgrounds():
 def test_killed_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     import torch
 
-    from pcm_plugin.mini_world import mini_clip_train as train
+    from projects.mini_world.pcm_mini_world import mini_clip_train as train
     kw = dict(steps=3, pretrain_steps=2, batch_size=4, eval_scenes=6,
               resume_every=1, progress=False)
     full = train.train_mini_clip(str(tmp_path / 'full'), **kw)

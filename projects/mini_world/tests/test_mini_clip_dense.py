@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from pcm_plugin.mini_world.mini_clip_dense import (
+from projects.mini_world.pcm_mini_world.mini_clip_dense import (
     IGNORE,
     WORDS,
     dense_concept_loss,
     patch_targets,
 )
-from pcm_plugin.mini_world.scenes import Scene, SceneObject
+from projects.mini_world.pcm_mini_world.scenes import Scene, SceneObject
 
 
 def test_patch_targets_from_exact_masks():
@@ -66,7 +66,7 @@ def test_dense_loss_with_no_object_patch_has_zero_object_terms():
 
 
 def test_dense_clip_training_is_deterministic(tmp_path):
-    from pcm_plugin.mini_world import mini_clip_train as train
+    from projects.mini_world.pcm_mini_world import mini_clip_train as train
     kw = dict(steps=2, pretrain_steps=1, batch_size=4, eval_scenes=6,
               resume_every=0, progress=False, dense_weight=1.0,
               image_concept_weight=0.5, seed=3)

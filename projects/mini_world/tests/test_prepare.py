@@ -6,9 +6,9 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.prepare import prepare_world
-from pcm_plugin.mini_world.world import synth_name
-from pcm_plugin.mini_world.world_steps import read_stamp, run_step
+from projects.mini_world.pcm_mini_world.prepare import prepare_world
+from projects.mini_world.pcm_mini_world.world import synth_name
+from projects.mini_world.pcm_mini_world.world_steps import read_stamp, run_step
 
 
 def test_run_step_skips_matching_stamp_and_rebuilds_on_change(tmp_path):
@@ -85,9 +85,9 @@ def test_defect_rates_differ_only_in_defective_images(tiny_world):
 
 def test_feature_stores_concepts_and_tokenizer(tiny_world):
     from pcm_plugin.datasets.feature_store import FeatureStore
-    from pcm_plugin.mini_world.mini_clip import MINI_CLIP_CONFIG
     from pcm_plugin.models.concept_bank import load_concept_bank
     from pcm_plugin.models.tokenizer import load_caption_tokenizer
+    from projects.mini_world.pcm_mini_world.mini_clip import MINI_CLIP_CONFIG
     _, world, _ = tiny_world
     root = world['root']
     train = FeatureStore(osp.join(root, world['features']['synth_d050']))
@@ -118,13 +118,14 @@ def test_second_run_is_cached(tiny_world):
 
 
 def test_pcm_shapes_default_paths_are_the_prepared_layout(tiny_world):
-    """``tools/train.py configs/pcm_shapes.py`` reads what prepare wrote."""
+    """``tools/train.py projects/mini_world/configs/pcm_shapes.py`` reads
+    what prepare wrote."""
     from mmengine.config import Config
 
-    from pcm_plugin.mini_world.runs import world_config
+    from projects.mini_world.pcm_mini_world.runs import world_config
     _, world, _ = tiny_world
-    config = osp.join(osp.dirname(osp.dirname(osp.dirname(
-        osp.abspath(__file__)))), 'configs', 'pcm_shapes.py')
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs', 'pcm_shapes.py')
     default = Config.fromfile(config)
     placed = world_config(config, world, work_dir='w', train_set='synth_d050')
 

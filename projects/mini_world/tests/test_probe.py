@@ -4,10 +4,10 @@ import os.path as osp
 
 import pytest
 
-from pcm_plugin.mini_world import probe
+from projects.mini_world.pcm_mini_world import probe
 
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))), 'configs')
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs')
 
 
 def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,

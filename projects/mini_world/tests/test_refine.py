@@ -1,7 +1,10 @@
 """What SynC did to a mini world's defective pairs (mini_world.refine)."""
 import json
 
-from pcm_plugin.mini_world.refine import defect_outcomes, refined_annotation
+from projects.mini_world.pcm_mini_world.refine import (
+    defect_outcomes,
+    refined_annotation,
+)
 
 
 def write(path, obj):

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.render import (
+from projects.mini_world.pcm_mini_world.render import (
     SHAPE_POLYGONS,
     render_real,
     render_synthetic,
     scene_sprites,
     sprite_alpha,
 )
-from pcm_plugin.mini_world.scenes import (
+from projects.mini_world.pcm_mini_world.scenes import (
     BACKGROUNDS,
     COLOURS,
     SHAPES,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pcm_plugin.mini_world.scenes import (
+from projects.mini_world.pcm_mini_world.scenes import (
     CANVAS,
     COLOURS,
     SHAPES,

@@ -1,13 +1,13 @@
 """The training trace's attribute-error count on hand-built captions."""
 import pytest
 
-from pcm_plugin.mini_world.scenes import (
+from projects.mini_world.pcm_mini_world.scenes import (
     BACKGROUND_NOUN,
     BACKGROUND_PREP,
     Scene,
     SceneObject,
 )
-from pcm_plugin.mini_world.trace import (
+from projects.mini_world.pcm_mini_world.trace import (
     attribute_errors,
     backgrounds_named,
     content_recall,
@@ -73,9 +73,9 @@ def test_bad_input_seed_noise_names_the_sweeps_last_checkpoint(
     # trained yet is named, with the fix.
     from tests import conftest
     settings, _, _ = tiny_world
-    assert conftest.run_tool_main('tools/mini_world/seed_noise.py', [
+    assert conftest.run_tool_main('projects/mini_world/tools/seed_noise.py', [
         '--root', settings.root, '--work-root', tmp_path, '--epochs', 3,
         '--variant', 'full', '--rate', 0.5, '--seeds', 1]) == 1
     err = capsys.readouterr().err
     assert 'full_synth_d050_s1/epoch_3.pth not found' in err
-    assert 'tools/mini_world/ablation.py' in err
+    assert 'projects/mini_world/tools/ablation.py' in err

@@ -5,17 +5,17 @@ import threading
 
 import pytest
 
-from pcm_plugin.mini_world import ablation
-from pcm_plugin.mini_world.prepare import prepare_world
-from pcm_plugin.mini_world.world import (
+from pcm_plugin.utils.fileio import file_sha256
+from projects.mini_world.pcm_mini_world import ablation
+from projects.mini_world.pcm_mini_world.prepare import prepare_world
+from projects.mini_world.pcm_mini_world.world import (
     WorldConflict,
     WorldSettings,
     load_world,
 )
-from pcm_plugin.utils.fileio import file_sha256
 
-CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))), 'configs')
+CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                      'configs')
 
 
 @pytest.fixture

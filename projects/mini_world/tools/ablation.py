@@ -1,11 +1,13 @@
 """Paper Table 3 on the mini world: Base / +PCM / +CXE / full (+ real).
 
-    python tools/mini_world/prepare.py --defect-rates 0 0.3 0.6 --real-train
-    python tools/mini_world/ablation.py                    # 5 seeds x 3 rates
-    python tools/mini_world/ablation.py --seeds 0 --rates 0.3 \
+    python projects/mini_world/tools/prepare.py --defect-rates 0 0.3 0.6 \
+        --real-train
+    python projects/mini_world/tools/ablation.py       # 5 seeds x 3 rates
+    python projects/mini_world/tools/ablation.py --seeds 0 --rates 0.3 \
         --variants base full
-    python tools/mini_world/ablation.py --summary-only     # print the tables
-    python tools/mini_world/ablation.py --summary-only --plot docs/ablation.png
+    python projects/mini_world/tools/ablation.py --summary-only  # the tables
+    python projects/mini_world/tools/ablation.py --summary-only \
+        --plot docs/ablation.png
 
 Runs on the world prepared at --root as it is (never rebuilds it). Results
 go to <work-root>/results.jsonl (one line per run with its world's name,
@@ -17,24 +19,28 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 from tools._cli import package_literals  # noqa: E402
+
+LAB = 'projects.mini_world.pcm_mini_world'
 
 
 def main(argv=None) -> int:
     # The parser reads its constants from the source; pcm_plugin is
     # imported after parse_args, so --help and argument errors answer at
     # once.
-    constants = package_literals('mini_world.ablation')
+    constants = package_literals('ablation', LAB)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config-dir', default='configs',
+    parser.add_argument('--config-dir', default='projects/mini_world/configs',
                         help="where the variants' configs pcm_shapes*.py are")
     parser.add_argument('--root', default='data/mini_world',
-                        help='a prepared world (tools/mini_world/prepare.py)')
+                        help='a prepared world '
+                        '(projects/mini_world/tools/prepare.py)')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--rates', type=float, nargs='+',
                         default=[0.0, 0.3, 0.6])
@@ -46,7 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument('--epochs', type=int, default=None)
     parser.add_argument('--refined', action='store_true',
                         help='train on the SynC-refined pairs '
-                        '(tools/mini_world/refine.py); rows get refined=true')
+                        '(projects/mini_world/tools/refine.py); rows get '
+                        'refined=true')
     parser.add_argument('--amp', action='store_true',
                         help='train and test under bfloat16 autocast (rows '
                         'get amp="bfloat16"); one precision per '
@@ -56,7 +63,7 @@ def main(argv=None) -> int:
                         help='also draw CIDEr against the defect rate, one '
                         'panel per world')
     args = parser.parse_args(argv)
-    from pcm_plugin.mini_world.ablation import (
+    from projects.mini_world.pcm_mini_world.ablation import (
         gaps,
         read_results,
         run_ablation,
@@ -88,7 +95,9 @@ def main(argv=None) -> int:
     with open(osp.join(args.work_root, 'table.md'), 'w') as f:
         f.write(text + '\n')
     if args.plot:
-        from pcm_plugin.mini_world.ablation_plot import plot_ablation
+        from projects.mini_world.pcm_mini_world.ablation_plot import (
+            plot_ablation,
+        )
         plot_ablation(rows, args.plot)
         print(f'plot: {args.plot}')
     return 0

@@ -1,19 +1,23 @@
 """The embedded demo: PCM-Net end to end on the mini world, on CPU.
 
-    python tools/demo.py              # what `make demo` runs
-    python tools/demo.py --smoke      # a 1-minute version (used by the tests)
-    python tools/demo.py --retrain    # train again even if a run is cached
+    python projects/mini_world/tools/demo.py            # what `make demo` runs
+    python projects/mini_world/tools/demo.py --smoke    # a 1-minute version
+    python projects/mini_world/tools/demo.py --retrain  # train again
 
-Prepares data/mini_world (cached), trains configs/pcm_shapes.py on synthetic
-renders, tests on real renders, prints BLEU-4 / METEOR / ROUGE-L / CIDEr and
-writes work_dirs/demo/test_predictions.png.
+(--smoke is what the tests run; --retrain trains even if a run is cached.)
+Prepares data/mini_world (cached), trains
+projects/mini_world/configs/pcm_shapes.py on synthetic renders, tests on
+real renders, prints BLEU-4 / METEOR / ROUGE-L / CIDEr and writes
+work_dirs/demo/test_predictions.png.
 """
 import argparse
 import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -22,7 +26,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default='configs/pcm_shapes.py')
+    parser.add_argument('--config',
+                        default='projects/mini_world/configs/pcm_shapes.py')
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--data-root', default=None)
     parser.add_argument('--epochs', type=int, default=None)
@@ -31,8 +36,8 @@ def main(argv=None) -> int:
                         help='tiny world and 1 epoch: checks that every '
                         'step runs, the numbers mean nothing')
     args = parser.parse_args(argv)
-    from pcm_plugin.mini_world.demo import run_demo
-    from pcm_plugin.mini_world.world import WorldSettings
+    from projects.mini_world.pcm_mini_world.demo import run_demo
+    from projects.mini_world.pcm_mini_world.world import WorldSettings
     if args.smoke:
         settings = WorldSettings(root=args.data_root or
                                  'data/mini_world_smoke', num_train=256,

@@ -1,7 +1,7 @@
 """Diagnose a prepared mini world, independently of PCM-Net.
 
-    python tools/mini_world/diagnose.py                  # data/mini_world
-    python tools/mini_world/diagnose.py --alpha 2.0 --json diag.json
+    python projects/mini_world/tools/diagnose.py        # data/mini_world
+    python projects/mini_world/tools/diagnose.py --alpha 2.0 --json diag.json
 
 Prints, per synthetic training set, the CLIP image-caption cosine and the
 mean CLIP-weighted-loss sample weight by defect type (does the weighted loss
@@ -16,8 +16,9 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument('--json', help='also write the numbers here')
     args = parser.parse_args(argv)
     # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
-    from pcm_plugin.mini_world.diagnostics import (
+    from projects.mini_world.pcm_mini_world.diagnostics import (
         defect_cosines,
         mixup_localisation,
         nearest_neighbour_cider,

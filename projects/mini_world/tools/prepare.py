@@ -1,13 +1,14 @@
 """Prepare the embedded mini world (cached; a progress bar per step).
 
-    python tools/mini_world/prepare.py                       # defect rate 0.3
-    python tools/mini_world/prepare.py --defect-rates 0 0.3 0.6 --real-train
+    python projects/mini_world/tools/prepare.py         # defect rate 0.3
+    python projects/mini_world/tools/prepare.py --defect-rates 0 0.3 0.6 \
+        --real-train
 
 Builds ``data/mini_world/``: captions and annotation files, real val/test
 renders, synthetic training renders per defect rate, the mini CLIP, CLIP
 feature stores, the concept bank and the caption tokenizer. Steps whose
 ``done.json`` matches the settings are skipped; see
-``pcm_plugin/mini_world/prepare.py`` for the layout.
+``projects/mini_world/pcm_mini_world/prepare.py`` for the layout.
 """
 import argparse
 import dataclasses
@@ -17,10 +18,13 @@ import os.path as osp
 import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 
 from tools._cli import package_literals  # noqa: E402
+
+LAB = 'projects.mini_world.pcm_mini_world'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,8 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     package import costs seconds), so the parser reads the two constants
     it shows from the source instead.
     """
-    root = package_literals('mini_world.world')['WorldSettings.root']
-    clip_kinds = package_literals('mini_world.mini_clip')['CLIP_KINDS']
+    root = package_literals('world', LAB)['WorldSettings.root']
+    clip_kinds = package_literals('mini_clip', LAB)['CLIP_KINDS']
     parser = argparse.ArgumentParser(
         description='Build (or reuse) the mini world data directory.',
         argument_default=argparse.SUPPRESS)
@@ -68,8 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pcm_plugin.mini_world.prepare import prepare_world
-    from pcm_plugin.mini_world.world import WorldSettings
+    from projects.mini_world.pcm_mini_world.prepare import prepare_world
+    from projects.mini_world.pcm_mini_world.world import WorldSettings
     names = {f.name for f in dataclasses.fields(WorldSettings)}
     settings = WorldSettings(**{k: v for k, v in vars(args).items()
                                 if k in names})

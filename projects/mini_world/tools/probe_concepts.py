@@ -1,6 +1,6 @@
 """Re-test the ablation's PCM models without their concept tokens.
 
-    python tools/mini_world/probe_concepts.py      # after ablation.py
+    python projects/mini_world/tools/probe_concepts.py      # after ablation.py
 
 For every finished ``pcm`` / ``full`` cell in work_dirs/ablation/results.jsonl
 the same checkpoint is tested on the real test renders with the mix-up off
@@ -13,15 +13,16 @@ import os.path as osp
 import statistics
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config-dir', default='configs')
+    parser.add_argument('--config-dir', default='projects/mini_world/configs')
     parser.add_argument('--root', default='data/mini_world')
     parser.add_argument('--work-root', default='work_dirs/ablation')
     parser.add_argument('--variants', nargs='+', default=['pcm', 'full'])
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
                         'its last)')
     args = parser.parse_args(argv)
     # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
-    from pcm_plugin.mini_world.probe import probe_concept_tokens
+    from projects.mini_world.pcm_mini_world.probe import probe_concept_tokens
     rows = probe_concept_tokens(config_dir=args.config_dir, root=args.root,
                                 work_root=args.work_root,
                                 variants=args.variants,

@@ -1,7 +1,8 @@
 """SynC re-pairing of a mini world's synthetic training sets.
 
-    python tools/mini_world/refine.py --root data/mini_world --rates 0.3 0.6
-    OMP_NUM_THREADS=1 python tools/mini_world/ablation.py --refined \\
+    python projects/mini_world/tools/refine.py --root data/mini_world \
+        --rates 0.3 0.6
+    OMP_NUM_THREADS=1 python projects/mini_world/tools/ablation.py --refined \\
         --rates 0.3 0.6 --variants base full
 
 Writes ``<root>/refined/synth_dXXX/train.json`` (+ ``.report.json`` with what
@@ -14,8 +15,9 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -25,7 +27,8 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default='data/mini_world',
-                        help='a prepared world (tools/mini_world/prepare.py)')
+                        help='a prepared world '
+                        '(projects/mini_world/tools/prepare.py)')
     parser.add_argument('--rates', type=float, nargs='+', default=[0.3, 0.6])
     parser.add_argument('--sentence-model',
                         help='local sentence-transformers model folder')
@@ -33,7 +36,7 @@ def main(argv=None) -> int:
                         help='refine again although a refined file exists')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
-    from pcm_plugin.mini_world.refine import refine_world
+    from projects.mini_world.pcm_mini_world.refine import refine_world
     try:
         reports = refine_world(args.root, args.rates,
                                sentence_model=args.sentence_model,

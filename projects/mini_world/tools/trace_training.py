@@ -1,13 +1,16 @@
 """Follow one mini-world training run epoch by epoch (collapse diagnosis).
 
-    python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
+    python projects/mini_world/tools/trace_training.py \\
+        projects/mini_world/configs/pcm_shapes.py \\
         --root data/mini_world --rate 0.3 --seed 2 \\
         --work-dir work_dirs/trace/full_s2
     # the same run without CapDec noise, or with the textual tokens zeroed:
-    python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
+    python projects/mini_world/tools/trace_training.py \\
+        projects/mini_world/configs/pcm_shapes.py \\
         --seed 2 --work-dir work_dirs/trace/full_s2_nonoise \\
         --set model.mixup.noise_var=0
-    python tools/mini_world/trace_training.py configs/pcm_shapes.py \\
+    python projects/mini_world/tools/trace_training.py \\
+        projects/mini_world/configs/pcm_shapes.py \\
         --seed 2 --work-dir work_dirs/trace/full_s2_zero --zero-textual
 
 Trains the config on the world's synthetic set of ``--rate`` with a
@@ -15,7 +18,7 @@ checkpoint every epoch (unless they exist), then prints and writes
 (``trace.json``) per epoch: teacher-forced loss on real validation renders
 and on synthetic training samples, and CIDEr and attribute errors on the
 real validation renders with the concept tokens, without them, and with the
-training layout (pcm_plugin/mini_world/trace.py).
+training layout (projects/mini_world/pcm_mini_world/trace.py).
 """
 import argparse
 import ast
@@ -24,8 +27,9 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -48,9 +52,12 @@ def main(argv=None) -> int:
     from mmengine.runner import Runner
 
     import pcm_plugin  # noqa: F401
-    from pcm_plugin.mini_world.runs import world_config
-    from pcm_plugin.mini_world.trace import summarize_trace, trace_run
-    from pcm_plugin.mini_world.world import load_world, synth_name
+    from projects.mini_world.pcm_mini_world.runs import world_config
+    from projects.mini_world.pcm_mini_world.trace import (
+        summarize_trace,
+        trace_run,
+    )
+    from projects.mini_world.pcm_mini_world.world import load_world, synth_name
     try:
         world = load_world(args.root)
     except FileNotFoundError as err:

@@ -1,8 +1,10 @@
 """Train the mini world's CLIP (open_clip model + ClipLoss) from scratch.
 
-    python tools/mini_world/train_mini_clip.py    # reproduces the committed
-    # pcm_plugin/resources/mini_clip/pcm-mini-clip.{json,pt} (about 25 min
-    # on one core; rerun the same command to resume if it gets killed)
+    python projects/mini_world/tools/train_mini_clip.py
+    # reproduces the committed
+    # projects/mini_world/resources/mini_clip/pcm-mini-clip.{json,pt}
+    # (about 25 min on one core; rerun the same command to resume if it
+    # gets killed)
 
 Writes ``pcm-mini-clip.json`` (open_clip model config), ``pcm-mini-clip.pt``
 (fp16 state dict) and ``pcm-mini-clip.metrics.json`` (loss curves,
@@ -16,13 +18,15 @@ import os.path as osp
 import sys
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.mini_world import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train the mini CLIP.')
-    parser.add_argument('--out-dir', default='pcm_plugin/resources/mini_clip')
+    parser.add_argument('--out-dir',
+                        default='projects/mini_world/resources/mini_clip')
     parser.add_argument('--steps', type=int, default=None)
     parser.add_argument('--pretrain-steps', type=int, default=None,
                         help='supervised image-tower (shape) steps before '
@@ -50,7 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pcm_plugin.mini_world.mini_clip_train import train_mini_clip
+    from projects.mini_world.pcm_mini_world.mini_clip_train import (
+        train_mini_clip,
+    )
     overrides = {k: v for k, v in dict(
         steps=args.steps, pretrain_steps=args.pretrain_steps,
         batch_size=args.batch_size, lr=args.lr,

@@ -1,7 +1,8 @@
-# The embedded mini world, in the layout `tools/mini_world/prepare.py`
+# The embedded mini world, in the layout `projects/mini_world/tools/prepare.py`
 # writes: synthetic renders (defect rate 0.3) for training, real renders
-# for val/test. tools/demo.py and tools/mini_world/ablation.py re-point
-# these paths at any prepared world (pcm_plugin.mini_world.demo.world_config).
+# for val/test. projects/mini_world/tools/demo.py and
+# projects/mini_world/tools/ablation.py re-point these paths at any
+# prepared world (projects.mini_world.pcm_mini_world.runs.world_config).
 world = 'data/mini_world'
 ann_dir = world + '/corpus/annotations'
 
