@@ -278,14 +278,14 @@ def _keep_traceback(work_dir: Optional[str]) -> str:
 
 
 def build_runner(cfg: Config):
-    """``Runner.from_cfg`` (or the configured runner type)."""
-    from mmengine.runner import Runner
-
+    """:class:`ToolRunner` ``.from_cfg`` (or the configured runner type)."""
     import pcm_plugin  # noqa: F401  registers components + ckpt loader
+
+    from .tool_runner import ToolRunner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return ToolRunner.from_cfg(cfg)
 
 
 def dump_json(obj, path: Optional[str]) -> None:
