@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) tools/analysis/benchmark.py --out work_dirs/benchmark.json
+	$(PY) projects/benchmarks/tools/benchmark.py --out work_dirs/benchmark.json
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests projects -q -m "not slow"

@@ -103,7 +103,7 @@ def timings(decoder, memory, mask, *, words: int, bart_steps: int,
     """Beam 3 and greedy, previous vs now, and HF BART, interleaved."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from pcm_plugin.analysis import decoding_bench, perf
+    from projects.benchmarks.pcm_benchmarks import decoding_bench, perf
     old = previous_decoder(decoder, commit)
     bart = decoding_bench.hf_bart(decoding_bench.decoder_size(decoder))
 
@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument('--out')
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from pcm_plugin.analysis import decoding_bench, perf
+    from projects.benchmarks.pcm_benchmarks import decoding_bench, perf
     report = dict(before=args.before, load_before=os.getloadavg()[0])
     report['same'] = {cell: same_captions(cell, args.before)
                       for cell in args.cells}

@@ -101,7 +101,7 @@ def main() -> int:
 def alternate(args: argparse.Namespace, workspace: str, before: str) -> None:
     """Write the files, export the previous package, and run one process
     per version, ``args.rounds`` times."""
-    from pcm_plugin.analysis.data_speed import write_layouts
+    from projects.benchmarks.pcm_benchmarks.data_speed import write_layouts
     write_layouts(workspace, num=args.samples)
     archive = subprocess.run(['git', 'archive', args.before, 'pcm_plugin'],
                              cwd=REPO, check=True, capture_output=True)

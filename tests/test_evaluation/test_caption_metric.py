@@ -10,7 +10,7 @@ from pcm_plugin.evaluation.caption_metric import (
     score_captions,
 )
 from pcm_plugin.evaluation.coco_gt import load_coco_gt, write_coco_gt
-from pcm_plugin.evaluation.speed import (
+from projects.benchmarks.pcm_benchmarks.metric_speed import (
     pycocoevalcap_sequential,
     registered_metric,
 )

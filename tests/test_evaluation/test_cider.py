@@ -44,7 +44,9 @@ def test_single_image_corpus():
 @pytest.mark.real_data
 def test_equal_on_real_coco(shared_data):
     from pcm_plugin.evaluation.caption_metric import ptb_tokenize
-    from pcm_plugin.evaluation.speed import load_coco_subset
+    from projects.benchmarks.pcm_benchmarks.metric_speed import (
+        load_coco_subset,
+    )
     predictions, references = load_coco_subset(shared_data)
     tokenized = ptb_tokenize({**{('ref', i): c for i, c in references.items()},
                               **{('pred', i): [c]

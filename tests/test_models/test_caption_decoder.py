@@ -235,7 +235,9 @@ class TestAgainstThePreviousSearch:
         """The case the batch shrinking must get right: some samples end
         at once, others run to max_len; only unfinished beams are decoded
         (one per sample at the first step), for as many steps as before."""
-        from pcm_plugin.analysis.decoding_bench import search_steps
+        from projects.benchmarks.pcm_benchmarks.decoding_bench import (
+            search_steps,
+        )
         decoder = make_decoder(seed=3, vocab_size=11, sharpen=4.0)
         memory, mask = make_memory(seed=43, batch=9, length=7)
         mask[:, 3] = False

@@ -4,14 +4,15 @@ mmpretrain does not import itself.
 
 No timing is asserted (the project times nothing in tests): what makes
 ``--help`` take seconds is an import, and which modules a fresh process
-loaded is exact. ``tools/analysis/benchmark.py`` reports the seconds.
+loaded is exact. ``projects/benchmarks/tools/benchmark.py`` reports the
+seconds.
 """
 import argparse
 import sys
 
 import pytest
 
-from pcm_plugin.analysis.startup import (
+from projects.benchmarks.pcm_benchmarks.startup import (
     modules_imported_by,
     modules_loaded_by,
     tool_scripts,

@@ -1,6 +1,6 @@
 """SynC re-pairing of a mini world's synthetic training sets.
 
-    python projects/mini_world/tools/refine.py --root data/mini_world \
+    python projects/mini_world/tools/refine.py --root data/mini_world \\
         --rates 0.3 0.6
     OMP_NUM_THREADS=1 python projects/mini_world/tools/ablation.py --refined \\
         --rates 0.3 0.6 --variants base full

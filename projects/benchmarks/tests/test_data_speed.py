@@ -3,8 +3,8 @@ batch, and a tiny run fills every row (no timing asserted)."""
 import torch
 from mmengine.dataset import default_collate
 
-from pcm_plugin.analysis import data_speed
 from pcm_plugin.models import CaptionFeaturePreprocessor
+from projects.benchmarks.pcm_benchmarks import data_speed
 
 TINY = dict(patches=3, patch_dim=8, global_dim=4)
 

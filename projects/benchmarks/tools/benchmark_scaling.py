@@ -2,11 +2,11 @@
 length at the PCM-Net COCO size, T(B) = a + b·B fitted by least squares,
 and the COCO training time it projects (issue 11, target 8).
 
-    OMP_NUM_THREADS=1 python tools/analysis/benchmark_scaling.py \\
+    OMP_NUM_THREADS=1 python projects/benchmarks/tools/benchmark_scaling.py \\
         --threads 1 --out work_dirs/scaling.json
-    python tools/analysis/benchmark_scaling.py --device cuda \\
+    python projects/benchmarks/tools/benchmark_scaling.py --device cuda \\
         --out work_dirs/scaling_cuda.json    # the figure a GPU user plans with
-    python tools/analysis/benchmark_scaling.py --smoke   # seconds (tests)
+    python projects/benchmarks/tools/benchmark_scaling.py --smoke  # tests
 
 Every batch size of one caption length is timed interleaved; memory is the
 model's static bytes (weights, Adam state) plus the step's transient peak
@@ -20,7 +20,9 @@ import os
 import os.path as osp
 import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.benchmarks import from a clone.
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
 
 
 def pair(value: str):
@@ -62,9 +64,12 @@ def main(argv=None) -> int:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import torch
 
-    from pcm_plugin.analysis.perf import COCO, SMOKE
-    from pcm_plugin.analysis.report import finish_report
-    from pcm_plugin.analysis.scaling import print_scaling, run_scaling
+    from projects.benchmarks.pcm_benchmarks.perf import COCO, SMOKE
+    from projects.benchmarks.pcm_benchmarks.report import finish_report
+    from projects.benchmarks.pcm_benchmarks.scaling import (
+        print_scaling,
+        run_scaling,
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     options = dict(batches=args.batches, lengths=args.lengths, size=COCO,

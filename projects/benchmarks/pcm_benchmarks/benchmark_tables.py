@@ -1,5 +1,6 @@
-"""The markdown tables ``tools/analysis/benchmark.py`` prints, one function
-per part of its report (each returns the text; the tool prints it)."""
+"""The markdown tables ``projects/benchmarks/tools/benchmark.py`` prints,
+one function per part of its report (each returns the text; the tool
+prints it)."""
 from typing import Dict, List
 
 DECODING_HEADER = ('| measurement | median | IQR | note |\n'
@@ -106,8 +107,8 @@ def startup_table(s: Dict) -> str:
 
 def report_text(r: Dict) -> str:
     """Every table of a report, for the parts it holds."""
-    from pcm_plugin.analysis.data_speed import format_tables
-    from pcm_plugin.analysis.training_step import format_table
+    from projects.benchmarks.pcm_benchmarks.data_speed import format_tables
+    from projects.benchmarks.pcm_benchmarks.training_step import format_table
     head = (f"threads {r['threads']}, load {r['load_before']:.2f} -> "
             f"{r['load_after']:.2f}")
     if 'matmul_flops_per_s' in r:

@@ -9,12 +9,13 @@ with a note, without ``../shared/data``), and start-up (fresh processes:
 ``import pcm_plugin`` against ``import mmpretrain``, every tool's
 ``--help``).
 
-    python tools/analysis/benchmark.py --out work_dirs/benchmark.json
-    python tools/analysis/benchmark.py --decoding-only  # a few minutes
-    python tools/analysis/benchmark.py --data-only      # about a minute
-    python tools/analysis/benchmark.py --smoke          # seconds (tests)
-    python tools/analysis/benchmark.py --startup-only   # about a minute
-    python tools/analysis/benchmark.py --evaluation-only  # minutes
+    python projects/benchmarks/tools/benchmark.py \\
+        --out work_dirs/benchmark.json                     # `make bench`
+    python projects/benchmarks/tools/benchmark.py --decoding-only    # minutes
+    python projects/benchmarks/tools/benchmark.py --data-only        # a minute
+    python projects/benchmarks/tools/benchmark.py --smoke            # seconds
+    python projects/benchmarks/tools/benchmark.py --startup-only     # a minute
+    python projects/benchmarks/tools/benchmark.py --evaluation-only  # minutes
 
 Timings interleave the candidates (A, B, A, B, ...) after warm-up and report
 median and interquartile range; the 1-minute load average before and after
@@ -32,7 +33,9 @@ import os
 import os.path as osp
 import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.benchmarks import from a clone.
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
 sys.path.insert(0, REPO)
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
@@ -46,7 +49,8 @@ ONLY = dict(training_only='training', decoding_only='decoding',
 
 def parse_args(argv=None) -> argparse.Namespace:
     # Read from the package's source: --help imports no torch.
-    trained_run = package_literals('analysis.benchmark_suite')['TRAINED_RUN']
+    trained_run = package_literals(
+        'benchmark_suite', 'projects.benchmarks.pcm_benchmarks')['TRAINED_RUN']
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', help='write the results as JSON here')
     parser.add_argument('--threads', type=int, default=None,
@@ -93,8 +97,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from pcm_plugin.analysis.benchmark_suite import BenchmarkOptions, run
-    from pcm_plugin.analysis.report import write_report
+    from projects.benchmarks.pcm_benchmarks.benchmark_suite import (
+        BenchmarkOptions,
+        run,
+    )
+    from projects.benchmarks.pcm_benchmarks.report import write_report
     only = [part for flag, part in ONLY.items() if getattr(args, flag)]
     if len(only) > 1:
         sys.exit(f'benchmark.py: choose one of the --*-only flags, not '

@@ -2,13 +2,13 @@
 
 The full architecture is built with random weights (no real CLIP weights
 exist offline; they cost exactly what trained ones cost) and saved as an
-ordinary checkpoint (pcm_plugin.analysis.extraction_bench).
+ordinary checkpoint (projects.benchmarks.pcm_benchmarks.extraction_bench).
 
 Once (default): extract every image of a folder with the project's code
 and read the store back (one row per image, nothing skipped, the
 documented shapes)::
 
-    .venv/bin/python tools/analysis/benchmark_extraction.py \\
+    .venv/bin/python projects/benchmarks/tools/benchmark_extraction.py \\
         --out work_dirs/benchmark_extraction.json
 
 Against the bare forward (--bare; issue 11 targets 6 and 8): the tool path
@@ -17,7 +17,7 @@ forward on pre-decoded tensors at the same batch size, interleaved, plus a
 cProfile of one tool call::
 
     OMP_NUM_THREADS=1 .venv/bin/python \\
-        tools/analysis/benchmark_extraction.py --bare --limit 128 \\
+        projects/benchmarks/tools/benchmark_extraction.py --bare --limit 128 \\
         --batch-size 32 --workers 0 1 2 --threads 1
 
 The 1/5/15-minute load averages before and after are part of the report.
@@ -28,7 +28,9 @@ import os.path as osp
 import sys
 import tempfile
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# The repository root, three folders up: pcm_plugin, tools._cli and
+# projects.benchmarks import from a clone.
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
 DEFAULT_IMAGES = osp.join(osp.dirname(REPO), 'shared', 'data', 'flickr8k',
                           'images')
 
@@ -74,12 +76,12 @@ def main(argv=None) -> int:
     sys.path.insert(0, REPO)  # run from a clone without installing
     import torch
 
-    from pcm_plugin.analysis.extraction_bench import (
+    from projects.benchmarks.pcm_benchmarks.extraction_bench import (
         print_report,
         run_benchmark,
         smoke_images,
     )
-    from pcm_plugin.analysis.report import finish_report
+    from projects.benchmarks.pcm_benchmarks.report import finish_report
     if args.threads:
         torch.set_num_threads(args.threads)
     options = dict(clip_model=args.clip_model, batch_size=args.batch_size,

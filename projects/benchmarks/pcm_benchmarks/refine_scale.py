@@ -1,4 +1,5 @@
-"""What SynC re-pairing costs at scale (tools/analysis/benchmark_refine.py).
+"""What SynC re-pairing costs at scale
+(projects/benchmarks/tools/benchmark_refine.py).
 
 A pool of N captions (from a small grammar) with random unit 512-d image
 embeddings (the width of ViT-B/32's) is refined by the real pipeline; the

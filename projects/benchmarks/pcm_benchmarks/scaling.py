@@ -230,7 +230,8 @@ def run_scaling(*, batches: Sequence[int], lengths: Sequence[int],
                 project_batch: int = 32, project_length: int = 20) -> Dict:
     """:func:`scaling_sweep` in a scratch folder, the COCO projection of
     the ``project_length`` line at ``project_batch``, and the machine's
-    load and threads (the report of tools/analysis/benchmark_scaling.py).
+    load and threads (the report of
+    projects/benchmarks/tools/benchmark_scaling.py).
     """
     import os
     import tempfile

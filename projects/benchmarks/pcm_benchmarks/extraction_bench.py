@@ -1,4 +1,5 @@
-"""Feature extraction benchmarks (tools/analysis/benchmark_extraction.py).
+"""Feature extraction benchmarks
+(projects/benchmarks/tools/benchmark_extraction.py).
 
 No real CLIP weights exist offline, so the full architecture is built with
 random weights (``open_clip.create_model(name, pretrained=None)``) and saved

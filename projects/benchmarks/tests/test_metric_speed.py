@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pcm_plugin.evaluation.speed import (
+from projects.benchmarks.pcm_benchmarks.metric_speed import (
     SMOKE_IMAGES,
     SMOKE_SCORERS,
     compare_with_pycocoevalcap,
@@ -50,7 +50,7 @@ def test_row_skipped_with_a_note_without_shared_data(tmp_path):
 def test_benchmark_tool_evaluation_only_without_shared_data(tmp_path,
                                                              capsys):
     out = tmp_path / 'bench.json'
-    assert tool_main('tools/analysis/benchmark.py')(
+    assert tool_main('projects/benchmarks/tools/benchmark.py')(
         ['--evaluation-only', '--smoke', '--shared-data',
          str(tmp_path / 'absent'), '--out', str(out)]) == 0
     report = json.loads(out.read_text())

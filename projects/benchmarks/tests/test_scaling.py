@@ -5,7 +5,11 @@ import json
 
 import pytest
 
-from pcm_plugin.analysis.scaling import COCO_TRAIN, coco_projection, fit_line
+from projects.benchmarks.pcm_benchmarks.scaling import (
+    COCO_TRAIN,
+    coco_projection,
+    fit_line,
+)
 from tests.conftest import tool_main
 
 
@@ -46,7 +50,7 @@ def test_projection_is_the_formula_of_the_official_recipe():
 
 def test_smoke_run_reports_every_cell_and_the_projection(tmp_path):
     out = tmp_path / 'scaling.json'
-    assert tool_main('tools/analysis/benchmark_scaling.py')(
+    assert tool_main('projects/benchmarks/tools/benchmark_scaling.py')(
         ['--smoke', '--threads', '1', '--skip', '4x6',
          '--out', str(out)]) == 0
     report = json.loads(out.read_text())

@@ -1,6 +1,6 @@
-"""The parts of ``tools/analysis/benchmark.py`` (see its docstring): each
-fills its keys of one JSON report; :func:`run` runs the parts asked for
-and prints their tables.
+"""The parts of ``projects/benchmarks/tools/benchmark.py`` (see its
+docstring): each fills its keys of one JSON report; :func:`run` runs the
+parts asked for and prints their tables.
 
 Timings interleave the candidates after warm-up and report median and
 interquartile range; the 1-minute load average before and after is
@@ -53,7 +53,7 @@ class BenchmarkOptions:
 
     @property
     def size(self) -> Dict:
-        from pcm_plugin.analysis import perf
+        from projects.benchmarks.pcm_benchmarks import perf
         return perf.SMOKE if self.smoke else perf.COCO
 
     @property
@@ -68,7 +68,9 @@ def phase(text: str) -> None:
 
 def training_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``train_step``: Base vs full PCM-Net against matmul FLOP/s."""
-    from pcm_plugin.analysis.training_step import training_step_rows
+    from projects.benchmarks.pcm_benchmarks.training_step import (
+        training_step_rows,
+    )
     phase('training step: Base vs full PCM-Net, fused vs for-loop Adam')
     return training_step_rows(workspace, size=o.size,
                               reps=o.timed_reps,
@@ -82,7 +84,7 @@ def decoding_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     as HF BART's) and on the trained run."""
     import torch
 
-    from pcm_plugin.analysis import decoding_bench, perf
+    from projects.benchmarks.pcm_benchmarks import decoding_bench, perf
     phase('decoding: beam 3 vs HF BART, greedy with/without cache')
     torch.manual_seed(0)
     model = perf.build_coco_size(workspace, mixup=True,
@@ -112,7 +114,7 @@ def trained_decoding_rows(o: BenchmarkOptions) -> Dict:
     run = osp.join(o.repo, run)
     if not osp.isdir(run):
         return dict(skipped=f'{run} does not exist')
-    from pcm_plugin.analysis.decoding_bench import (
+    from projects.benchmarks.pcm_benchmarks.decoding_bench import (
         decoder_size,
         decoding,
         hf_bart,
@@ -135,7 +137,7 @@ def trained_decoding_rows(o: BenchmarkOptions) -> Dict:
 
 def variants_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``variants``: eager vs SDPA x float32 vs bfloat16 x compiled."""
-    from pcm_plugin.analysis import perf
+    from projects.benchmarks.pcm_benchmarks import perf
     phase(f'attention x precision x compile on {o.device}')
     backend = o.compile_backend or ('none' if o.smoke else 'inductor')
     return perf.attention_precision_compile(
@@ -148,7 +150,7 @@ def data_rows(o: BenchmarkOptions, workspace: str) -> Dict:
     """``data``: the feature store against one ``.npz`` per image, through
     the real dataset and DataLoader (the two layouts: ~0.9 GB at 4,096
     images, removed with the workspace)."""
-    from pcm_plugin.analysis import data_speed
+    from projects.benchmarks.pcm_benchmarks import data_speed
     phase('data: feature store vs one .npz per image, real dataset + '
           'DataLoader')
     num = o.data_samples or (64 if o.smoke else 4096)
@@ -163,7 +165,7 @@ def evaluation_rows(o: BenchmarkOptions) -> Dict:
     """``evaluation``: ``COCOCaptionMetric`` against bare pycocoevalcap
     scorers on the real COCO subset (smoke: a few images, no METEOR), or
     why it was skipped."""
-    from pcm_plugin.evaluation.speed import evaluation_row
+    from projects.benchmarks.pcm_benchmarks.metric_speed import evaluation_row
     phase('evaluation: COCOCaptionMetric vs bare pycocoevalcap scorers')
     return evaluation_row(o.shared_data, smoke=o.smoke, reps=o.reps)
 
@@ -171,7 +173,7 @@ def evaluation_rows(o: BenchmarkOptions) -> Dict:
 def startup_rows(o: BenchmarkOptions) -> Dict:
     """``startup``: fresh processes, ``import pcm_plugin`` against
     ``import mmpretrain`` and every tool's ``--help``."""
-    from pcm_plugin.analysis.startup import startup_times
+    from projects.benchmarks.pcm_benchmarks.startup import startup_times
     phase('start-up: import mmpretrain vs pcm_plugin, --help of each tool')
     # Smoke: one run of each, only to check that the part runs.
     return startup_times(o.repo, reps=1 if o.smoke else o.reps,

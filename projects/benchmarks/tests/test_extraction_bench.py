@@ -3,13 +3,15 @@ targets 6 and 8): a smoke run of the tool on generated images (no timing
 asserted) and the profile's grouping."""
 import json
 
-from pcm_plugin.analysis.extraction_profile import cumulative_seconds
+from projects.benchmarks.pcm_benchmarks.extraction_profile import (
+    cumulative_seconds,
+)
 from tests.conftest import tool_main
 
 
 def test_smoke_run_times_tool_startup_and_bare_forward(tmp_path):
     out = tmp_path / 'extract.json'
-    assert tool_main('tools/analysis/benchmark_extraction.py')(
+    assert tool_main('projects/benchmarks/tools/benchmark_extraction.py')(
         ['--smoke', '--threads', '1', '--out', str(out)]) == 0
     bare = json.loads(out.read_text())['bare']
     assert set(bare['times']) == {'tool_w0', 'tool_w1', 'tool_startup',

@@ -1,8 +1,11 @@
 """The benchmark tool's parts and tables (package side); timing-free."""
 import pytest
 
-from pcm_plugin.analysis import benchmark_tables as tables
-from pcm_plugin.analysis.benchmark_suite import BenchmarkOptions, run
+from projects.benchmarks.pcm_benchmarks import benchmark_tables as tables
+from projects.benchmarks.pcm_benchmarks.benchmark_suite import (
+    BenchmarkOptions,
+    run,
+)
 from tests.conftest import REPO_ROOT, tool_main
 
 
@@ -53,5 +56,5 @@ def test_bad_input_unknown_part_is_refused():
 
 def test_bad_input_two_only_flags_are_refused(tmp_path):
     with pytest.raises(SystemExit, match='choose one of the --\\*-only'):
-        tool_main('tools/analysis/benchmark.py')(
+        tool_main('projects/benchmarks/tools/benchmark.py')(
             ['--smoke', '--data-only', '--decoding-only'])

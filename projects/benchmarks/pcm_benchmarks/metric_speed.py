@@ -13,8 +13,12 @@ import resource
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .caption_metric import DEFAULT_SCORERS, SCORER_KEYS, check_scorers
-from .coco_gt import load_coco_gt
+from pcm_plugin.evaluation.caption_metric import (
+    DEFAULT_SCORERS,
+    SCORER_KEYS,
+    check_scorers,
+)
+from pcm_plugin.evaluation.coco_gt import load_coco_gt
 
 # The real COCO subset, relative to ``../shared/data`` (4,800 val2014
 # images, 24,019 human captions; ../shared/data/README.md).
@@ -165,7 +169,7 @@ def compare_with_pycocoevalcap(
     """
     import numpy as np
 
-    from pcm_plugin.analysis.perf import timed_interleaved
+    from projects.benchmarks.pcm_benchmarks.perf import timed_interleaved
     candidates = dict(pycocoevalcap=pycocoevalcap_sequential,
                       metric=registered_metric)
     results: Dict[str, List[Dict[str, float]]] = {n: [] for n in candidates}

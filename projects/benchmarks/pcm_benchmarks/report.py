@@ -13,14 +13,14 @@ def tool_command(tool_file: str, argv: Optional[Sequence[str]] = None,
         tool_file (str): The tool's ``__file__``.
         argv (Sequence[str], optional): Its arguments (default: this
             process's ``sys.argv[1:]``; tests pass theirs).
-        repo (str, optional): The checkout (default: two folders above
-            ``tools/analysis``).
+        repo (str, optional): The checkout (default: three folders above
+            the tool, which lives in ``projects/benchmarks/tools``).
 
     Returns:
-        str: e.g. ``'.venv/bin/python tools/analysis/x.py --smoke'``.
+        str: e.g. ``'.venv/bin/python projects/benchmarks/tools/x.py
+        --smoke'``.
     """
-    repo = repo or osp.dirname(osp.dirname(osp.dirname(
-        osp.abspath(tool_file))))
+    repo = repo or osp.abspath(osp.join(osp.dirname(tool_file), '../../..'))
     args = sys.argv[1:] if argv is None else list(argv)
     return ' '.join([osp.relpath(sys.executable, repo),
                      osp.relpath(osp.abspath(tool_file), repo), *args])

@@ -4,7 +4,7 @@ import os.path as osp
 
 import torch
 
-from pcm_plugin.analysis.training_step import step_breakdown
+from projects.benchmarks.pcm_benchmarks.training_step import step_breakdown
 from tests.conftest import REPO_ROOT
 
 

@@ -1,1 +1,0 @@
-"""Measurement helpers behind tools/analysis (not imported by pcm_plugin)."""
