@@ -146,12 +146,17 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
 
     import pcm_plugin  # noqa: F401
 
-    from .console import quiet_console
+    from .console import ConsoleProgressHook, quiet_console
     console = quiet_console if quiet else contextlib.nullcontext
-    if quiet:
-        cfg = cfg.copy()
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='ConsoleProgressHook')]
+
+    def build(cfg):
+        # The hook is given to the runner, not written into the config:
+        # the config the run dumps must load where the lab is not imported
+        # (tools/test.py, publish_model.py, a one-file release).
+        runner = Runner.from_cfg(cfg)
+        if quiet:
+            runner.register_hook(ConsoleProgressHook())
+        return runner
     os.makedirs(cfg.work_dir, exist_ok=True)
     stamp_path = osp.join(cfg.work_dir, 'demo_done.json')
     digest = run_digest(cfg)
@@ -164,7 +169,7 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
             not osp.isfile(last):
         cfg.experiment_name = f'train_{time.strftime("%Y%m%d_%H%M%S")}'
         with console():
-            runner = Runner.from_cfg(cfg.copy())
+            runner = build(cfg.copy())
             runner.train()
         _log_where(runner, quiet, 'training')
         with open(stamp_path, 'w') as f:
@@ -180,7 +185,7 @@ def train_and_test(cfg: Config, *, retrain: bool = False,
             test_cfg.test_evaluator,
             dict(type='DumpCaptions', out_file=predictions)]
     with console():
-        runner = Runner.from_cfg(test_cfg)
+        runner = build(test_cfg)
         metrics = runner.test()
     _log_where(runner, quiet, 'test')
     return metrics
