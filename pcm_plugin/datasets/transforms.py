@@ -7,6 +7,8 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmpretrain.structures import DataSample
 
+from pcm_plugin.clip.clip_features import clip_preprocess
+from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.registry import TRANSFORMS
 
 from .feature_store import open_feature_store
@@ -45,6 +47,15 @@ class LoadCLIPFeatures(BaseTransform):
         self.to_float32 = to_float32
 
     def transform(self, results: dict) -> dict:
+        if 'feature_dir' not in results or 'image_id' not in results:
+            # mmpretrain.inference_model feeds image files through the
+            # test pipeline; this model's reads stored CLIP features.
+            raise ValueError(
+                'LoadCLIPFeatures reads CLIP features from a feature store '
+                '(image_id and feature_dir, set by the dataset); this input '
+                f'has {sorted(results)}. To caption image files use '
+                'pcm_plugin.apis.PCMCaptionInferencer or ImageCaptioner '
+                '(or tools/caption_image.py), not mmpretrain.inference_model')
         item = open_feature_store(results['feature_dir']).get(
             results['image_id'],
             dtype=np.float32 if self.to_float32 else None)
@@ -129,12 +140,10 @@ class LoadCLIPImage(BaseTransform):
     def __init__(self, *, clip_model: str,
                  model_config: Optional[str] = None,
                  pretrained: Optional[str] = None) -> None:
-        from pcm_plugin.data_prep.clip_features import clip_preprocess
         self.preprocess = clip_preprocess(clip_model, model_config,
                                           pretrained=pretrained)
 
     def transform(self, results: dict) -> dict:
-        from pcm_plugin.data_prep.image_io import load_rgb_image
         results['images'] = self.preprocess(
             load_rgb_image(results['img_path']))  # (3, S, S)
         return results
