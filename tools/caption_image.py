@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         parser.error('no image files given')
     from collections import Counter
 
-    from pcm_plugin.data_prep.image_io import (
+    from pcm_plugin.clip.image_io import (
         describe_skipped,
         expand_image_inputs,
         split_readable,

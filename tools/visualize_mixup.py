@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument('--model-config', help='custom open_clip JSON')
     args = parser.parse_args(argv)
     from pcm_plugin.apis import PCMCaptionInferencer, is_release
-    from pcm_plugin.data_prep.image_io import (
+    from pcm_plugin.clip.image_io import (
         describe_skipped,
         expand_image_inputs,
     )

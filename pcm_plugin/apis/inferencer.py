@@ -85,7 +85,7 @@ class PCMCaptionInferencer(BaseInferencer):
                  clip_pretrained: Optional[str] = None,
                  model_config: Optional[str] = None,
                  beam_size: Optional[int] = None) -> None:
-        from pcm_plugin.data_prep.clip_features import (
+        from pcm_plugin.clip.clip_features import (
             load_open_clip,
             resolve_pool,
         )
@@ -120,7 +120,7 @@ class PCMCaptionInferencer(BaseInferencer):
 
     def _init_pipeline(self, cfg: Config) -> Callable:
         """One image (path, RGB array or PIL) -> CLIP's input tensor."""
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
 
         def pipeline(image) -> torch.Tensor:
             if isinstance(image, str):
@@ -144,7 +144,7 @@ class PCMCaptionInferencer(BaseInferencer):
         An unreadable image stops the run with its name, or with
         ``skip_bad`` is left out and listed in :attr:`skipped`.
         """
-        from pcm_plugin.data_prep.image_io import BadImageError
+        from pcm_plugin.clip.image_io import BadImageError
         self.skipped = []
         batch, where, paths = [], [], []
         for index, image in enumerate(inputs):
@@ -167,7 +167,7 @@ class PCMCaptionInferencer(BaseInferencer):
     @torch.no_grad()
     def clip_features(self, images: torch.Tensor) -> dict:
         """CLIP inputs of the captioner for a preprocessed batch."""
-        from pcm_plugin.data_prep.clip_features import extract_batch
+        from pcm_plugin.clip.clip_features import extract_batch
         patch, global_feat = extract_batch(self.clip, images.to(self.device),
                                            pool=self.pool)
         return dict(patch_feats=patch.to(self.device),
@@ -261,7 +261,7 @@ class PCMCaptionInferencer(BaseInferencer):
         import warnings
         from collections import Counter
 
-        from pcm_plugin.data_prep.image_io import (
+        from pcm_plugin.clip.image_io import (
             describe_skipped,
             expand_image_inputs,
         )

@@ -471,7 +471,7 @@ def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
     (open_clip name, model config, preprocessing) as JSON."""
     import open_clip
 
-    from pcm_plugin.data_prep.clip_features import load_open_clip
+    from pcm_plugin.clip.clip_features import load_open_clip
     from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
     clip = _clip_of(cfg)
     checkpoint = clip.get('checkpoint')
@@ -508,7 +508,7 @@ def load_release_clip(path: str, device: str = 'cpu') -> tuple:
     from open_clip.transform import PreprocessCfg, image_transform_v2
     from safetensors import safe_open
 
-    from pcm_plugin.data_prep.clip_features import check_vit_layout
+    from pcm_plugin.clip.clip_features import check_vit_layout
     from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
     meta = _metadata(path)
     if CLIP_KEY not in meta:
@@ -559,7 +559,7 @@ def _register_clip_config(name: str, config: dict, folder: str) -> None:
     its file's stem); a model it knows with this config is left alone."""
     import open_clip
 
-    from pcm_plugin.data_prep.clip_features import register_model_config
+    from pcm_plugin.clip.clip_features import register_model_config
     if name in open_clip.list_models() and \
             open_clip.get_model_config(name) == config:
         return

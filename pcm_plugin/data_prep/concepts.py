@@ -92,8 +92,9 @@ def load_open_clip_text_model(model_name: str,
     """An open_clip model (eval mode, CPU) and its tokenizer.
 
     Loading is shared with feature extraction
-    (:func:`~.clip_features.load_open_clip`): local weights only, clear
-    errors for a missing file or a checkpoint of another architecture.
+    (:func:`~pcm_plugin.clip.clip_features.load_open_clip`): local weights
+    only, clear errors for a missing file or a checkpoint of another
+    architecture.
 
     Args:
         model_name (str): An open_clip model name, e.g. ``'ViT-B-32'``.
@@ -107,7 +108,7 @@ def load_open_clip_text_model(model_name: str,
     Returns:
         tuple: ``(model, tokenizer)``.
     """
-    from .clip_features import load_open_clip
+    from pcm_plugin.clip.clip_features import load_open_clip
     if model_config is not None:
         stem = osp.splitext(osp.basename(model_config))[0]
         if stem != model_name:

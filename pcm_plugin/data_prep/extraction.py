@@ -25,6 +25,12 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from pcm_plugin.clip.image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageListDataset,
+    candidate_paths,
+    collate_items,
+)
 from pcm_plugin.datasets.feature_store import (
     shard_is_complete,
     write_index,
@@ -38,12 +44,6 @@ from pcm_plugin.utils.fileio import (
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
-from .image_io import (
-    DEFAULT_MAX_PIXELS,
-    ImageListDataset,
-    candidate_paths,
-    collate_items,
-)
 from .sharding import (
     barrier,
     check_or_write_settings,
@@ -264,7 +264,11 @@ def _device(s: ExtractionSettings, world: int, local_rank: int) -> str:
 
 def _load_model(s: ExtractionSettings, device: str):
     """``(model, preprocess, tokenizer, pool, shapes)`` of the CLIP."""
-    from .clip_features import feature_shapes, load_open_clip, resolve_pool
+    from pcm_plugin.clip.clip_features import (
+        feature_shapes,
+        load_open_clip,
+        resolve_pool,
+    )
     model, preprocess, tokenizer = load_open_clip(
         s.clip_model, checkpoint=s.clip_checkpoint, pretrained=s.pretrained,
         model_config=s.model_config, cache_dir=s.cache_dir, device=device,
@@ -338,7 +342,7 @@ class _ShardRunner:
         return dict(ids=[], patch=[], global_feat=[], cos=[], skipped=[])
 
     def _process(self, batch, buffer) -> None:
-        from .clip_features import caption_cosine, extract_batch
+        from pcm_plugin.clip.clip_features import caption_cosine, extract_batch
         good = []
         for index, tensor, error in batch:
             image_id = self.items[index]['image_id']

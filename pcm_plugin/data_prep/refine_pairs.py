@@ -170,7 +170,8 @@ def clip_identity(clip: Dict, feature_dirs: Sequence[str]) -> Dict:
 def model_loader(clip: Dict, sentence_model: str, device: str) -> Callable:
     """Load the CLIP and the sentence encoder only when there is work."""
     def load():
-        from .clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
+
         from .sentence_encoder import SentenceEncoder
         model, _, tokenizer = load_open_clip(
             clip['model'], checkpoint=clip.get('checkpoint'),

@@ -13,6 +13,11 @@ from typing import Dict, Optional, Union
 import torch
 from mmengine.model import BaseModule
 
+from pcm_plugin.clip.clip_features import (
+    extract_batch,
+    load_open_clip,
+    resolve_pool,
+)
 from pcm_plugin.registry import MODELS
 
 
@@ -35,10 +40,6 @@ class OpenCLIPImageEncoder(BaseModule):
                  model_config: Optional[str] = None,
                  pool: Union[int, str] = 'auto') -> None:
         super().__init__()
-        from pcm_plugin.data_prep.clip_features import (
-            load_open_clip,
-            resolve_pool,
-        )
         tower, _, _ = load_open_clip(name, checkpoint=checkpoint,
                                      pretrained=pretrained,
                                      model_config=model_config)
@@ -61,7 +62,6 @@ class OpenCLIPImageEncoder(BaseModule):
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(B, 3, S, S) -> ``patch_feats`` (B, N, Dv), ``global_feat``
         (B, Dg), on the images' device."""
-        from pcm_plugin.data_prep.clip_features import extract_batch
         patch, global_feat = extract_batch(self.tower, images,
                                            pool=self.pool)
         return dict(patch_feats=patch.to(images.device),

@@ -40,7 +40,7 @@ TINY_CLIP_CONFIGS: Dict[str, Dict] = {
 
 def write_model_config(name: str, config: Dict, config_dir: str) -> str:
     """Write ``<config_dir>/<name>.json`` and register it with open_clip."""
-    from pcm_plugin.data_prep.clip_features import register_model_config
+    from pcm_plugin.clip.clip_features import register_model_config
     os.makedirs(config_dir, exist_ok=True)
     path = osp.join(config_dir, f'{name}.json')
     with open(path, 'w') as f:

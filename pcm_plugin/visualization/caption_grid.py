@@ -43,7 +43,7 @@ def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
     """
     from PIL import Image, ImageDraw
 
-    from pcm_plugin.data_prep.image_io import load_rgb_image
+    from pcm_plugin.clip.image_io import load_rgb_image
     from pcm_plugin.utils.fileio import atomic_path
     if not items:
         raise ValueError('no images to draw')

@@ -127,7 +127,7 @@ def save_mixup_figures(inferencer, images: Sequence[str], out_dir: str
     import os
     import os.path as osp
 
-    from pcm_plugin.data_prep.image_io import load_rgb_image
+    from pcm_plugin.clip.image_io import load_rgb_image
     from pcm_plugin.utils.fileio import atomic_path
     mixup = inferencer.model.mixup
     if mixup.mode == 'none':

@@ -17,7 +17,7 @@ def _image_encoder(cfg):
 
 def test_preprocessing_from_the_config_equals_open_clips(checkpoint,
                                                          tmp_path):
-    from pcm_plugin.data_prep.clip_features import (
+    from pcm_plugin.clip.clip_features import (
         clip_preprocess,
         load_open_clip,
     )

@@ -64,7 +64,7 @@ def test_bad_input_odd_images_among_good_ones(inferencer, tmp_path):
     """A 1x1 image is captioned; a 20000x20000 one (decompression-bomb
     guard) and a broken file are a counted skip, the others still get
     their captions, each result names its input."""
-    from pcm_plugin.data_prep.image_io import BadImageError
+    from pcm_plugin.clip.image_io import BadImageError
     good = write_images(str(tmp_path), n=2)
     tiny = tmp_path / 'tiny.png'
     Image.new('RGB', (1, 1), (200, 10, 10)).save(tiny)

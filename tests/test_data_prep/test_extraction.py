@@ -27,7 +27,7 @@ def clips(tmp_path_factory):
 
 
 def load(clips, name='pcm-tiny-vit-b32'):
-    from pcm_plugin.data_prep.clip_features import load_open_clip
+    from pcm_plugin.clip.clip_features import load_open_clip
     model, ckpt, _ = clips[name]
     return load_open_clip(model, checkpoint=ckpt)
 
@@ -75,11 +75,11 @@ def direct_features(clips, paths, captions, name='pcm-tiny-vit-b32'):
     """Features computed image by image, without the tool."""
     import torch
 
-    from pcm_plugin.data_prep.clip_features import (
+    from pcm_plugin.clip.clip_features import (
         caption_cosine,
         extract_batch,
     )
-    from pcm_plugin.data_prep.image_io import load_rgb_image
+    from pcm_plugin.clip.image_io import load_rgb_image
     model, preprocess, tokenizer = load(clips, name)
     pool = 2 if name.endswith('l14') else 1
     images = torch.stack([preprocess(load_rgb_image(p)) for p in paths])
@@ -107,7 +107,7 @@ class TestPatchTokens:
     def test_tokens_are_the_last_block_output_before_ln_post(self, clips):
         import torch
 
-        from pcm_plugin.data_prep.clip_features import encode_image_tokens
+        from pcm_plugin.clip.clip_features import encode_image_tokens
         model, _, _ = load(clips)
         visual = model.visual
         images = torch.randn(2, 3, 224, 224, generator=torch.Generator()
@@ -135,7 +135,7 @@ class TestPatchTokens:
     def test_pooling_averages_2x2_blocks_row_major(self):
         import torch
 
-        from pcm_plugin.data_prep.clip_features import pool_patch_grid
+        from pcm_plugin.clip.clip_features import pool_patch_grid
         grid = torch.arange(16, dtype=torch.float32)  # 4x4, row-major
         patch = torch.stack([grid, -grid], dim=-1)[None]  # (1, 16, 2)
         pooled = pool_patch_grid(patch, (4, 4), 2)
@@ -146,7 +146,7 @@ class TestPatchTokens:
         assert pool_patch_grid(patch, (4, 4), 1) is patch
 
     def test_resolve_pool(self):
-        from pcm_plugin.data_prep.clip_features import resolve_pool
+        from pcm_plugin.clip.clip_features import resolve_pool
         assert resolve_pool((16, 16), 'auto') == 2
         assert resolve_pool((7, 7), 'auto') == 1
         assert resolve_pool((16, 16), 4) == 4
@@ -161,7 +161,7 @@ class TestPatchTokens:
                                             global_dim):
         import torch
 
-        from pcm_plugin.data_prep.clip_features import (
+        from pcm_plugin.clip.clip_features import (
             encode_image_tokens,
             extract_batch,
             feature_shapes,
@@ -187,7 +187,7 @@ class TestPatchTokens:
         import torch
         import torch.nn.functional as F
 
-        from pcm_plugin.data_prep.clip_features import caption_cosine
+        from pcm_plugin.clip.clip_features import caption_cosine
         model, _, tokenizer = load(clips)
         global_feat = torch.randn(3, 32)
         cos = caption_cosine(model, tokenizer, global_feat,
@@ -202,7 +202,7 @@ class TestPatchTokens:
 class TestLoadOpenClip:
 
     def test_wrong_architecture_names_file_and_model(self, clips):
-        from pcm_plugin.data_prep.clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
         _, l14_ckpt, _ = clips['pcm-tiny-vit-l14']
         with pytest.raises(ValueError) as info:
             load_open_clip('pcm-tiny-vit-b32', checkpoint=l14_ckpt)
@@ -211,7 +211,7 @@ class TestLoadOpenClip:
         assert 'size mismatch' in message
 
     def test_not_a_checkpoint(self, tmp_path, clips):
-        from pcm_plugin.data_prep.clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
         path = tmp_path / 'junk.pt'
         path.write_bytes(b'not a torch file')
         with pytest.raises(ValueError, match=f'checkpoint {path} does not '
@@ -219,7 +219,7 @@ class TestLoadOpenClip:
             load_open_clip('pcm-tiny-vit-b32', checkpoint=str(path))
 
     def test_weight_source_errors(self, clips, tmp_path):
-        from pcm_plugin.data_prep.clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
         _, ckpt, _ = clips['pcm-tiny-vit-b32']
         with pytest.raises(ValueError, match='exactly one of'):
             load_open_clip('pcm-tiny-vit-b32', checkpoint=ckpt,
@@ -234,7 +234,7 @@ class TestLoadOpenClip:
 
     def test_uncached_pretrained_tag_fails_without_download(self, tmp_path,
                                                             monkeypatch):
-        from pcm_plugin.data_prep.clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
         monkeypatch.setenv('HF_HUB_OFFLINE', '1')
         with pytest.raises(FileNotFoundError,
                            match='ViT-B-32/openai are not in the local cache'):
@@ -245,7 +245,7 @@ class TestLoadOpenClip:
         import open_clip
         import torch
 
-        from pcm_plugin.data_prep.clip_features import load_open_clip
+        from pcm_plugin.clip.clip_features import load_open_clip
         config = dict(embed_dim=16, vision_cfg=dict(
             image_size=64, layers=[1, 1, 1, 1], width=8, head_width=8),
             text_cfg=dict(context_length=77, vocab_size=49408, width=16,

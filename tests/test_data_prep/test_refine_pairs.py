@@ -80,8 +80,8 @@ def read(path):
 
 def test_pipeline_equals_the_algorithm_on_its_embeddings(
         tiny_clip, sentence_model, tmp_path, one_torch_thread):
+    from pcm_plugin.clip.clip_features import load_open_clip
     from pcm_plugin.data_prep import pair_refinement as sync
-    from pcm_plugin.data_prep.clip_features import load_open_clip
     from pcm_plugin.data_prep.refine_search import embed_text
     from pcm_plugin.data_prep.sentence_encoder import SentenceEncoder
     from pcm_plugin.datasets.feature_store import FeatureStore

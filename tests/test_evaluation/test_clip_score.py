@@ -92,7 +92,7 @@ def test_metric_on_real_photos_and_their_human_captions(metric_parts,
 
     from PIL import Image
 
-    from pcm_plugin.data_prep.clip_features import (
+    from pcm_plugin.clip.clip_features import (
         extract_batch,
         load_open_clip,
     )

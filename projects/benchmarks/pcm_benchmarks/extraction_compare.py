@@ -31,8 +31,8 @@ def decoded_images(ann: str, image_dir: str, preprocess) -> torch.Tensor:
     Returns:
         Tensor: (N, 3, H, W) float32.
     """
+    from pcm_plugin.clip.image_io import ImageListDataset
     from pcm_plugin.data_prep.extraction import load_items
-    from pcm_plugin.data_prep.image_io import ImageListDataset
     items = load_items(ann, image_dir)
     dataset = ImageListDataset(candidates=[i['paths'] for i in items],
                                transform=preprocess)
@@ -98,7 +98,7 @@ def tool_vs_bare(ann: str, image_dir: str, root: str, *, num_images: int,
         decoding runs on other cores), ``profile``, and
         ``coco_extraction_days`` (542,401 images at the steady rate).
     """
-    from pcm_plugin.data_prep.clip_features import load_open_clip
+    from pcm_plugin.clip.clip_features import load_open_clip
     from pcm_plugin.data_prep.extraction import extract_features
     device = settings.get('device') or (
         'cuda' if torch.cuda.is_available() else 'cpu')  # as the tool

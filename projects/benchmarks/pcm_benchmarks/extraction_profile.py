@@ -21,8 +21,8 @@ PARTS = {
     'checkpoint_sha256': ('pcm_plugin/utils/fileio.py', 'file_sha256'),
     'loop': ('pcm_plugin/data_prep/extraction.py', 'run'),
     'wait_for_batches': ('torch/utils/data/dataloader.py', '__next__'),
-    'forward': ('pcm_plugin/data_prep/clip_features.py', 'extract_batch'),
-    'caption_cosine': ('pcm_plugin/data_prep/clip_features.py',
+    'forward': ('pcm_plugin/clip/clip_features.py', 'extract_batch'),
+    'caption_cosine': ('pcm_plugin/clip/clip_features.py',
                        'caption_cosine'),
     'write_shards': ('pcm_plugin/data_prep/extraction.py', '_write'),
 }

@@ -35,7 +35,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pcm_plugin.data_prep.clip_features import register_model_config
+from pcm_plugin.clip.clip_features import register_model_config
 from pcm_plugin.utils.fileio import atomic_path
 
 MINI_CLIP_NAME = 'pcm-mini-clip'

@@ -104,7 +104,7 @@ def patch_localisation(model, tokenizer, scenes, images,
     """
     import torch
 
-    from pcm_plugin.data_prep.clip_features import encode_image_tokens
+    from pcm_plugin.clip.clip_features import encode_image_tokens
     from pcm_plugin.models.mixup_selection import select_pairs
 
     from .localisation import localisation_stats

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from pcm_plugin.data_prep.clip_features import register_model_config
+from pcm_plugin.clip.clip_features import register_model_config
 from pcm_plugin.utils.fileio import atomic_path, file_sha256
 
 from .mini_clip import (
@@ -257,7 +257,7 @@ def clip_phase(model, tokenizer, *, steps: int, batch_size: int, lr: float,
     import torch
     from torch.nn import functional as F
 
-    from pcm_plugin.data_prep.clip_features import encode_image_tokens
+    from pcm_plugin.clip.clip_features import encode_image_tokens
     loss_fn = open_clip.loss.ClipLoss()
     optim = torch.optim.AdamW(model.parameters(), lr=lr,
                               weight_decay=weight_decay)

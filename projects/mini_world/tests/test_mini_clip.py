@@ -21,7 +21,7 @@ def random_mini_clip():
     import open_clip
     import torch
 
-    from pcm_plugin.data_prep.clip_features import register_model_config
+    from pcm_plugin.clip.clip_features import register_model_config
     from projects.mini_world.pcm_mini_world.mini_clip import MINI_CLIP_CONFIG
     folder = tempfile.mkdtemp()
     path = osp.join(folder, 'pcm-mini-clip-test.json')

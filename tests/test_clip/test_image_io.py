@@ -1,4 +1,4 @@
-"""Tests for pcm_plugin.data_prep.image_io (bad images, RGB rules)."""
+"""Tests for pcm_plugin.clip.image_io (bad images, RGB rules)."""
 import os.path as osp
 
 import numpy as np
@@ -21,7 +21,7 @@ def good_png(tmp_path):
 class TestLoadRgbImage:
 
     def test_rgb_png_round_trips_exactly(self, tmp_path):
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
         array = np.random.default_rng(1).integers(0, 256, (20, 10, 3),
                                                   dtype=np.uint8)
         image = load_rgb_image(save(tmp_path / 'a.png', array))
@@ -29,7 +29,7 @@ class TestLoadRgbImage:
         np.testing.assert_array_equal(np.asarray(image), array)
 
     def test_grayscale_becomes_three_equal_channels(self, tmp_path):
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
         gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
         image = np.asarray(load_rgb_image(save(tmp_path / 'g.png', gray)))
         assert image.shape == (8, 8, 3)
@@ -37,7 +37,7 @@ class TestLoadRgbImage:
             np.testing.assert_array_equal(image[..., channel], gray)
 
     def test_rgba_is_composited_on_white(self, tmp_path):
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
         rgba = np.zeros((4, 4, 4), dtype=np.uint8)
         rgba[..., 0] = 200  # red under the alpha
         rgba[0, 0, 3] = 255  # opaque pixel
@@ -51,7 +51,7 @@ class TestLoadRgbImage:
     def test_palette_with_transparency_and_16_bit(self, tmp_path):
         from PIL import Image
 
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
         pal = Image.new('P', (3, 3), 0)
         pal.putpalette([10, 20, 30] + [0, 0, 0] * 255)
         pal.info['transparency'] = 0
@@ -70,7 +70,7 @@ class TestLoadRgbImage:
         ('missing', 'image file not found'),
     ])
     def test_bad_files_name_the_file(self, tmp_path, good_png, kind, reason):
-        from pcm_plugin.data_prep.image_io import (
+        from pcm_plugin.clip.image_io import (
             BadImageError,
             load_rgb_image,
         )
@@ -88,7 +88,7 @@ class TestLoadRgbImage:
         assert info.value.path == str(path)
 
     def test_huge_image_respects_max_pixels(self, tmp_path):
-        from pcm_plugin.data_prep.image_io import (
+        from pcm_plugin.clip.image_io import (
             BadImageError,
             load_rgb_image,
         )
@@ -104,7 +104,7 @@ class TestLoadRgbImage:
                                                         monkeypatch):
         from PIL import Image
 
-        from pcm_plugin.data_prep.image_io import load_rgb_image
+        from pcm_plugin.clip.image_io import load_rgb_image
         path = save(tmp_path / 'big.png', np.zeros((100, 100),
                                                    dtype=np.uint8))
         # PIL alone would refuse this image (> 2x its limit).
@@ -117,7 +117,7 @@ class TestImageListDataset:
 
     def test_bad_items_become_messages_not_exceptions(self, tmp_path,
                                                       good_png):
-        from pcm_plugin.data_prep.image_io import (
+        from pcm_plugin.clip.image_io import (
             ImageListDataset,
             candidate_paths,
         )
@@ -133,7 +133,7 @@ class TestImageListDataset:
         assert 'nope.png' in error and 'nope.jpg' in error
 
     def test_candidates_prefer_file_name_then_extensions(self, tmp_path):
-        from pcm_plugin.data_prep.image_io import (
+        from pcm_plugin.clip.image_io import (
             candidate_paths,
             resolve_path,
         )
@@ -151,7 +151,7 @@ def test_bad_input_folder_with_gif_webp_and_other_files(tmp_path):
 
     from PIL import Image
 
-    from pcm_plugin.data_prep.image_io import (
+    from pcm_plugin.clip.image_io import (
         describe_skipped,
         expand_image_inputs,
         load_rgb_image,
