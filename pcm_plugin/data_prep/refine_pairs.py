@@ -22,7 +22,7 @@ import os
 import os.path as osp
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -37,52 +37,13 @@ from . import pair_refinement as sync
 from .bad_input import BadInputError
 from .refine_pool import Pool, check_pool, load_pool
 from .refine_search import (
+    RefineSettings,
     check_or_write_config,
     gather_neighbours,
     run_digest,
     search_neighbours,
 )
 from .sharding import barrier, dist_env, process_group
-
-MAPPINGS = ('one_to_many', 'one_to_one')
-SCORES = ('cycle', 'clip')
-
-
-@dataclass
-class RefineSettings:
-    """SynC's knobs (defaults: the paper's) and how the run is cut up.
-
-    Args:
-        k (int): K, candidate images per caption. Defaults to 15.
-        k_back (int): K_r, captions each image retrieves. Defaults to 2.
-        tau (float): Kept fraction of the captions. Defaults to 0.9.
-        mapping (str): ``'one_to_many'`` (re-assign: SynC) or
-            ``'one_to_one'`` (keep each caption's image; score and filter).
-        score (str): ``'cycle'`` (the retrieval score f) or ``'clip'`` (the
-            CLIP cosine ``T_i . V_j``): the two scorers SynC compares.
-        chunk_size (int): Captions per chunk. Defaults to 1024.
-        save_every (float): Seconds between saves of a rank's state.
-        skip_bad (bool): Drop and count captions whose image has no or
-            non-finite features instead of stopping.
-    """
-    k: int = 15
-    k_back: int = 2
-    tau: float = 0.9
-    mapping: str = 'one_to_many'
-    score: str = 'cycle'
-    chunk_size: int = 1024
-    save_every: float = 60.0
-    skip_bad: bool = False
-
-    def check(self) -> None:
-        if self.mapping not in MAPPINGS:
-            raise ValueError(f'--mapping {self.mapping!r}: one of {MAPPINGS}')
-        if self.score not in SCORES:
-            raise ValueError(f'--score {self.score!r}: one of {SCORES}')
-        if min(self.k, self.k_back, self.chunk_size) < 1:
-            raise ValueError('--k, --k-back and --chunk-size must be >= 1')
-        if not 0 < self.tau <= 1:
-            raise ValueError(f'--tau {self.tau}: must be in (0, 1]')
 
 
 def refined_entries(pool: Pool, chosen: Dict[str, torch.Tensor],

@@ -17,7 +17,8 @@ import hashlib
 import json
 import os.path as osp
 import time
-from typing import TYPE_CHECKING, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -30,13 +31,49 @@ from .bad_input import BadInputError
 from .refine_pool import Pool
 from .sharding import check_or_write_settings, dist_env, owned_by_rank
 
-if TYPE_CHECKING:
-    from .refine_pairs import RefineSettings
-
 CONFIG = 'config.json'
+MAPPINGS = ('one_to_many', 'one_to_one')
+SCORES = ('cycle', 'clip')
 
 
-def run_digest(ann_file: str, pool: Pool, s: 'RefineSettings',
+@dataclass
+class RefineSettings:
+    """SynC's knobs (defaults: the paper's) and how the run is cut up.
+
+    Args:
+        k (int): K, candidate images per caption. Defaults to 15.
+        k_back (int): K_r, captions each image retrieves. Defaults to 2.
+        tau (float): Kept fraction of the captions. Defaults to 0.9.
+        mapping (str): ``'one_to_many'`` (re-assign: SynC) or
+            ``'one_to_one'`` (keep each caption's image; score and filter).
+        score (str): ``'cycle'`` (the retrieval score f) or ``'clip'`` (the
+            CLIP cosine ``T_i . V_j``): the two scorers SynC compares.
+        chunk_size (int): Captions per chunk. Defaults to 1024.
+        save_every (float): Seconds between saves of a rank's state.
+        skip_bad (bool): Drop and count captions whose image has no or
+            non-finite features instead of stopping.
+    """
+    k: int = 15
+    k_back: int = 2
+    tau: float = 0.9
+    mapping: str = 'one_to_many'
+    score: str = 'cycle'
+    chunk_size: int = 1024
+    save_every: float = 60.0
+    skip_bad: bool = False
+
+    def check(self) -> None:
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f'--mapping {self.mapping!r}: one of {MAPPINGS}')
+        if self.score not in SCORES:
+            raise ValueError(f'--score {self.score!r}: one of {SCORES}')
+        if min(self.k, self.k_back, self.chunk_size) < 1:
+            raise ValueError('--k, --k-back and --chunk-size must be >= 1')
+        if not 0 < self.tau <= 1:
+            raise ValueError(f'--tau {self.tau}: must be in (0, 1]')
+
+
+def run_digest(ann_file: str, pool: Pool, s: RefineSettings,
                models: Dict[str, str], world: int) -> Dict:
     """What a run's chunks depend on; a resume must match it exactly."""
     ids = hashlib.sha256(json.dumps([pool.image_ids, pool.stores]).encode())
@@ -103,7 +140,7 @@ def embed_text(clip, tokenizer, captions: Sequence[str],
     return torch.cat(out)  # (c, d)
 
 
-def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
+def process_chunk(chunk: int, pool: Pool, s: RefineSettings, clip,
                   tokenizer, sentence_encoder, work_dir: str,
                   seconds: Dict[str, float]):
     """Embed one chunk's captions, find its neighbours, save its rows.
@@ -139,7 +176,7 @@ def process_chunk(chunk: int, pool: Pool, s: 'RefineSettings', clip,
     return columns
 
 
-def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
+def search_neighbours(pool: Pool, s: RefineSettings, *, work_dir: str,
                       load_models, progress: bool = True,
                       on_chunk=None) -> Dict[str, float]:
     """This rank's share of steps 1-2.
@@ -177,7 +214,7 @@ def search_neighbours(pool: Pool, s: 'RefineSettings', *, work_dir: str,
     return seconds
 
 
-def gather_neighbours(pool: Pool, s: 'RefineSettings', work_dir: str,
+def gather_neighbours(pool: Pool, s: RefineSettings, work_dir: str,
                       world: int) -> Dict[str, torch.Tensor]:
     """All ranks' results, merged: cand/back/scores' inputs for step 3."""
     num_chunks = -(-len(pool.entries) // s.chunk_size)

