@@ -88,7 +88,7 @@ def light_module(module: str) -> ModuleType:
 
     Args:
         module (str): Dotted name inside the package, e.g.
-            ``'engine.launch_args'``.
+            ``'cli.launch_args'``.
 
     Returns:
         ModuleType: A private copy, named ``_pcm_light.<module>`` and not

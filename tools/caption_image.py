@@ -50,7 +50,7 @@ def main(argv=None) -> None:
         'files are refused; mmengine checkpoints do not need it')
     args = parser.parse_args(argv)
     from pcm_plugin.apis.release import is_release
-    from pcm_plugin.engine.launch import INPUT_ERRORS
+    from pcm_plugin.cli.launch import INPUT_ERRORS
     from pcm_plugin.utils.fileio import check_writable_output
     if is_release(args.config):
         args.checkpoint, args.images = None, args.files

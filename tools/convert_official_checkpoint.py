@@ -36,8 +36,8 @@ def main(argv=None) -> int:
                         help='allow full unpickling of the official file')
     args = parser.parse_args(argv)
     from pcm_plugin.apis.official import convert_official_checkpoint
+    from pcm_plugin.cli.launch import INPUT_ERRORS
     from pcm_plugin.engine.checkpoint import trust_checkpoints
-    from pcm_plugin.engine.launch import INPUT_ERRORS
     if args.trust_checkpoint:
         trust_checkpoints()
     try:

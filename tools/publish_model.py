@@ -40,8 +40,8 @@ def main(argv=None) -> int:
                         'needs it (only for files you trust)')
     args = parser.parse_args(argv)
     from pcm_plugin.apis.release import publish_model
+    from pcm_plugin.cli.launch import INPUT_ERRORS
     from pcm_plugin.engine.checkpoint import trust_checkpoints
-    from pcm_plugin.engine.launch import INPUT_ERRORS
     if args.trust_checkpoint:
         trust_checkpoints()
     try:

@@ -70,9 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from pcm_plugin.cli.launch import errors_as_one_line
     from pcm_plugin.data_prep.refine_pairs import refine_pairs
     from pcm_plugin.data_prep.sentence_encoder import resolve_sentence_model
-    from pcm_plugin.engine.launch import errors_as_one_line
     try:
         sentence_model = resolve_sentence_model(args.sentence_model)
     except FileNotFoundError as err:

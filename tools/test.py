@@ -17,12 +17,12 @@ from tools._cli import light_module  # noqa: E402
 
 # The parser without the package (importing it costs seconds), so that
 # --help and argument errors answer at once; pcm_plugin after parse_args.
-launch_args = light_module('engine.launch_args')
+launch_args = light_module('cli.launch_args')
 
 
 def main(argv=None) -> None:
     args = launch_args.test_arg_parser().parse_args(argv)
-    from pcm_plugin.engine import launch
+    from pcm_plugin.cli import launch
     with launch.errors_as_one_line(None):
         cfg = launch.merge_test_args(launch.load_config(args), args)
     launch.setup_distributed(cfg)

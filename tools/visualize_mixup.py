@@ -31,11 +31,11 @@ def main(argv=None) -> int:
     parser.add_argument('--model-config', help='custom open_clip JSON')
     args = parser.parse_args(argv)
     from pcm_plugin.apis import PCMCaptionInferencer, is_release
+    from pcm_plugin.cli.launch import INPUT_ERRORS
     from pcm_plugin.clip.image_io import (
         describe_skipped,
         expand_image_inputs,
     )
-    from pcm_plugin.engine.launch import INPUT_ERRORS
     from pcm_plugin.visualization import save_mixup_figures
     if is_release(args.config):
         checkpoint, images = None, args.files

@@ -1,5 +1,6 @@
 """Training-loop pieces: LR schedule, checkpoint loading, resumable loop,
-batch rule, CPU DDP, mixed precision, tool logic."""
+batch rule, CPU DDP, mixed precision, the tools' Runner (the tools'
+command-line plumbing is :mod:`pcm_plugin.cli`)."""
 from .amp import AutocastTestLoop, BF16OptimWrapper
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .checkpoint import load_local_checkpoint, register_checkpoint_loader

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pcm_plugin.engine import launch
+from pcm_plugin.cli import launch
 from pcm_plugin.testing.toy_features import toy_config
 
 

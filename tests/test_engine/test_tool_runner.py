@@ -5,7 +5,7 @@ from pcm_plugin.testing.toy_features import toy_config
 
 def test_environment_and_config_go_to_the_log_file_only(toy_world, tmp_path,
                                                          capsys):
-    from pcm_plugin.engine.launch import build_runner
+    from pcm_plugin.cli.launch import build_runner
     cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1)
     cfg.experiment_name = f'quiet{id(tmp_path)}'
     runner = build_runner(cfg)

@@ -153,8 +153,8 @@ def test_bad_input_disk_full_during_a_checkpoint_save(toy_world, tmp_path):
     resumes from them once there is space."""
     from mmengine.runner import Runner
 
+    from pcm_plugin.cli.launch import errors_as_one_line
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from pcm_plugin.engine.launch import errors_as_one_line
     work = tmp_path / 'work'
 
     def train(epochs, resume=False):
@@ -226,7 +226,7 @@ def test_bad_input_checkpoint_name_taken_by_a_device_node(toy_world,
 
     from mmengine.runner import Runner
 
-    from pcm_plugin.engine.launch import errors_as_one_line
+    from pcm_plugin.cli.launch import errors_as_one_line
     work = tmp_path / 'work'
     work.mkdir()
     make_char_device(work / 'epoch_1.pth')

@@ -71,6 +71,6 @@ def test_cfg_options_parse_as_with_mmengine_dict_action():
     plain = argparse.ArgumentParser()
     plain.add_argument('--cfg-options', nargs='+', action=DictAction)
     # What tools/train.py uses: the parser loaded without the package.
-    parser = light_module('engine.launch_args').train_arg_parser()
+    parser = light_module('cli.launch_args').train_arg_parser()
     assert parser.parse_args(['c.py', *argv]).cfg_options == \
         plain.parse_args(argv).cfg_options

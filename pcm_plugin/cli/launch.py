@@ -22,16 +22,20 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 
 from pcm_plugin.datasets.feature_layout import fill_feature_layout
-from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
-
-from .amp import amp_optim_wrapper, amp_test_cfg, check_amp_dtype
-from .config_input import (
+from pcm_plugin.engine.amp import (
+    amp_optim_wrapper,
+    amp_test_cfg,
+    check_amp_dtype,
+)
+from pcm_plugin.engine.config_input import (
     TEST_SECTIONS,
     TRAIN_SECTIONS,
     check_override_types,
     read_config,
     require_sections,
 )
+from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
+
 from .launch_args import (  # noqa: F401
     add_amp_args,
     add_common_args,
@@ -60,7 +64,7 @@ def load_config(args: argparse.Namespace) -> Config:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     config = args.config
     if args.trust_checkpoint:  # before a release's files are read
-        from .checkpoint import trust_checkpoints
+        from pcm_plugin.engine.checkpoint import trust_checkpoints
         trust_checkpoints()
     from pcm_plugin.apis.release import names_a_release, resolve_release
     if names_a_release(config):
@@ -212,7 +216,7 @@ def check_test_checkpoint(runner, checkpoint: str) -> None:
     mmengine would test the partly loaded model and exit 0."""
     from mmengine.model import is_model_wrapper
 
-    from .checkpoint import check_checkpoint_matches
+    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     model = runner.model.module if is_model_wrapper(runner.model) \
         else runner.model
     check_checkpoint_matches(model, checkpoint)
@@ -280,8 +284,7 @@ def _keep_traceback(work_dir: Optional[str]) -> str:
 def build_runner(cfg: Config):
     """:class:`ToolRunner` ``.from_cfg`` (or the configured runner type)."""
     import pcm_plugin  # noqa: F401  registers components + ckpt loader
-
-    from .tool_runner import ToolRunner
+    from pcm_plugin.engine.tool_runner import ToolRunner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
