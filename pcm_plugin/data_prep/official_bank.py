@@ -30,9 +30,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle references a global outside the admitted set."""
+from .safe_pickle import AdmittedGlobalsUnpickler, UnsafePickleError
 
 
 def load_storage_bytes(data: bytes):
@@ -63,8 +61,8 @@ def _admitted_globals() -> Dict[Tuple[str, str], object]:
     }
 
 
-class RestrictedBankUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only the admitted globals.
+class RestrictedBankUnpickler(AdmittedGlobalsUnpickler):
+    """Unpickler that resolves only the concept banks' globals.
 
     Args:
         file: A binary file object.
@@ -72,23 +70,8 @@ class RestrictedBankUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file, *, source: str):
-        super().__init__(file)
-        self.source = source
-        self.admitted = _admitted_globals()
-
-    def find_class(self, module: str, name: str):
-        try:
-            return self.admitted[module, name]
-        except KeyError:
-            allowed = ', '.join(f'{m}.{n}' for m, n in self.admitted)
-            raise UnsafePickleError(
-                f'{self.source}: refusing to load global {module}.{name}; '
-                f'a concept-bank pickle may only reference {allowed}. '
-                'Nothing from the file was executed.') from None
-
-    def persistent_load(self, pid):
-        raise UnsafePickleError(f'{self.source}: unexpected persistent id '
-                                f'{pid!r}; not a plain concept-bank pickle')
+        super().__init__(file, admitted=_admitted_globals(), source=source,
+                         what='a concept-bank pickle')
 
 
 def read_official_bank(path: str) -> Tuple[List[str], np.ndarray]:
