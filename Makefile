@@ -35,8 +35,10 @@ dry-run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests projects -q
 
+# ruff, and the floor plan of docs/architecture.md (.importlinter).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo
 
 bench: $(STAMP)
 	$(PY) projects/benchmarks/tools/benchmark.py --out work_dirs/benchmark.json

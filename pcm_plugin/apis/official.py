@@ -16,7 +16,7 @@ import math
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -173,15 +173,6 @@ def check_config_fits(cfg, config: str, dims: Dict[str, int],
             '(e.g. configs/pcm_coco_vitl14.py for a ViT-L/14 checkpoint)')
 
 
-def read_official_vocabulary(path: str) -> List[str]:
-    """The words of an official ``vocabulary.txt``, id 1 first."""
-    with open(path, encoding='utf-8') as f:
-        words = [line.strip() for line in f if line.strip()]
-    if not words:
-        raise ValueError(f'{path}: no words (expected one word per line)')
-    return words
-
-
 def convert_official_checkpoint(checkpoint: str, vocabulary: str,
                                 concept_bank: str, out: str, *,
                                 config: str, name: Optional[str] = None
@@ -202,6 +193,7 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
         dict: The release manifest.
     """
     import pcm_plugin  # noqa: F401
+    from pcm_plugin.data_prep.official_records import read_official_vocabulary
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
     from pcm_plugin.engine.config_input import read_config
     from pcm_plugin.models.concept_bank import (

@@ -106,6 +106,41 @@ def load_open_clip(model_name: str, *, checkpoint: Optional[str] = None,
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 
+def load_open_clip_text_model(model_name: str,
+                              checkpoint: Optional[str] = None,
+                              model_config: Optional[str] = None, *,
+                              pretrained: Optional[str] = None,
+                              cache_dir: Optional[str] = None
+                              ) -> Tuple[object, object]:
+    """An open_clip model (eval mode, CPU) and its tokenizer.
+
+    For concept banks and CLIPScore. Loading is :func:`load_open_clip`'s,
+    shared with feature extraction: local weights only, clear errors for a
+    missing file or a checkpoint of another architecture.
+
+    Args:
+        model_name (str): An open_clip model name, e.g. ``'ViT-B-32'``.
+        checkpoint (str, optional): Local weights file.
+        model_config (str, optional): A JSON model config to register first
+            (its file stem must equal ``model_name``).
+        pretrained (str, optional): An open_clip tag whose weights are
+            already in the local cache (instead of ``checkpoint``).
+        cache_dir (str, optional): Cache holding ``pretrained`` weights.
+
+    Returns:
+        tuple: ``(model, tokenizer)``.
+    """
+    if model_config is not None:
+        stem = osp.splitext(osp.basename(model_config))[0]
+        if stem != model_name:
+            raise ValueError(f'--model-config {model_config} registers model '
+                             f'{stem!r}, but --clip-model is {model_name!r}')
+    model, _, tokenizer = load_open_clip(
+        model_name, checkpoint=checkpoint, pretrained=pretrained,
+        model_config=model_config, cache_dir=cache_dir)
+    return model, tokenizer
+
+
 def clip_preprocess(model_name: str, model_config: Optional[str] = None, *,
                     pretrained: Optional[str] = None):
     """open_clip's evaluation preprocessing of ``model_name``, built from

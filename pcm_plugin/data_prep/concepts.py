@@ -7,10 +7,11 @@ mean is normalised again (ViECap's recipe, docs/method.md §2.5). With one
 template this is simply the unit embedding of that prompt.
 """
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from pcm_plugin.clip.clip_features import load_open_clip_text_model
 from pcm_plugin.utils.fileio import file_sha256
 
 # The 7 CLIP templates of ViECap's prompt ensemble (docs/method.md §2.5).
@@ -81,43 +82,6 @@ def read_word_list(path: str) -> List[str]:
     if not words:
         raise ValueError(f'{path}: no concept words')
     return words
-
-
-def load_open_clip_text_model(model_name: str,
-                              checkpoint: Optional[str] = None,
-                              model_config: Optional[str] = None, *,
-                              pretrained: Optional[str] = None,
-                              cache_dir: Optional[str] = None
-                              ) -> Tuple[object, object]:
-    """An open_clip model (eval mode, CPU) and its tokenizer.
-
-    Loading is shared with feature extraction
-    (:func:`~pcm_plugin.clip.clip_features.load_open_clip`): local weights
-    only, clear errors for a missing file or a checkpoint of another
-    architecture.
-
-    Args:
-        model_name (str): An open_clip model name, e.g. ``'ViT-B-32'``.
-        checkpoint (str, optional): Local weights file.
-        model_config (str, optional): A JSON model config to register first
-            (its file stem must equal ``model_name``).
-        pretrained (str, optional): An open_clip tag whose weights are
-            already in the local cache (instead of ``checkpoint``).
-        cache_dir (str, optional): Cache holding ``pretrained`` weights.
-
-    Returns:
-        tuple: ``(model, tokenizer)``.
-    """
-    from pcm_plugin.clip.clip_features import load_open_clip
-    if model_config is not None:
-        stem = osp.splitext(osp.basename(model_config))[0]
-        if stem != model_name:
-            raise ValueError(f'--model-config {model_config} registers model '
-                             f'{stem!r}, but --clip-model is {model_name!r}')
-    model, _, tokenizer = load_open_clip(
-        model_name, checkpoint=checkpoint, pretrained=pretrained,
-        model_config=model_config, cache_dir=cache_dir)
-    return model, tokenizer
 
 
 def encode_concepts(model, tokenizer, words: Sequence[str],

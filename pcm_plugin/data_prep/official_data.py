@@ -25,6 +25,7 @@ from .official_records import (
     check_tokenizer_agrees,
     official_entries,
     read_official_records,
+    read_official_vocabulary,
 )
 
 # Images per synthetic feature folder when this plugin's data is exported
@@ -34,7 +35,6 @@ MAX_WORDS = 20  # the official MAX_SEQ_LEN; rows are MAX_WORDS + 1 long
 
 
 def _words_and_tokenizer(vocabulary: str):
-    from pcm_plugin.apis.official import read_official_vocabulary
     from pcm_plugin.models.tokenizer import tokenizer_from_official_words
     words = read_official_vocabulary(vocabulary)
     return words, tokenizer_from_official_words(words)

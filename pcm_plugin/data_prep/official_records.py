@@ -52,6 +52,15 @@ def _numpy_globals() -> Dict:
     return admitted
 
 
+def read_official_vocabulary(path: str) -> List[str]:
+    """The words of an official ``vocabulary.txt``, id 1 first."""
+    with open(path, encoding='utf-8') as f:
+        words = [line.strip() for line in f if line.strip()]
+    if not words:
+        raise ValueError(f'{path}: no words (expected one word per line)')
+    return words
+
+
 def read_official_records(path: str) -> List[Dict]:
     """The records of an official (or SynC) annotation pickle.
 

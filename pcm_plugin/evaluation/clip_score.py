@@ -91,7 +91,7 @@ class CLIPScoreMetric(BaseMetric):
                  batch_size: int = 256, collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        from pcm_plugin.data_prep.concepts import load_open_clip_text_model
+        from pcm_plugin.clip.clip_features import load_open_clip_text_model
         self.clip, self.tokenizer = load_open_clip_text_model(
             clip_model, clip_checkpoint, model_config, pretrained=pretrained)
         self.clip_name = clip_model

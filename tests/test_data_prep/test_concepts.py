@@ -4,10 +4,10 @@ import os.path as osp
 import numpy as np
 import pytest
 
+from pcm_plugin.clip.clip_features import load_open_clip_text_model
 from pcm_plugin.data_prep.concepts import (
     ENSEMBLE_TEMPLATES,
     encode_concepts,
-    load_open_clip_text_model,
     read_word_list,
     resolve_templates,
 )

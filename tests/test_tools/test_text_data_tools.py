@@ -180,10 +180,8 @@ def test_build_vocab_tool(tmp_path, capsys):
 
 
 def test_build_concepts_encode(tiny_clip, tmp_path):
-    from pcm_plugin.data_prep.concepts import (
-        encode_concepts,
-        load_open_clip_text_model,
-    )
+    from pcm_plugin.clip.clip_features import load_open_clip_text_model
+    from pcm_plugin.data_prep.concepts import encode_concepts
     from pcm_plugin.models.concept_bank import load_concept_bank
     name, ckpt = tiny_clip
     config = osp.join(osp.dirname(ckpt), f'{name}.json')
