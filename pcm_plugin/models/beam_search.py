@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .decoder_cache import DecoderCache, reorder_cache
+from .decoder_cache import DecoderCache
 
 
 @torch.no_grad()
@@ -32,7 +32,12 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
 
     Args:
         decoder (CaptionTransformerDecoder): Gives ``init_cache``,
-            ``step``, ``vocab_size``, ``bos_id`` and ``eos_id``.
+            ``step``, ``reorder_cache``, ``vocab_size``, ``bos_id`` and
+            ``eos_id``; its cache has ``slots``, ``width`` and a
+            ``memory_mask`` of one row per sample still decoded (any
+            decoder with these searches, e.g.
+            :class:`~pcm_plugin.models.gpt2_prefix_decoder.
+            GPT2PrefixDecoder`).
         memory (Tensor): ``(B, L, d)`` encoder output.
         memory_mask (Tensor): ``(B, L)`` bool, True = visible.
         beam (int): Beam size W >= 1.
@@ -93,7 +98,7 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
                     samples, scores, finished, ids, parent, word, live))
         live = live.view(-1)  # (S' * W,)
         slots = None if bool(live.all()) else live.nonzero()[:, 0]
-        reorder_cache(
+        decoder.reorder_cache(
             cache, parent_rows(cache, parent, kept, slots),
             slots=slots, memories=kept)
         tokens = word.view(-1)  # (S' * W,)

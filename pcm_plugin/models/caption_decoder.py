@@ -31,7 +31,12 @@ from torch import Tensor
 from pcm_plugin.registry import MODELS
 
 from .beam_search import beam_search
-from .decoder_cache import DecoderCache, drop_masked_positions, stored_kv
+from .decoder_cache import (
+    DecoderCache,
+    drop_masked_positions,
+    reorder_cache,
+    stored_kv,
+)
 from .decoder_layer import DecoderLayer, project_kv
 
 
@@ -261,6 +266,14 @@ class CaptionTransformerDecoder(BaseModule):
                       cache.width)
         cache.length += 1
         return self.predictor(x[:, 0])  # (R, V)
+
+    @staticmethod
+    def reorder_cache(cache: DecoderCache, rows: Tensor, *,
+                      slots: Optional[Tensor] = None,
+                      memories: Optional[Tensor] = None) -> None:
+        """Select / repeat cached rows in place, see
+        :func:`~pcm_plugin.models.decoder_cache.reorder_cache`."""
+        reorder_cache(cache, rows, slots=slots, memories=memories)
 
     # ------------------------------------------------------------ search
     def generate(self, memory: Tensor, memory_mask: Tensor, *,

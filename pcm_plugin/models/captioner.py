@@ -216,12 +216,14 @@ class PCMCaptioner(BaseModel):
             raise ValueError(
                 f'model widths disagree: {known}; set the same embed_dim in '
                 'model.mixup, model.encoder and model.decoder')
+        eos = EOS_ID if self.tokenizer is None else \
+            self.tokenizer.eos_token_id  # a language model's: not 0
         checks = (('max_len', getattr(self.decoder, 'max_len', None),
                    self.max_len, 'model.max_len'),
-                  ('eos_id', getattr(self.decoder, 'eos_id', None), EOS_ID,
-                   f'the tokenizer\'s [EOS] id {EOS_ID}'),
-                  ('bos_id', getattr(self.decoder, 'bos_id', None), EOS_ID,
-                   f'the tokenizer\'s [EOS] id {EOS_ID} (it starts every '
+                  ('eos_id', getattr(self.decoder, 'eos_id', None), eos,
+                   f'the tokenizer\'s [EOS] id {eos}'),
+                  ('bos_id', getattr(self.decoder, 'bos_id', None), eos,
+                   f'the tokenizer\'s [EOS] id {eos} (it starts every '
                    'caption)'))
         for name, value, expected, source in checks:
             if value is not None and value != expected:
@@ -265,6 +267,18 @@ class PCMCaptioner(BaseModel):
                 the same, in order, and L shrinks. Defaults to False (the
                 memory keeps the mix-up's token layout).
         """
+        emb = self.embed(inputs)
+        tokens, mask = emb['tokens'], emb['token_mask']
+        if drop_masked:
+            tokens, mask = drop_masked_positions(tokens, mask)
+        return self.encoder(tokens, mask), mask
+
+    def embed(self, inputs: Dict[str, torch.Tensor]) -> Dict[str,
+                                                              torch.Tensor]:
+        """The mix-up's output on the features (or on the CLIP features of
+        ``images``, with an ``image_encoder``): ``tokens`` (B, L, d),
+        ``token_mask`` (B, L) and what else it returns (``PCMMixup``:
+        ``replace_mask``, ``concept_idx``)."""
         if 'images' in inputs:
             if self.image_encoder is None:
                 raise KeyError('the inputs are images but the model has no '
@@ -276,11 +290,7 @@ class PCMCaptioner(BaseModel):
         if missing:
             raise KeyError(f'model inputs lack {missing}; the pipeline must '
                            'end with LoadCLIPFeatures + PackCaptionInputs')
-        emb = self.mixup(inputs['patch_feats'], inputs['global_feat'])
-        tokens, mask = emb['tokens'], emb['token_mask']
-        if drop_masked:
-            tokens, mask = drop_masked_positions(tokens, mask)
-        return self.encoder(tokens, mask), mask
+        return self.mixup(inputs['patch_feats'], inputs['global_feat'])
 
     def _clip_cos(self, data_samples: List[DataSample], device) -> Optional[
             torch.Tensor]:

@@ -17,6 +17,8 @@ SPECIAL_TOKENS = (EOS_TOKEN, UNK_TOKEN, PAD_TOKEN)
 # X-modaler's preprocessing writes every rare caption word as this word, and
 # appends it to vocabulary.txt, where it is an ordinary (learned) word.
 OFFICIAL_UNKNOWN_WORD = 'UNK'
+# The file that marks a folder as a Hugging Face tokenizer (GPT-2's own).
+HF_TOKENIZER_CONFIG = 'tokenizer_config.json'
 
 
 def _normalizer():
@@ -137,15 +139,23 @@ def save_tokenizer(tokenizer, path: str) -> None:
 
 
 def load_caption_tokenizer(path: str):
-    """Load a ``tokenizer.json`` written by ``tools/build_vocab.py``.
+    """Load a ``tokenizer.json`` written by ``tools/build_vocab.py``, or a
+    language model's own tokenizer.
 
     Args:
         path (str): The ``tokenizer.json`` file, or a directory holding it.
+            A directory with a ``tokenizer_config.json`` is a Hugging Face
+            tokenizer folder (e.g. a local GPT-2 download, for a language
+            model's pretrained vocabulary): loaded offline as it is, with
+            its end-of-text token as BOS and EOS.
 
     Returns:
         transformers.PreTrainedTokenizerFast: with ``eos``/``bos`` = ``[EOS]``
-        (id 0), ``unk`` = ``[UNK]``, ``pad`` = ``[PAD]``.
+        (id 0), ``unk`` = ``[UNK]``, ``pad`` = ``[PAD]``; a Hugging Face
+        folder's tokenizer otherwise.
     """
+    if osp.isfile(osp.join(path, HF_TOKENIZER_CONFIG)):
+        return load_hf_tokenizer(path)
     if osp.isdir(path):
         path = osp.join(path, 'tokenizer.json')
     if not osp.isfile(path):
@@ -163,6 +173,22 @@ def load_caption_tokenizer(path: str):
             f'{path}`') from None
     with open(path, encoding='utf-8') as f:
         return tokenizer_from_json_text(f.read(), source=path)
+
+
+def load_hf_tokenizer(folder: str):
+    """A Hugging Face tokenizer folder, read offline; it must name an
+    end-of-text token (it starts and ends every caption).
+
+    Args:
+        folder (str): Holds ``tokenizer_config.json`` and the vocabulary.
+    """
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f'tokenizer {folder} has no eos_token; set one in '
+                         f'its {HF_TOKENIZER_CONFIG} (GPT-2: '
+                         '"<|endoftext|>")')
+    return tokenizer
 
 
 def tokenizer_from_json_text(text: str, *, source: str = 'tokenizer'):
@@ -191,8 +217,10 @@ def encode_captions(tokenizer, captions: Sequence[str], *, max_len: int = 20,
     """Teacher-forcing inputs and targets, as in the official code.
 
     A caption ``w1 .. wn`` becomes input ``[EOS] w1 .. wn`` and target
-    ``w1 .. wn [EOS]``. Captions are clipped to ``max_len`` words and still
-    end with EOS, so the model learns to stop. (The official arrays may keep
+    ``w1 .. wn [EOS]``. Captions are clipped to ``max_len`` words (tokens,
+    for a subword tokenizer) and still end with EOS, so the model learns to
+    stop. EOS and padding are the tokenizer's own (0 and 2 here; GPT-2's
+    end-of-text token for both there). (The official arrays may keep
     a 21st word in place of EOS for clipped captions; that is not
     documented, and stopping cleanly is the safer reading.)
 
@@ -209,23 +237,36 @@ def encode_captions(tokenizer, captions: Sequence[str], *, max_len: int = 20,
     import torch
     ids = tokenizer(list(captions), add_special_tokens=False)['input_ids']
     ids = [seq[:max_len] for seq in ids]
+    eos_id = tokenizer.eos_token_id
+    pad_id = eos_id if tokenizer.pad_token_id is None else \
+        tokenizer.pad_token_id  # masked out: any id would do
     T = max(len(seq) for seq in ids) + 1
     B = len(ids)
-    input_ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     targets = torch.full((B, T), ignore_index, dtype=torch.long)
     input_mask = torch.zeros((B, T), dtype=torch.bool)
     for i, seq in enumerate(ids):
         n = len(seq)
-        input_ids[i, 0] = EOS_ID
+        input_ids[i, 0] = eos_id
         input_ids[i, 1:n + 1] = torch.tensor(seq, dtype=torch.long)
         targets[i, :n] = torch.tensor(seq, dtype=torch.long)
-        targets[i, n] = EOS_ID
+        targets[i, n] = eos_id
         input_mask[i, :n + 1] = True
     return input_ids, targets, input_mask
 
 
 def decode_ids(tokenizer, ids) -> List[str]:
-    """Turn generated id rows into captions, stopping at the first EOS."""
+    """Turn generated id rows into captions, stopping at the first EOS.
+
+    A subword tokenizer (a language model's own, whose EOS is not
+    ``[EOS]``) joins its pieces by its own decoder, special tokens left
+    out.
+    """
+    if tokenizer.eos_token != EOS_TOKEN:
+        eos_id = tokenizer.eos_token_id
+        return [tokenizer.decode(
+            row[:row.index(eos_id)] if eos_id in row else row,
+            skip_special_tokens=True).strip() for row in ids.tolist()]
     captions = []
     for row in ids.tolist():
         words = []

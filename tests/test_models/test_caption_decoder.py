@@ -84,6 +84,59 @@ def greedy_by_recomputation(decoder, memory, mask, max_len):
     return pad_eos(seq, max_len, decoder.eos_id), score
 
 
+def assert_large_beam_is_exhaustive(decoder, memory, mask, *, max_len):
+    """A beam wider than the number of hypotheses returns the best of all
+    sequences (scored by full forwards), for each of the samples.
+
+    Args:
+        decoder: Any decoder with ``generate``, ``forward(ids, memory,
+            mask)``, ``vocab_size``, ``bos_id`` and ``eos_id`` 0.
+        memory (Tensor): ``(B, L, d)``.
+        mask (Tensor): ``(B, L)`` bool.
+        max_len (int): Decoding steps.
+    """
+    eos = decoder.eos_id
+    sequences = list(all_sequences(decoder.vocab_size, max_len, eos))
+    # Far fewer hypotheses at any step than 128 for vocabularies of 4.
+    ids, scores = decoder.generate(memory, mask, beam_size=128,
+                                   max_len=max_len)
+    assert ids.shape == (len(memory), max_len)
+    assert scores.shape == (len(memory), )
+    for b in range(len(memory)):
+        scored = list(zip(sequence_log_probs(
+            decoder, sequences, memory[b:b + 1], mask[b:b + 1]), sequences))
+        best_score, best_seq = max(scored)
+        second = sorted(s for s, _ in scored)[-2]
+        assert best_score - second > 1e-4, 'near tie: pick another seed'
+        assert ids[b].tolist() == pad_eos(best_seq, max_len, eos)
+        assert float(scores[b]) == pytest.approx(best_score, abs=1e-5)
+
+
+def assert_search_matches_recomputation(decoder, memory, mask, *, max_len):
+    """Cached greedy search = a full forward per step; each returned beam
+    score = the full forward's log-probability of the returned ids.
+
+    Returns:
+        tuple[Tensor, Tensor]: greedy and beam (width 3) scores, (B,).
+    """
+    greedy_ids, greedy_scores = decoder.generate(
+        memory, mask, beam_size=1, max_len=max_len)
+    beam_ids, beam_scores = decoder.generate(
+        memory, mask, beam_size=3, max_len=max_len)
+    for b in range(len(memory)):
+        one = (memory[b:b + 1], mask[b:b + 1])
+        seq, score = greedy_by_recomputation(decoder, *one, max_len)
+        assert greedy_ids[b].tolist() == seq
+        assert float(greedy_scores[b]) == pytest.approx(score, abs=1e-5)
+        # Returned beam score = log-prob of the returned ids.
+        ids = beam_ids[b].tolist()
+        if decoder.eos_id in ids:
+            ids = ids[:ids.index(decoder.eos_id) + 1]
+        assert float(beam_scores[b]) == pytest.approx(
+            sequence_log_probs(decoder, [ids], *one)[0], abs=1e-5)
+    return greedy_scores, beam_scores
+
+
 class TestIncrementalDecoding:
 
     def test_cached_steps_match_full_forward(self):
@@ -264,46 +317,16 @@ class TestSearch:
 
     @pytest.mark.parametrize('seed', [0, 1, 2])
     def test_large_beam_equals_exhaustive_search(self, seed):
-        vocab, max_len, eos = 4, 4, 0
-        decoder = make_decoder(seed=seed, vocab_size=vocab)
+        decoder = make_decoder(seed=seed, vocab_size=4)
         memory, mask = make_memory(seed=10 + seed, batch=3)
-        sequences = list(all_sequences(vocab, max_len, eos))
-        assert len(sequences) == 1 + 3 + 9 + 27 + 81
-        # 121 hypotheses at most at any step: a beam of 128 keeps them all.
-        ids, scores = decoder.generate(
-            memory, mask, beam_size=128, max_len=max_len)
-        assert ids.shape == (3, max_len) and scores.shape == (3, )
-        for b in range(3):
-            scored = list(
-                zip(
-                    sequence_log_probs(decoder, sequences, memory[b:b + 1],
-                                       mask[b:b + 1]), sequences))
-            best_score, best_seq = max(scored)
-            second = sorted(s for s, _ in scored)[-2]
-            assert best_score - second > 1e-4, 'near tie: pick another seed'
-            assert ids[b].tolist() == pad_eos(best_seq, max_len, eos)
-            assert float(scores[b]) == pytest.approx(best_score, abs=1e-5)
+        assert_large_beam_is_exhaustive(decoder, memory, mask, max_len=4)
 
     @pytest.mark.parametrize('seed', [0, 1, 2, 3, 4])
     def test_greedy_and_beam_against_recomputation(self, seed):
-        max_len = 6
         decoder = make_decoder(seed=seed, vocab_size=7)
         memory, mask = make_memory(seed=20 + seed, batch=4)
-        greedy_ids, greedy_scores = decoder.generate(
-            memory, mask, beam_size=1, max_len=max_len)
-        beam_ids, beam_scores = decoder.generate(
-            memory, mask, beam_size=3, max_len=max_len)
-        for b in range(4):
-            one = (memory[b:b + 1], mask[b:b + 1])
-            seq, score = greedy_by_recomputation(decoder, *one, max_len)
-            assert greedy_ids[b].tolist() == seq
-            assert float(greedy_scores[b]) == pytest.approx(score, abs=1e-5)
-            # Returned beam score = log-prob of the returned ids.
-            ids = beam_ids[b].tolist()
-            if decoder.eos_id in ids:
-                ids = ids[:ids.index(decoder.eos_id) + 1]
-            assert float(beam_scores[b]) == pytest.approx(
-                sequence_log_probs(decoder, [ids], *one)[0], abs=1e-5)
+        greedy_scores, beam_scores = assert_search_matches_recomputation(
+            decoder, memory, mask, max_len=6)
         # Not a theorem for beam search in general; holds on these seeds.
         assert (beam_scores >= greedy_scores - 1e-6).all()
 
