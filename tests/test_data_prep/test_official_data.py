@@ -297,3 +297,46 @@ def test_results_as_test_net_writes_them(tmp_path):
                                     ann_file=str(ann)) == 2
     assert out.read_text() == ('[{"image_id": 7, "caption": "a cat ."}, '
                                '{"image_id": 1, "caption": "a dog ."}]')
+
+
+def round_trip_world(toy_world, root):
+    """The toy world's training set exported and imported back."""
+    os.makedirs(root)
+    pkl, vocab = osp.join(root, 'train.pkl'), osp.join(root, 'vocab.txt')
+    export_official_annotations(toy_world['train_ann'],
+                                toy_world['tokenizer'], pkl, vocab,
+                                feature_dir=toy_world['train_feats'])
+    feats = osp.join(root, 'feats')
+    export_official_features(toy_world['train_feats'],
+                             export_items(toy_world['train_ann']), feats)
+    written = import_official_annotations(pkl, vocab, root, split='train')
+    import_official_features(written['annotation'], feats_folder=feats,
+                             out_dir=osp.join(root, 'store'))
+    return dict(toy_world, train_ann=written['annotation'],
+                train_feats=osp.join(root, 'store'),
+                tokenizer=written['tokenizer'])
+
+
+def test_training_on_the_round_trip_equals_training_on_the_original(
+        toy_world, tmp_path, one_torch_thread):
+    from mmengine.runner import Runner
+
+    from pcm_plugin.testing.toy_features import toy_config
+    states, batches = {}, {}
+    for name, world in (('original', toy_world), ('official', round_trip_world(
+            toy_world, str(tmp_path / 'official')))):
+        cfg = toy_config(world, str(tmp_path / name), max_epochs=1)
+        cfg.train_cfg.val_interval = 10  # no validation
+        cfg.experiment_name = f'{name}{id(tmp_path)}'
+        runner = Runner.from_cfg(cfg)
+        batches[name] = [(b['data_samples'][0].image_id,
+                          b['data_samples'][0].clip_cos,
+                          b['inputs']['patch_feats'][0].clone())
+                         for b in runner.train_dataloader]
+        runner.train()
+        states[name] = runner.model.state_dict()
+    for (i, c, p), (j, d, q) in zip(batches['original'], batches['official']):
+        assert (i, c) == (j, d) and torch.equal(p, q)
+    assert states['original'].keys() == states['official'].keys()
+    for key, value in states['original'].items():
+        assert torch.equal(value, states['official'][key]), key
