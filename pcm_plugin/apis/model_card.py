@@ -87,7 +87,10 @@ def _score_lines(metrics: Dict) -> List[str]:
     if not metrics:
         return ['None recorded (publish with `--metrics METRICS.json` from '
                 '`tools/test.py --out METRICS.json`).']
-    return ['| metric | value |', '| --- | --- |'] + [
+    # tools/test.py --out writes the metric's numbers: ×100 (PAPER_SCALE).
+    return ['As `tools/test.py --out` wrote them: caption metrics ×100, '
+            'as papers report them.', '', '| metric | value |',
+            '| --- | --- |'] + [
         f'| {key} | {value} |' for key, value in metrics.items()]
 
 

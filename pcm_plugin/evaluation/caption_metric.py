@@ -5,8 +5,9 @@ runs SPICE, and SPICE downloads Stanford CoreNLP on first use: offline it
 fails (docs: openmmlab.md §1.6, stack.md §4). This metric keeps the same
 ``process``/``compute_metrics`` split and output keys but runs
 ``PTBTokenizer``, ``Bleu(4)``, METEOR 1.5, ``Rouge()`` and CIDEr itself,
-with pycocoevalcap's numbers to the bit; SPICE is opt-in and checked for
-its jars before anything runs.
+with pycocoevalcap's numbers to the bit, reported ×100 as papers report
+them (:data:`PAPER_SCALE`); SPICE is opt-in and checked for its jars
+before anything runs.
 
 All scorers need ``java`` on PATH (the PTB tokenizer, METEOR and SPICE are
 jars). pycocoevalcap writes temporary files inside its own package
@@ -43,6 +44,11 @@ SCORER_KEYS = {
     'spice': ('SPICE', ),
 }
 DEFAULT_SCORERS = ('bleu', 'meteor', 'rouge', 'cider')
+# The scale on which papers report caption metrics (PCM-Net: CIDEr 103.8,
+# BLEU-4 31.5): pycocoevalcap's numbers times 100. The metrics log this, so
+# the runner's log, `tools/test.py --out`, release.json and the demo all
+# show one number for one score.
+PAPER_SCALE = 100
 # Scorers whose work runs in a JVM: threads are enough to overlap them with
 # the pure-Python ones.
 JVM_SCORERS = ('meteor', 'spice')
@@ -193,7 +199,8 @@ def run_scorers(scorers: Sequence[str], gts: Dict, res: Dict,
 def score_captions(
         predictions: Mapping[int, str],
         references: Mapping[int, Sequence[str]],
-        scorers: Sequence[str] = DEFAULT_SCORERS) -> Dict[str, float]:
+        scorers: Sequence[str] = DEFAULT_SCORERS, *,
+        scale: float = PAPER_SCALE) -> Dict[str, float]:
     """Score one caption per image against its references.
 
     Only the predicted images are scored (as mmpretrain's metric does); the
@@ -206,10 +213,14 @@ def score_captions(
         scorers (Sequence[str]): Any of ``'bleu'``, ``'meteor'``,
             ``'rouge'``, ``'cider'``, ``'spice'``.
             Defaults to ('bleu', 'meteor', 'rouge', 'cider').
+        scale (float): Factor on pycocoevalcap's numbers. Defaults to
+            :data:`PAPER_SCALE` (100, as papers report them); 1 gives
+            pycocoevalcap's own.
 
     Returns:
         dict: ``Bleu_1..Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``,
-        ``SPICE`` (those requested) as floats on pycocoevalcap's scale.
+        ``SPICE`` (those requested) as floats: pycocoevalcap's scores
+        times ``scale``.
     """
     scorers = check_scorers(scorers)
     if not predictions:
@@ -238,7 +249,8 @@ def score_captions(
         values = run_scorers(scorers, gts, res, meteor)
     metrics = {}
     for name in scorers:
-        metrics.update(zip(SCORER_KEYS[name], map(float, values[name])))
+        metrics.update(zip(SCORER_KEYS[name],
+                           (float(v) * scale for v in values[name])))
     return metrics
 
 
@@ -263,6 +275,12 @@ class COCOCaptionMetric(BaseMetric):
     the pycocoevalcap scorers itself, METEOR beside the others, so that it
     works offline (see :func:`score_captions`).
 
+    The scores are pycocoevalcap's times ``scale``: ×100 by default, the
+    scale papers report (PCM-Net's CIDEr 103.8 is pycocoevalcap's 1.038),
+    so that the log, ``tools/test.py --out`` and a release's scores read
+    as the paper's tables. ``save_best`` and ``rule`` compare values of one
+    run, which the scale does not reorder.
+
     Args:
         ann_file (str, optional): COCO-format caption gt JSON. Give this or
             ``references``.
@@ -278,6 +296,9 @@ class COCOCaptionMetric(BaseMetric):
             Defaults to 'cpu'.
         prefix (str, optional): Prefix of the output keys. Defaults to None
             (keys as in mmpretrain, e.g. ``'CIDEr'``).
+        scale (float): Factor on pycocoevalcap's scores. Defaults to
+            :data:`PAPER_SCALE` (100); 1 gives mmpretrain's ``COCOCaption``
+            numbers.
     """
     default_prefix: Optional[str] = None
 
@@ -288,8 +309,10 @@ class COCOCaptionMetric(BaseMetric):
                  scorers: Sequence[str] = DEFAULT_SCORERS,
                  use_spice: bool = False,
                  collect_device: str = 'cpu',
-                 prefix: Optional[str] = None) -> None:
+                 prefix: Optional[str] = None,
+                 scale: float = PAPER_SCALE) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
+        self.scale = scale
         if (ann_file is None) == (references is None):
             raise ValueError('COCOCaptionMetric needs exactly one of '
                              'ann_file (COCO gt JSON) or references (dict)')
@@ -338,4 +361,5 @@ class COCOCaptionMetric(BaseMetric):
         for result in results:
             predictions.setdefault(result['image_id'], result['caption'])
         check_covered(predictions, self.references, source=self.source)
-        return score_captions(predictions, self.references, self.scorers)
+        return score_captions(predictions, self.references, self.scorers,
+                              scale=self.scale)

@@ -7,6 +7,13 @@ E_T(r)), 0))``. Captions are embedded with the prompt ``'A photo depicts '``
 in front, as in the paper. The image embedding is the test features' own
 ``global_feat``, i.e. the projected embedding of the CLIP that extracted
 them, so the metric's ``clip_model`` must be that CLIP (checked by width).
+
+The metric reports both ×100, as the caption metrics beside it
+(:data:`~.caption_metric.PAPER_SCALE`): the paper's own tables give
+correlations, not scores, and its code prints CLIP-S on its 0..2.5 scale
+next to pycocoevalcap's 0..1 BLEU and CIDEr, saying to report it like the
+other metrics; captioning papers then print it ×100 (``w = 2.5`` gives
+0..250). :func:`clip_score` keeps the formula's own scale.
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -16,6 +23,7 @@ from mmengine.evaluator import BaseMetric
 
 from pcm_plugin.registry import METRICS
 
+from .caption_metric import PAPER_SCALE
 from .coco_gt import load_coco_gt, to_image_id
 
 PROMPT = 'A photo depicts '
@@ -80,6 +88,9 @@ class CLIPScoreMetric(BaseMetric):
         batch_size (int): Captions per text-tower batch. Defaults to 256.
         collect_device (str): Where ranks gather results. Defaults to 'cpu'.
         prefix (str, optional): Prefix of the output keys.
+        scale (float): Factor on both scores. Defaults to
+            :data:`PAPER_SCALE` (100, the caption metrics' scale); 1 gives
+            the official code's numbers.
     """
     default_prefix: Optional[str] = None
 
@@ -89,7 +100,8 @@ class CLIPScoreMetric(BaseMetric):
                  pretrained: Optional[str] = None,
                  ann_file: Optional[str] = None, weight: float = 2.5,
                  batch_size: int = 256, collect_device: str = 'cpu',
-                 prefix: Optional[str] = None) -> None:
+                 prefix: Optional[str] = None,
+                 scale: float = PAPER_SCALE) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         from pcm_plugin.clip.clip_features import load_open_clip_text_model
         self.clip, self.tokenizer = load_open_clip_text_model(
@@ -97,6 +109,7 @@ class CLIPScoreMetric(BaseMetric):
         self.clip_name = clip_model
         self.references = load_coco_gt(ann_file) if ann_file else None
         self.weight, self.batch_size = weight, batch_size
+        self.scale = scale
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         """Keep each prediction with its image embedding."""
@@ -120,7 +133,8 @@ class CLIPScoreMetric(BaseMetric):
         return torch.cat(out) if out else torch.zeros(0, 0)
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        """Mean CLIP-S (and RefCLIP-S) over the distinct images."""
+        """Mean CLIP-S (and RefCLIP-S) over the distinct images, times
+        ``scale``."""
         first = {}
         for result in results:
             first.setdefault(result['image_id'], result)
@@ -134,7 +148,7 @@ class CLIPScoreMetric(BaseMetric):
                 f'in {text_emb.shape[1]}-d; use the CLIP that extracted the '
                 'features')
         clip_s = clip_score(image_emb, text_emb, self.weight)  # (B,)
-        metrics = dict(CLIPScore=clip_s.mean().item())
+        metrics = dict(CLIPScore=clip_s.mean().item() * self.scale)
         if self.references is not None:
             missing = [i for i in ids if i not in self.references]
             if missing:
@@ -142,7 +156,7 @@ class CLIPScoreMetric(BaseMetric):
                                'no references in ann_file')
             refs = [self.embed_texts(list(self.references[i])) for i in ids]
             metrics['RefCLIPScore'] = ref_clip_score(
-                clip_s, text_emb, refs).mean().item()
+                clip_s, text_emb, refs).mean().item() * self.scale
         return metrics
 
 

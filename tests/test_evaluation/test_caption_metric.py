@@ -4,6 +4,7 @@ import json
 import pytest
 
 from pcm_plugin.evaluation.caption_metric import (
+    PAPER_SCALE,
     COCOCaptionMetric,
     check_spice_jars,
     ptb_tokenize,
@@ -56,8 +57,23 @@ def test_equals_pycocoevalcap_scorers():
     # To the bit: one tokenizer call instead of two changes nothing.
     assert scores == pycocoevalcap_sequential(PREDICTIONS, REFERENCES, FAST)
     assert all(type(v) is float for v in scores.values())
-    assert 0 < scores['Bleu_4'] < scores['Bleu_1'] < 1
+    assert 0 < scores['Bleu_4'] < scores['Bleu_1'] < 100
     assert scores['CIDEr'] > 0
+
+
+def test_scores_are_reported_x100_as_papers_report_them():
+    """The log, --out JSON and releases read as the paper's tables:
+    pycocoevalcap's numbers times 100, exactly; scale=1 gives its own."""
+    bare = pycocoevalcap_sequential(PREDICTIONS, REFERENCES, FAST, scale=1)
+    assert 0 < bare['Bleu_1'] < 1  # pycocoevalcap's own scale
+    scores = evaluate(COCOCaptionMetric(references=REFERENCES, scorers=FAST),
+                      data_samples(PREDICTIONS))
+    assert PAPER_SCALE == 100
+    assert scores == {k: v * 100 for k, v in bare.items()}
+    assert evaluate(COCOCaptionMetric(references=REFERENCES, scorers=FAST,
+                                      scale=1),
+                    data_samples(PREDICTIONS)) == bare
+    assert score_captions(PREDICTIONS, REFERENCES, FAST, scale=1) == bare
 
 
 def test_identical_caption_gets_full_bleu():
@@ -66,10 +82,10 @@ def test_identical_caption_gets_full_bleu():
     scores = score_captions({1: refs[1][0], 2: refs[2][0]}, refs,
                             scorers=('bleu', 'rouge'))
     for key in ('Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'ROUGE_L'):
-        assert scores[key] == pytest.approx(1.0, abs=1e-9)
+        assert scores[key] == pytest.approx(100.0, abs=1e-7)
     wrong = score_captions({1: 'a red car', 2: 'a red car'}, refs,
                            scorers='bleu')
-    assert wrong['Bleu_1'] < 0.7
+    assert wrong['Bleu_1'] < 70
 
 
 def test_dedup_keeps_first_prediction_per_image():
@@ -172,5 +188,5 @@ def test_all_scorers_equal_bare_pycocoevalcap():
     assert list(scores) == ['Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4',
                             'METEOR', 'ROUGE_L', 'CIDEr']
     assert all(type(v) is float for v in scores.values())
-    assert 0.1 < scores['METEOR'] < scores['Bleu_1']
+    assert 10 < scores['METEOR'] < scores['Bleu_1']
     assert scores == pycocoevalcap_sequential(PREDICTIONS, REFERENCES)

@@ -45,8 +45,9 @@ def metric_parts(tiny_clip, tmp_path_factory):
 
 def test_metric_scores_what_it_is_given(metric_parts):
     """Image embeddings made from the captions' own text embeddings: the
-    CLIP-S of a caption against 'its' image is exactly 2.5, and its
-    RefCLIP-S follows from the reference cosines computed here."""
+    CLIP-S of a caption against 'its' image is exactly 2.5 (250 as
+    reported, ×100 like the caption metrics), and its RefCLIP-S follows
+    from the reference cosines computed here."""
     metric = CLIPScoreMetric(**metric_parts)
     captions = ['a red circle', 'two green triangles']
     image = metric.embed_texts(captions)  # (2, D): cos 1 with themselves
@@ -59,10 +60,17 @@ def test_metric_scores_what_it_is_given(metric_parts):
     # The same image again (another rank's copy) counts once.
     metric.process(dict(inputs=dict(global_feat=image[:1])), samples[:1])
     scores = metric.evaluate(2)
-    assert scores['CLIPScore'] == pytest.approx(2.5, abs=1e-5)
+    assert scores['CLIPScore'] == pytest.approx(250, abs=1e-3)
     # Image 1's best reference is its own caption (cos 1): HM(2.5, 1);
     # image 2's only reference is its caption too.
-    assert scores['RefCLIPScore'] == pytest.approx(2 * 2.5 / 3.5, abs=1e-5)
+    assert scores['RefCLIPScore'] == pytest.approx(100 * 2 * 2.5 / 3.5,
+                                                   abs=1e-3)
+    # scale=1: the official code's numbers, the same scores / 100.
+    metric = CLIPScoreMetric(**metric_parts, scale=1)
+    metric.process(dict(inputs=dict(global_feat=image)), samples)
+    raw = metric.evaluate(2)
+    assert raw == pytest.approx({k: v / 100 for k, v in scores.items()},
+                                rel=1e-12)
 
 
 def test_bad_input_features_of_another_clip(metric_parts):
@@ -118,6 +126,6 @@ def test_metric_on_real_photos_and_their_human_captions(metric_parts,
     metric.process(dict(inputs=dict(global_feat=global_feat)), samples)
     got = metric.evaluate(len(names))['CLIPScore']
     text = metric.embed_texts([caps[n][0] for n in names])
-    expected = clip_score(global_feat, text).mean().item()
-    assert got == pytest.approx(expected, abs=1e-6)
-    assert 0 <= got <= 2.5 and len(names) == 6
+    expected = 100 * clip_score(global_feat, text).mean().item()
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert 0 <= got <= 250 and len(names) == 6

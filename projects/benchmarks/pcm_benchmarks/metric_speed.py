@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pcm_plugin.evaluation.caption_metric import (
     DEFAULT_SCORERS,
+    PAPER_SCALE,
     SCORER_KEYS,
     check_scorers,
 )
@@ -73,7 +74,8 @@ def load_coco_subset(shared_data: str, limit: Optional[int] = None
 def pycocoevalcap_sequential(
         predictions: Mapping[int, str],
         references: Mapping[int, Sequence[str]],
-        scorers: Sequence[str] = DEFAULT_SCORERS) -> Dict[str, float]:
+        scorers: Sequence[str] = DEFAULT_SCORERS, *,
+        scale: float = PAPER_SCALE) -> Dict[str, float]:
     """The bare pycocoevalcap scorers, as ``COCOEvalCap.evaluate()``
     calls them (SPICE excepted), over the predicted images in ascending id
     order (the metric's order: ROUGE-L, CIDEr and METEOR average in it).
@@ -83,9 +85,11 @@ def pycocoevalcap_sequential(
         references (Mapping[int, Sequence[str]]): Image id to references.
         scorers (Sequence[str]): From ``'bleu'``, ``'meteor'``,
             ``'rouge'``, ``'cider'``.
+        scale (float): Factor on their scores. Defaults to the metric's
+            (:data:`PAPER_SCALE`), so that the two compare to the bit.
 
     Returns:
-        dict: The metric's keys to the scores, as floats.
+        dict: The metric's keys to the scores times ``scale``, as floats.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -107,7 +111,8 @@ def pycocoevalcap_sequential(
         else:
             score, _ = scorer.compute_score(gts, res)
         values = score if isinstance(score, list) else [score]
-        scores.update(zip(SCORER_KEYS[name], map(float, values)))
+        scores.update(zip(SCORER_KEYS[name],
+                          (float(v) * scale for v in values)))
     return scores
 
 
@@ -161,7 +166,8 @@ def compare_with_pycocoevalcap(
 
     Returns:
         dict: ``images``, ``references``, ``scorers``, ``scores`` (of the
-        bare scorers), ``identical`` (every run of both equal, to the
+        bare scorers, times ``metric_scale``: rows written before it have
+        pycocoevalcap's own), ``identical`` (every run of both equal, to the
         bit), ``times`` (median/IQR wall seconds and median CPU seconds,
         JVMs included, of ``'pycocoevalcap'`` and ``'metric'``),
         ``metric_over_pycocoevalcap`` (ratio of the medians, wall and
@@ -193,6 +199,7 @@ def compare_with_pycocoevalcap(
         images=len(predictions),
         references=sum(len(references[i]) for i in predictions),
         scorers=list(check_scorers(scorers)), scores=first,
+        metric_scale=PAPER_SCALE,
         identical=all(r == first for runs in results.values() for r in runs),
         times=times,
         metric_over_pycocoevalcap=dict(

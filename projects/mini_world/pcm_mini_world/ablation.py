@@ -21,6 +21,12 @@ interrupted sweep resumes where it stopped. With ``refined=True`` the
 synthetic variants train on the SynC-refined pairs of the rate
 (:mod:`.refine`); rows carry ``refined`` and the tables label them
 ``<variant>+sync``.
+
+Rows carry the scale of their scores (``metric_scale``: 100, the metric's,
+as papers report them); a row without it was written when the metric
+reported pycocoevalcap's ×1 (the committed ``docs/results/*.jsonl``).
+Tables and plots read every row through :func:`paper_scale`, so old and
+new rows mix in one sweep.
 """
 import json
 import os
@@ -30,6 +36,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pcm_plugin.engine.amp import amp_optim_wrapper, amp_test_cfg
+from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
 
 from .refine import refined_annotation
 from .runs import train_and_test, world_config
@@ -47,6 +54,9 @@ VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
     'full_nofocal': ('pcm_shapes_nofocal.py', None),
 }
 DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
+# A row's key naming the scale of its scores; absent: ×1 (rows written
+# before the metric reported ×100).
+SCALE_KEY = 'metric_scale'
 
 
 def cell_dir(work_root: str, world: Dict, variant: str, *, rate: float,
@@ -94,6 +104,29 @@ def read_results(path: str) -> List[Dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def paper_scale(row: Dict, key: str) -> float:
+    """``row[key]`` ×100 (as papers report it), whatever the row's scale.
+
+    Args:
+        row (dict): A result row; its ``metric_scale`` (absent: 1) is the
+            scale ``row[key]`` was written on.
+        key (str): A score of the row, e.g. ``'CIDEr'``.
+
+    Returns:
+        float: The score on the :data:`PAPER_SCALE`.
+    """
+    scale = row.get(SCALE_KEY, 1)
+    if scale == PAPER_SCALE:
+        return row[key]
+    return row[key] * (PAPER_SCALE / scale)
+
+
+def evaluator_scale(cfg) -> float:
+    """The scale of a config's test metric (its ``scale``, or the
+    metric's default)."""
+    return cfg.test_evaluator.get('scale', PAPER_SCALE)
 
 
 def check_world_has(world: Dict, rates: Sequence[float],
@@ -232,6 +265,7 @@ def run_ablation(*, config_dir: str = 'projects/mini_world/configs',
                         variant=variant, refined=refined, rate=cell_rate,
                         seed=seed, seconds=round(time.time() - start, 1),
                         **(dict(amp=amp) if amp else {}),
+                        **{SCALE_KEY: evaluator_scale(cfg)},
                         **{k: float(v) for k, v in metrics.items()}))
                 finally:
                     claim.release()
@@ -319,8 +353,8 @@ def _gain_table(rows: List[Dict], pairs: Sequence[tuple], title: str,
 def _by_seed(rows: List[Dict], name: str, rate: float,
              key: str) -> Dict[int, float]:
     """``seed -> value ×100`` of one cell (``real`` counts at every rate)."""
-    return {r['seed']: 100 * r[key] for r in rows if label(r) == name
-            and r['rate'] in (rate, None) and key in r}
+    return {r['seed']: paper_scale(r, key) for r in rows
+            if label(r) == name and r['rate'] in (rate, None) and key in r}
 
 
 def _mean_std(values: List[float]) -> str:

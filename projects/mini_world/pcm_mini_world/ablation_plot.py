@@ -8,7 +8,7 @@ the train-on-real upper bound as a dashed level with its band. Used by
 import statistics
 from typing import Dict, List, Sequence
 
-from .ablation import VARIANTS, _by_seed, _labels
+from .ablation import VARIANTS, _by_seed, _labels, paper_scale
 
 COLOURS = dict(base='#4d4d4d', pcm='#1f77b4', cxe='#2ca02c', full='#d62728',
                cxe_nofocal='#98df8a', full_nofocal='#ff9896', real='#9467bd')
@@ -79,7 +79,7 @@ def plot_ablation(rows: List[Dict], path: str, *, key: str = 'CIDEr',
 
 def _draw_level(ax, rows: List[Dict], rates: List[float], key: str) -> None:
     """The rate-independent upper bound: a dashed line and its ±1 sd."""
-    values = [100 * r[key] for r in rows
+    values = [paper_scale(r, key) for r in rows
               if r['variant'] == 'real' and key in r]
     if not values or not rates:
         return

@@ -35,6 +35,7 @@ class ConsoleProgressHook(Hook):
                  ) -> None:
         self.label, self.every_s = label, every_s
         self._bar = None
+        self._val_cider = None
 
     def _start(self, what: str, total: int, unit: str, done: int = 0
                ) -> None:
@@ -57,8 +58,15 @@ class ConsoleProgressHook(Hook):
         values = dict(epoch=f'{runner.epoch + 1}/{runner.max_epochs}')
         if loss is not None:
             values['loss'] = f'{float(loss):.3f}'
+        if self._val_cider is not None:
+            values['val_CIDEr'] = self._val_cider
         self._bar.set_postfix(**values)
         self._bar.update()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        # The demo validates every epoch: the last CIDEr rides the bar.
+        if metrics and 'CIDEr' in metrics:
+            self._val_cider = f'{float(metrics["CIDEr"]):.1f}'
 
     def after_train(self, runner) -> None:
         self._stop()

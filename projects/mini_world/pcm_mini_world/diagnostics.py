@@ -78,9 +78,12 @@ def nearest_neighbour_cider(root: str) -> Dict[str, float]:
     """CIDEr of nearest-neighbour captioning from every training set.
 
     Returns:
-        dict: training set name -> CIDEr (x100) on the real test split.
+        dict: training set name -> CIDEr (×100, the metric's scale) on
+        the real test split.
     """
     from pycocoevalcap.cider.cider import Cider
+
+    from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
     world = load_world(root)
     with open(osp.join(root, world['annotations']['train']),
               encoding='utf-8') as f:
@@ -99,7 +102,8 @@ def nearest_neighbour_cider(root: str) -> Dict[str, float]:
         nearest = (test_glob @ glob.T).argmax(1)  # (n_test,)
         preds = {t: [captions[ids[j]]] for t, j in zip(test_ids, nearest)}
         gts = {t: refs[t] for t in test_ids}
-        scores[name] = float(Cider().compute_score(gts, preds)[0] * 100)
+        scores[name] = float(Cider().compute_score(gts, preds)[0]
+                             * PAPER_SCALE)
     return scores
 
 

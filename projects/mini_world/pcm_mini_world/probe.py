@@ -12,7 +12,15 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .ablation import read_results, variant_config
+from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
+
+from .ablation import (
+    SCALE_KEY,
+    evaluator_scale,
+    paper_scale,
+    read_results,
+    variant_config,
+)
 from .world import load_world
 
 
@@ -45,7 +53,10 @@ def probe_concept_tokens(*, config_dir: str = 'projects/mini_world/configs',
 
     Returns:
         list[dict]: ``variant``, ``rate``, ``seed``, ``CIDEr_with`` (the
-        ablation's number) and ``CIDEr_without``, ×1 like the metric.
+        ablation's number) and ``CIDEr_without``, on the row's
+        ``metric_scale``: 100 for rows written now, none (×1) in rows
+        written before the metric reported ×100 (read them with
+        :func:`~.ablation.paper_scale`).
     """
     out = osp.join(work_root, 'probe.jsonl')
     world = load_world(root)  # as prepared: nothing is rebuilt
@@ -71,11 +82,14 @@ def probe_concept_tokens(*, config_dir: str = 'projects/mini_world/configs',
                 'row) or '
                 'leave its variant out with --variants')
         metrics = retest_without_concept_tokens(cfg, checkpoint)
+        without = {'CIDEr': float(metrics['CIDEr']),
+                   SCALE_KEY: evaluator_scale(cfg)}
         with open(out, 'a') as f:
-            f.write(json.dumps(dict(
-                world=name, variant=row['variant'], rate=row['rate'],
-                seed=row['seed'],
-                CIDEr_with=row['CIDEr'],
-                CIDEr_without=float(metrics['CIDEr']))) + '\n')
+            f.write(json.dumps({
+                'world': name, 'variant': row['variant'],
+                'rate': row['rate'], 'seed': row['seed'],
+                SCALE_KEY: PAPER_SCALE,
+                'CIDEr_with': paper_scale(row, 'CIDEr'),
+                'CIDEr_without': paper_scale(without, 'CIDEr')}) + '\n')
         done.add(key)
     return read_results(out)

@@ -22,6 +22,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
+
 from .scenes import (
     COL_WORDS,
     COLOURS,
@@ -185,7 +187,9 @@ def trace_run(cfg, work_dir: str, *, epochs: Sequence[int],
 
     Returns:
         list[dict]: ``epoch``, ``loss_real``, ``loss_synthetic``,
-        ``CIDEr_<layout>`` and ``<kind>_errors_<layout>`` per layout.
+        ``CIDEr_<layout>`` (×100, the metric's :data:`PAPER_SCALE`; a
+        ``trace.json`` without ``metric_scale`` holds ×1) and
+        ``<kind>_errors_<layout>`` per layout.
     """
     from pycocoevalcap.cider.cider import Cider
     with open(cfg.val_dataloader.dataset.ann_file) as f:
@@ -209,7 +213,7 @@ def trace_run(cfg, work_dir: str, *, epochs: Sequence[int],
             gts = {i: refs[i] for i in ids}
             preds = {i: [c] for i, c in zip(ids, captions)}
             row[f'CIDEr_{name}'] = float(
-                Cider().compute_score(gts, preds)[0])
+                Cider().compute_score(gts, preds)[0]) * PAPER_SCALE
             errors = attribute_errors(captions, [scenes[i] for i in ids])
             for kind, value in errors.items():
                 row[f'{kind}_errors_{name}'] = value
@@ -246,7 +250,8 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
         seed (int): Seed of the resampling.
 
     Returns:
-        dict: ``CIDEr`` (×100, PTB-tokenized as the metric), its
+        dict: ``CIDEr`` (×100, PTB-tokenized as the metric; seed_noise
+        rows were ×100 before they carried ``metric_scale``), its
         ``bootstrap_std`` over resampled test sets (the part of a model's
         score that is test-set sampling), ``colour_errors`` /
         ``shape_errors`` (:func:`attribute_errors`), the most frequent
@@ -284,8 +289,8 @@ def test_split_analysis(cfg, checkpoint: str, world_root: str, *,
     captioned = [scenes[i] for i in ids]
     errors = attribute_errors(captions, captioned)
     recall = content_recall(captions, captioned)
-    return dict(CIDEr=100 * score,
-                bootstrap_std=(100 * float(np.std(resampled))
+    return dict(CIDEr=PAPER_SCALE * score, metric_scale=PAPER_SCALE,
+                bootstrap_std=(PAPER_SCALE * float(np.std(resampled))
                                if resampled else None),
                 colour_errors=errors['colour'], shape_errors=errors['shape'],
                 top_opening=opening, top_opening_share=count / len(captions),

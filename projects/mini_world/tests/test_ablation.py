@@ -53,6 +53,66 @@ def test_gap_table_pairs_seeds():
     ]
 
 
+def test_rows_of_both_scales_read_as_one():
+    """Rows written now carry metric_scale=100 and the metric's ×100
+    numbers; committed rows have no scale and hold ×1: the same scores
+    give the same tables, mixed or not."""
+    from projects.mini_world.pcm_mini_world.ablation import paper_scale
+    old = [dict(variant='base', rate=0.3, seed=s, CIDEr=c, Bleu_4=b)
+           for s, c, b in ((0, 1.0, 0.30), (1, 1.2, 0.32))]
+    old += [dict(variant='full', rate=0.3, seed=s, CIDEr=c, Bleu_4=b)
+            for s, c, b in ((0, 1.3, 0.31), (1, 1.6, 0.35))]
+    new = [dict(r, metric_scale=100, CIDEr=100 * r['CIDEr'],
+                Bleu_4=100 * r['Bleu_4']) for r in old]
+    assert paper_scale(old[0], 'CIDEr') == paper_scale(new[0], 'CIDEr') \
+        == 100.0
+    assert paper_scale(dict(CIDEr=3.5, metric_scale=10), 'CIDEr') == 35.0
+    mixed = [new[0], old[1], old[2], new[3]]
+    assert summarize(new) == summarize(old) == summarize(mixed)
+    assert summarize(mixed).splitlines()[2:] == [
+        '| base | 110.0 ± 14.1 (n=2) | 31.0 ± 1.4 (n=2) |',
+        '| full | 145.0 ± 21.2 (n=2) | 33.0 ± 2.8 (n=2) |',
+    ]
+    assert gaps(new) == gaps(old) == gaps(mixed)
+    assert '| full | +35.0 ± 5.0 (n=2) |' in gaps(mixed)
+
+
+def test_ablation_rows_record_the_metric_scale(tmp_path, monkeypatch):
+    """A cell's row: the metric's numbers as they come, and their scale."""
+    from projects.mini_world.pcm_mini_world import ablation
+    root = tmp_path / 'world'
+    root.mkdir()
+    world = dict(fake_world(str(root)), name='w', settings=dict(seed=0))
+    monkeypatch.setattr(ablation, 'load_world', lambda r: world)
+    monkeypatch.setattr(ablation, 'train_and_test',
+                        lambda cfg: dict(CIDEr=250.5, Bleu_4=60.25))
+    rows = ablation.run_ablation(config_dir=CONFIG_DIR, root=str(root),
+                                 work_root=str(tmp_path / 'runs'),
+                                 rates=[0.6], seeds=[0], variants=['base'],
+                                 log=lambda *a: None)
+    assert [(r['metric_scale'], r['CIDEr'], r['Bleu_4']) for r in rows] \
+        == [(100, 250.5, 60.25)]
+
+
+def test_the_demo_validates_every_epoch_an_ablation_cell_never(tmp_path):
+    """plot_curves draws the demo's CIDEr per epoch; a cell's training
+    stays as recorded (validation would draw from the global RNG)."""
+    from projects.mini_world.pcm_mini_world.demo import demo_config
+    world = fake_world(str(tmp_path / 'world'))
+    config = osp.join(CONFIG_DIR, 'pcm_shapes.py')
+    demo = demo_config(config, world, work_dir=str(tmp_path / 'demo'),
+                       rate=0.6)
+    assert demo.train_cfg.max_epochs == 6
+    assert demo.train_cfg.val_interval == 1
+    assert demo.val_evaluator.type == 'COCOCaptionMetric'
+    assert demo.val_dataloader.dataset.feature_dir == osp.join(
+        world['root'], 'features', 'val')
+    cell = variant_config(CONFIG_DIR, world, 'full', rate=0.6, seed=0,
+                          work_root=str(tmp_path / 'runs'))
+    assert cell.val_cfg is None and cell.val_dataloader is None
+    assert cell.val_evaluator is None
+
+
 def fake_world(root: str) -> dict:
     """A ``world.json`` layout whose files need not exist (configs only)."""
     return dict(

@@ -14,8 +14,10 @@ from tests.conftest import REPO_ROOT
 def test_demo_smoke_runs_end_to_end(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     work = tmp_path / 'work'
+    # Two epochs: the demo validates after each, so its log has a curve.
     cmd = [sys.executable, 'projects/mini_world/tools/demo.py', '--smoke',
-           '--data-root', str(tmp_path / 'world'), '--work-dir', str(work)]
+           '--epochs', '2', '--data-root', str(tmp_path / 'world'),
+           '--work-dir', str(work)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -27,12 +29,17 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
                   'PTBTokenizer', 'pkg_resources'):
         assert noise not in console, noise
     # Progress on stderr, as plain lines when it is not a terminal.
-    assert '[demo] training: 4/4 iter (100%)' in proc.stderr
+    assert '[demo] training: 8/8 iter (100%)' in proc.stderr
+    assert 'val_CIDEr=' in proc.stderr
     assert '[demo] captioning the test images: ' in proc.stderr
     assert '\r' not in console
     log_dir = proc.stdout.split('[demo] training log: ')[1].split()[0]
     log = open(osp.join(log_dir, osp.basename(log_dir) + '.log')).read()
     assert 'Config:' in log and 'Epoch(train)' in log
+    # tools/analysis/plot_curves.py on the work dir: one CIDEr per epoch.
+    from pcm_plugin.visualization.curves import find_scalars, read_scalars
+    _, val = read_scalars(find_scalars(str(work)))
+    assert [r['step'] for r in val if 'CIDEr' in r] == [1, 2]
     with open(work / 'test_predictions.json') as f:
         preds = json.load(f)
     with open(tmp_path / 'world' / 'world.json') as f:
@@ -48,13 +55,14 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     analysed = subprocess.run(
         [sys.executable, 'projects/mini_world/tools/seed_noise.py', '--root',
          str(tmp_path / 'world'), '--config', str(work / 'pcm_shapes.py'),
-         '--checkpoint', str(work / 'epoch_1.pth'), '--bootstrap', '2'],
+         '--checkpoint', str(work / 'epoch_2.pth'), '--bootstrap', '2'],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert analysed.returncode == 0, analysed.stderr[-4000:]
     row = json.loads(analysed.stdout.strip().splitlines()[-1])
     printed = proc.stdout.split('ROUGE_L / CIDEr:')[1].splitlines()[0]
     printed = printed.split()[-1]
-    assert f"{row['CIDEr']:.1f}" == printed
+    assert f"{row['CIDEr']:.1f}" == printed  # both ×100
+    assert row['metric_scale'] == 100
     from projects.mini_world.pcm_mini_world.trace import content_recall
     from projects.mini_world.pcm_mini_world.world_steps import load_scenes
     scenes = load_scenes(osp.join(world['root'], 'corpus'), 'test')

@@ -19,8 +19,10 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
     last = f'epoch_{epochs}.pth'
     work_root = tmp_path / 'ablation'
     work_root.mkdir()
+    # Seed 0's rows as committed (no scale: ×1), seed 1's as written now.
     rows = [dict(world=world['name'], variant=v, rate=0.5, seed=s,
-                 CIDEr=1.0 + s)
+                 **(dict(CIDEr=1.0) if s == 0 else
+                    dict(CIDEr=200.0, metric_scale=100)))
             for v in ('base', 'pcm', 'full') for s in (0, 1)]
     # A row of another world with the same cell is not this world's.
     rows.append(dict(world='other-seed3', variant='pcm', rate=0.5, seed=0,
@@ -31,7 +33,7 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
 
     def fake_test(cfg, checkpoint):
         tested.append((cfg.work_dir, checkpoint, cfg.model.mixup.mode))
-        return dict(CIDEr=0.25)
+        return dict(CIDEr=25.0)  # the metric's ×100
 
     monkeypatch.setattr(probe, 'retest_without_concept_tokens', fake_test)
     kw = dict(config_dir=CONFIG_DIR, root=world['root'],
@@ -44,9 +46,11 @@ def test_probe_retests_pcm_cells_once_without_tokens(tiny_world, tmp_path,
         cell.mkdir(parents=True, exist_ok=True)
         (cell / last).touch()
     out = probe.probe_concept_tokens(**kw)
-    assert [(r['variant'], r['seed'], r['CIDEr_with'], r['CIDEr_without'])
-            for r in out] == [('pcm', 0, 1.0, 0.25), ('pcm', 1, 2.0, 0.25),
-                              ('full', 0, 1.0, 0.25), ('full', 1, 2.0, 0.25)]
+    # Both on the paper's ×100, whatever the ablation row's scale.
+    assert [(r['variant'], r['seed'], r['CIDEr_with'], r['CIDEr_without'],
+             r['metric_scale']) for r in out] == [
+        ('pcm', 0, 100.0, 25.0, 100), ('pcm', 1, 200.0, 25.0, 100),
+        ('full', 0, 100.0, 25.0, 100), ('full', 1, 200.0, 25.0, 100)]
     cell = str(cells / 'pcm_synth_d050_s1')
     assert (cell, osp.join(cell, last), 'top') in tested
     assert {r['world'] for r in out} == {world['name']}
@@ -86,3 +90,19 @@ def test_retest_without_concept_tokens_switches_the_mixup_off(monkeypatch):
     assert seen['cfg'].load_from == 'w/epoch_4.pth'
     assert 'spice' not in seen['cfg'].test_evaluator.scorers
     assert cfg.model.mixup.mode == 'top'  # the caller's config is untouched
+
+
+def test_probe_table_reads_rows_of_both_scales(monkeypatch, capsys):
+    """probe.jsonl rows as committed (×1, no scale) and as written now
+    (×100, metric_scale=100) print the same table."""
+    from tests.conftest import tool_main
+    rows = [dict(variant='full', rate=0.3, seed=0, CIDEr_with=3.0,
+                 CIDEr_without=2.5),
+            dict(variant='full', rate=0.3, seed=1, CIDEr_with=320.0,
+                 CIDEr_without=300.0, metric_scale=100)]
+    monkeypatch.setattr(probe, 'probe_concept_tokens', lambda **kw: rows)
+    assert tool_main('projects/mini_world/tools/probe_concepts.py')([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:4] == ['| full | 0.3 | 0 | 300.0 | 250.0 | +50.0 |',
+                          '| full | 0.3 | 1 | 320.0 | 300.0 | +20.0 |']
+    assert lines[-1] == 'mean difference +35.0 ± 21.2 (std, n=2)'

@@ -31,6 +31,7 @@ def main(argv=None) -> int:
                         'its last)')
     args = parser.parse_args(argv)
     # pcm_plugin only now: --help answers at once (tools/_cli.py says why).
+    from projects.mini_world.pcm_mini_world.ablation import paper_scale
     from projects.mini_world.pcm_mini_world.probe import probe_concept_tokens
     rows = probe_concept_tokens(config_dir=args.config_dir, root=args.root,
                                 work_root=args.work_root,
@@ -40,10 +41,11 @@ def main(argv=None) -> int:
           'difference |\n| --- | --- | --- | --- | --- | --- |')
     for r in sorted(rows, key=lambda r: (r['variant'], r['rate'],
                                          r['seed'])):
-        w, wo = 100 * r['CIDEr_with'], 100 * r['CIDEr_without']
+        w, wo = paper_scale(r, 'CIDEr_with'), paper_scale(r, 'CIDEr_without')
         print(f'| {r["variant"]} | {r["rate"]} | {r["seed"]} | {w:.1f} | '
               f'{wo:.1f} | {w - wo:+.1f} |')
-    diffs = [100 * (r['CIDEr_with'] - r['CIDEr_without']) for r in rows]
+    diffs = [paper_scale(r, 'CIDEr_with') - paper_scale(r, 'CIDEr_without')
+             for r in rows]
     if len(diffs) > 1:
         print(f'\nmean difference {statistics.mean(diffs):+.1f} ± '
               f'{statistics.stdev(diffs):.1f} (std, n={len(diffs)})')

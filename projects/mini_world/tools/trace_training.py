@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     from mmengine.runner import Runner
 
     import pcm_plugin  # noqa: F401
+    from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
     from projects.mini_world.pcm_mini_world.runs import world_config
     from projects.mini_world.pcm_mini_world.trace import (
         summarize_trace,
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     with open(osp.join(args.work_dir, 'trace.json'), 'w') as f:
         json.dump(dict(config=args.config, seed=args.seed, rate=args.rate,
                        overrides=args.set, zero_textual=args.zero_textual,
-                       world=world.get('name'), rows=rows), f, indent=1)
+                       world=world.get('name'), metric_scale=PAPER_SCALE,
+                       rows=rows), f, indent=1)
     print(summarize_trace(rows))
     return 0
 
