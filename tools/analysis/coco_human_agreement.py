@@ -4,7 +4,7 @@ For every image, the caption with the lowest annotation id is the
 "prediction" and the image's remaining captions are its references. The
 scores are the usual ceiling reference for captioning metrics (humans reach
 far less CIDEr than they "should"), and the run times the metric on a
-realistic size.
+realistic size. Scores are ×100, as papers report them.
 
 Example::
 
@@ -88,7 +88,7 @@ def main() -> None:
     print(f'{len(predictions)} images, {num_refs} references '
           f'({skipped} single-caption images skipped)')
     for name, value in scores.items():
-        print(f'{name:8s} {value:.4f}')
+        print(f'{name:8s} {value:.2f}')
     print(f'scoring {report["scoring_seconds"]} s, '
           f'total {report["total_seconds"]} s (wall)')
     if args.out:
