@@ -217,8 +217,8 @@ def check_registered_types(data, source: str) -> None:
 def _python_config(text: str, source: str) -> Config:
     """The config of an old one-file release (Python text, which runs
     when it is read): only behind the checkpoint trust switch."""
-    from pcm_plugin.engine.checkpoint import TRUST_ENV, _trusted
-    if not _trusted():
+    from pcm_plugin.engine.checkpoint import TRUST_ENV, checkpoints_trusted
+    if not checkpoints_trusted():
         raise ValueError(
             f'{source} is a one-file release in the old format: its config '
             'is Python text, which would run when read. Load it only if '

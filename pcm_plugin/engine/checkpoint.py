@@ -4,7 +4,7 @@ torch 2.6 switched ``torch.load`` to ``weights_only=True``, which mmengine
 0.10.7 checkpoints fail: their ``message_hub`` holds ``HistoryBuffer``
 objects and numpy arrays. Instead of falling back to full unpickling (which
 executes whatever a file names), we keep ``weights_only=True`` and allow the
-few *data-only* types those checkpoints contain (:data:`SAFE_GLOBALS`:
+few *data-only* types those checkpoints contain (:func:`safe_globals`:
 numpy arrays, dtypes and scalars, mmengine's ``HistoryBuffer``), so
 ``--resume``, ``load_from``, ``tools/test.py`` and the inference API load
 them safely. A file that needs anything else is refused with a message
@@ -135,7 +135,8 @@ def trust_checkpoints(trust: bool = True) -> None:
         os.environ.pop(TRUST_ENV, None)
 
 
-def _trusted() -> bool:
+def checkpoints_trusted() -> bool:
+    """Whether full unpickling is allowed (the trust switch is on)."""
     return os.environ.get(TRUST_ENV, '') not in ('', '0')
 
 
@@ -167,7 +168,7 @@ def load_local_checkpoint(filename: str, map_location=None):
             return torch.load(filename, map_location=map_location,
                               weights_only=True)
     except pickle.UnpicklingError as err:
-        if _trusted():
+        if checkpoints_trusted():
             return torch.load(filename, map_location=map_location,
                               weights_only=False)
         raise pickle.UnpicklingError(
