@@ -21,11 +21,17 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 
+import pcm_plugin  # noqa: F401  registers components + ckpt loader
+from pcm_plugin.apis.release import names_a_release, resolve_release
 from pcm_plugin.datasets.feature_layout import fill_feature_layout
 from pcm_plugin.engine.amp import (
     amp_optim_wrapper,
     amp_test_cfg,
     check_amp_dtype,
+)
+from pcm_plugin.engine.checkpoint import (
+    check_checkpoint_matches,
+    trust_checkpoints,
 )
 from pcm_plugin.engine.config_input import (
     TEST_SECTIONS,
@@ -34,7 +40,12 @@ from pcm_plugin.engine.config_input import (
     read_config,
     require_sections,
 )
-from pcm_plugin.utils.fileio import check_writable_dir, check_writable_output
+from pcm_plugin.engine.tool_runner import ToolRunner
+from pcm_plugin.utils.fileio import (
+    atomic_write_json,
+    check_writable_dir,
+    check_writable_output,
+)
 
 from .launch_args import (  # noqa: F401
     add_amp_args,
@@ -64,9 +75,7 @@ def load_config(args: argparse.Namespace) -> Config:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     config = args.config
     if args.trust_checkpoint:  # before a release's files are read
-        from pcm_plugin.engine.checkpoint import trust_checkpoints
         trust_checkpoints()
-    from pcm_plugin.apis.release import names_a_release, resolve_release
     if names_a_release(config):
         config, weights = resolve_release(config)
         if getattr(args, 'checkpoint', 'absent') is None:
@@ -215,8 +224,6 @@ def check_test_checkpoint(runner, checkpoint: str) -> None:
     """Refuse a checkpoint that does not fit the model (``ValueError``):
     mmengine would test the partly loaded model and exit 0."""
     from mmengine.model import is_model_wrapper
-
-    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
     model = runner.model.module if is_model_wrapper(runner.model) \
         else runner.model
     check_checkpoint_matches(model, checkpoint)
@@ -283,8 +290,6 @@ def _keep_traceback(work_dir: Optional[str]) -> str:
 
 def build_runner(cfg: Config):
     """:class:`ToolRunner` ``.from_cfg`` (or the configured runner type)."""
-    import pcm_plugin  # noqa: F401  registers components + ckpt loader
-    from pcm_plugin.engine.tool_runner import ToolRunner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
@@ -295,5 +300,4 @@ def dump_json(obj, path: Optional[str]) -> None:
     """Write ``obj`` to ``path`` (if given) atomically: a full disk or a
     kill leaves the previous file, never half of a new one."""
     if path:
-        from pcm_plugin.utils.fileio import atomic_write_json
         atomic_write_json(path, obj, indent=2)

@@ -12,7 +12,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from pcm_plugin.clip.clip_features import load_open_clip_text_model
+from pcm_plugin.models.concept_bank import (
+    default_concept_words,
+    save_concept_bank,
+)
 from pcm_plugin.utils.fileio import file_sha256
+from pcm_plugin.utils.progress import progress_bar
 
 # The 7 CLIP templates of ViECap's prompt ensemble (docs/method.md §2.5).
 ENSEMBLE_TEMPLATES = (
@@ -101,8 +106,6 @@ def encode_concepts(model, tokenizer, words: Sequence[str],
         np.ndarray: (C, D) float32, unit rows.
     """
     import torch
-
-    from pcm_plugin.utils.progress import progress_bar
     total = None
     with torch.no_grad(), progress_bar(
             total=len(words) * len(templates), desc='prompts',
@@ -166,10 +169,6 @@ def build_concept_bank(out: str, *, clip_model: str,
     Returns:
         dict: ``num_words``, ``num_templates`` and ``shape``.
     """
-    from pcm_plugin.models.concept_bank import (
-        default_concept_words,
-        save_concept_bank,
-    )
     if words is None:
         words = read_word_list(words_file) if words_file else \
             default_concept_words()

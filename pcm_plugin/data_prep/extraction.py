@@ -25,6 +25,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from pcm_plugin.clip.clip_features import (
+    caption_cosine,
+    extract_batch,
+    feature_shapes,
+    load_open_clip,
+    resolve_pool,
+)
 from pcm_plugin.clip.image_io import (
     DEFAULT_MAX_PIXELS,
     ImageListDataset,
@@ -41,6 +48,7 @@ from pcm_plugin.utils.fileio import (
     disk_full_error,
     file_sha256,
 )
+from pcm_plugin.utils.progress import progress_bar
 
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
@@ -264,11 +272,6 @@ def _device(s: ExtractionSettings, world: int, local_rank: int) -> str:
 
 def _load_model(s: ExtractionSettings, device: str):
     """``(model, preprocess, tokenizer, pool, shapes)`` of the CLIP."""
-    from pcm_plugin.clip.clip_features import (
-        feature_shapes,
-        load_open_clip,
-        resolve_pool,
-    )
     model, preprocess, tokenizer = load_open_clip(
         s.clip_model, checkpoint=s.clip_checkpoint, pretrained=s.pretrained,
         model_config=s.model_config, cache_dir=s.cache_dir, device=device,
@@ -312,8 +315,6 @@ class _ShardRunner:
     def run(self, pending, preprocess, *, batch_size, workers, max_pixels,
             progress) -> None:
         import torch
-
-        from pcm_plugin.utils.progress import progress_bar
         if not pending:
             return
         dataset = ImageListDataset(
@@ -342,7 +343,6 @@ class _ShardRunner:
         return dict(ids=[], patch=[], global_feat=[], cos=[], skipped=[])
 
     def _process(self, batch, buffer) -> None:
-        from pcm_plugin.clip.clip_features import caption_cosine, extract_batch
         good = []
         for index, tensor, error in batch:
             image_id = self.items[index]['image_id']

@@ -22,6 +22,8 @@ import re
 from collections import Counter
 from typing import Iterable, List, Sequence, Tuple
 
+from pcm_plugin.utils.progress import progress_bar
+
 DETERMINERS = frozenset('''
 a an the this that these those some several many few each every another
 any both either neither no my your his her its our their one two three four
@@ -168,7 +170,6 @@ def count_nouns(captions: Iterable[str], progress: bool = False) -> Counter:
     """
     raw: Counter = Counter()
     vocabulary = set()
-    from pcm_plugin.utils.progress import progress_bar
     for caption in progress_bar(captions, desc='captions',
                                 disable=not progress):
         words = caption_words(caption)

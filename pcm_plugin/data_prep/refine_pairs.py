@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from pcm_plugin.clip.clip_features import load_open_clip
+from pcm_plugin.datasets.feature_store import FeatureStore
 from pcm_plugin.utils.fileio import (
     atomic_write_json,
     check_writable_output,
@@ -43,6 +45,7 @@ from .refine_search import (
     run_digest,
     search_neighbours,
 )
+from .sentence_encoder import SentenceEncoder
 from .sharding import barrier, dist_env, process_group
 
 
@@ -105,7 +108,6 @@ def folder_digest(folder: str) -> str:
 def clip_identity(clip: Dict, feature_dirs: Sequence[str]) -> Dict:
     """The CLIP whose text tower embeds the captions: by default the one
     the stores' features came from (their ``index.json``), checked."""
-    from pcm_plugin.datasets.feature_store import FeatureStore
     meta = FeatureStore(feature_dirs[0]).meta
     clip = dict(clip)
     for key, meta_key in (('model', 'clip_model'),
@@ -131,9 +133,6 @@ def clip_identity(clip: Dict, feature_dirs: Sequence[str]) -> Dict:
 def model_loader(clip: Dict, sentence_model: str, device: str) -> Callable:
     """Load the CLIP and the sentence encoder only when there is work."""
     def load():
-        from pcm_plugin.clip.clip_features import load_open_clip
-
-        from .sentence_encoder import SentenceEncoder
         model, _, tokenizer = load_open_clip(
             clip['model'], checkpoint=clip.get('checkpoint'),
             pretrained=clip.get('pretrained'),

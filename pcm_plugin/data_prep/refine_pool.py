@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcm_plugin.datasets.feature_store import FeatureStore
+
 from .bad_input import BadInputError, BadInputPolicy
 
 
@@ -56,7 +58,6 @@ def load_pool(ann_file: str, feature_dirs: Sequence[str], *,
     An image id is looked up in ``feature_dirs`` in order (the first store
     holding it wins), so one refinement can span several stores.
     """
-    from pcm_plugin.datasets.feature_store import FeatureStore
     with open(ann_file, encoding='utf-8') as f:
         try:
             entries = json.load(f)['data_list']

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pcm_plugin.utils.fileio import atomic_path, file_sha256
+from pcm_plugin.utils.progress import progress_bar
 
 from . import pair_refinement as sync
 from .bad_input import BadInputError
@@ -185,7 +186,6 @@ def search_neighbours(pool: Pool, s: RefineSettings, *, work_dir: str,
         dict: ``chunks`` run now, and the seconds spent embedding captions
         (``embed``) and searching neighbours (``search``, merge included).
     """
-    from pcm_plugin.utils.progress import progress_bar
     rank, world, _ = dist_env()
     num_chunks = -(-len(pool.entries) // s.chunk_size)
     state = _RankState(work_dir, rank, world, len(pool.image_ids),

@@ -17,6 +17,8 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 
+from pcm_plugin.utils.fileio import atomic_write_json
+
 # Ranks that finish early wait at the final barrier for the slowest one;
 # the default gloo timeout (30 min) is far too short for a large run.
 DEFAULT_TIMEOUT_HOURS = 72.0
@@ -124,7 +126,6 @@ def check_or_write_settings(path: str, settings: Dict, *, what: str,
     Raises:
         ValueError: naming every differing key with both values.
     """
-    from pcm_plugin.utils.fileio import atomic_write_json
     if not osp.isfile(path):
         os.makedirs(osp.dirname(path) or '.', exist_ok=True)
         atomic_write_json(path, settings)  # every rank writes the same bytes

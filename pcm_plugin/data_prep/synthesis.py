@@ -32,6 +32,8 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pcm_plugin.utils.progress import progress_bar
+
 from .bad_input import BadInputPolicy
 from .caption_readers import load_json
 from .sharding import (
@@ -321,7 +323,6 @@ def synthesize(ann_file: str, *, model_dir: str, out_dir: str,
 def _run_batches(pipe, pairs, batches, num_todo, records, out_dir, rank,
                  settings, *, verify_sha, progress) -> Dict:
     """Generate and write this rank's batches; returns its counts."""
-    from pcm_plugin.utils.progress import progress_bar
     counts = dict(generated=0, skipped_existing=0, recovered=0)
     plan, new_records = [], []
     for batch in batches:

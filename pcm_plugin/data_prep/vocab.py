@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from pcm_plugin.models.tokenizer import (
+    SPECIAL_TOKENS,
     UNK_ID,
     basic_words,
     build_word_tokenizer,
     count_words,
+    load_caption_tokenizer,
     save_tokenizer,
 )
+from pcm_plugin.utils.progress import progress_bar
+
+from .caption_readers import read_annotation_captions
 
 
 @dataclass
@@ -107,7 +112,6 @@ def build_vocab(captions: Sequence[str], out_path: str, *,
         raise ValueError('no words in the training captions: the '
                          'vocabulary would be empty; check the annotation '
                          'file')
-    from pcm_plugin.utils.progress import progress_bar
     counts = count_words(progress_bar(captions, desc='counting words',
                                       disable=not progress))
     check_words_kept(counts, min_count)
@@ -162,12 +166,6 @@ def build_tokenizer_file(ann_file: str, out: str, *, min_count: int = 5,
     Returns:
         dict: The statistics (also what ``--stats-out`` writes).
     """
-    from pcm_plugin.models.tokenizer import (
-        SPECIAL_TOKENS,
-        load_caption_tokenizer,
-    )
-
-    from .caption_readers import read_annotation_captions
     captions = read_annotation_captions(ann_file)
     _, counts = build_vocab(captions, out, min_count=min_count,
                             max_words=max_words, progress=progress)

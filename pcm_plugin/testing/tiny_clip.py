@@ -11,6 +11,8 @@ import os
 import os.path as osp
 from typing import Dict, Tuple
 
+from pcm_plugin.clip.clip_features import register_model_config
+
 # Two layouts mirroring the real backbones' token grids at toy width:
 # 'b32' -> 7x7 = 49 patches like ViT-B/32, 'l14' -> 16x16 = 256 patches that
 # the extractor pools 2x2 to 8x8 = 64 like ViT-L/14.
@@ -40,7 +42,6 @@ TINY_CLIP_CONFIGS: Dict[str, Dict] = {
 
 def write_model_config(name: str, config: Dict, config_dir: str) -> str:
     """Write ``<config_dir>/<name>.json`` and register it with open_clip."""
-    from pcm_plugin.clip.clip_features import register_model_config
     os.makedirs(config_dir, exist_ok=True)
     path = osp.join(config_dir, f'{name}.json')
     with open(path, 'w') as f:

@@ -13,7 +13,9 @@ from typing import List, Optional, Sequence, Tuple
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.registry import HOOKS
+from pcm_plugin.utils.fileio import atomic_path
 
 FONT_SIZE, LINE_HEIGHT = 13, 17
 
@@ -42,9 +44,6 @@ def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
         str: ``out_png``.
     """
     from PIL import Image, ImageDraw
-
-    from pcm_plugin.clip.image_io import load_rgb_image
-    from pcm_plugin.utils.fileio import atomic_path
     if not items:
         raise ValueError('no images to draw')
     font = caption_font()

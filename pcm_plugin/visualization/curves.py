@@ -11,6 +11,8 @@ import json
 import os.path as osp
 from typing import Dict, List, Sequence, Tuple
 
+from pcm_plugin.utils.fileio import atomic_path
+
 
 def find_scalars(path: str) -> str:
     """``scalars.json`` itself, or the newest one under a work dir."""
@@ -61,8 +63,6 @@ def plot_curves(path: str, out: str, *,
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-
-    from pcm_plugin.utils.fileio import atomic_path
     source = find_scalars(path)
     train, val = read_scalars(source)
     panels = [(k, train, 'iter') for k in train_keys

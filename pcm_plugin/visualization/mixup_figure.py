@@ -14,7 +14,9 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.models.mixup_selection import select_pairs
+from pcm_plugin.utils.fileio import atomic_path
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (128, 128, 0)]
@@ -126,9 +128,6 @@ def save_mixup_figures(inferencer, images: Sequence[str], out_dir: str
     """
     import os
     import os.path as osp
-
-    from pcm_plugin.clip.image_io import load_rgb_image
-    from pcm_plugin.utils.fileio import atomic_path
     mixup = inferencer.model.mixup
     if mixup.mode == 'none':
         raise ValueError('this model has no mix-up (mixup.mode=none): there '
