@@ -162,7 +162,9 @@ def load_caption_tokenizer(path: str):
         raise FileNotFoundError(
             f'caption tokenizer {path} not found. Build it from the training '
             'captions with `python tools/build_vocab.py ANN_FILE --out '
-            f'{path}` (or fix `tokenizer` in the model config).')
+            f'{path}` (or fix `tokenizer` in the model config; a language '
+            "model's own tokenizer is a folder with "
+            f'{HF_TOKENIZER_CONFIG}, e.g. a local GPT-2 download).')
     try:
         with open(path, encoding='utf-8') as f:
             json.load(f)

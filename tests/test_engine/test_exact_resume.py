@@ -27,6 +27,18 @@ def test_resumed_run_equals_the_uninterrupted_one_bitwise(toy_world,
         assert any(h['type'] == 'RNGStateHook' for h in cfg.custom_hooks)
         return cfg
 
+    assert_resume_is_exact(config)
+
+
+def assert_resume_is_exact(config):
+    """2 epochs in one run = 1 epoch, then ``--resume`` to 2, bit for bit.
+
+    Args:
+        config: ``config(work_dir_name, max_epochs)`` -> a Runner config.
+
+    Returns:
+        dict: The uninterrupted run's final state dict.
+    """
     whole = _train(config('whole', 2))
     _train(config('cut', 1))
     cfg = config('cut', 2)
@@ -35,6 +47,7 @@ def test_resumed_run_equals_the_uninterrupted_one_bitwise(toy_world,
     assert whole.keys() == resumed.keys()
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
+    return whole
 
 
 def test_rng_states_round_trip_through_the_safe_loader(tmp_path):

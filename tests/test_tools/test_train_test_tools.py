@@ -235,23 +235,38 @@ def test_two_process_training_equals_one_process_with_the_same_batch(
     by all keys, so they change no output), and Adam scales the round-off
     they get instead into lr-sized steps (measured: 3e-3 against 5e-6 for
     every other tensor)."""
-    from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from tests.conftest import run_tool
     config = str(tmp_path / 'toy_pcm.py')
     toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
-    run_tool('train.py', [config, '--work-dir', tmp_path / 'one',
-                          '--cfg-options', 'train_dataloader.batch_size=16',
-                          *NO_RANDOMNESS])
-    two = run_tool('train.py', [config, '--launcher', 'pytorch',
-                                '--work-dir', tmp_path / 'two',
-                                '--cfg-options', *NO_RANDOMNESS],
-                   torchrun=True)
-    assert 'effective batch 16 = 2 processes x 8' in two.stdout + two.stderr
-    one = load_local_checkpoint(str(tmp_path / 'one' / 'epoch_1.pth'))
-    two = load_local_checkpoint(str(tmp_path / 'two' / 'epoch_1.pth'))
-    assert one['meta']['iter'] == two['meta']['iter'] == 4
+    one, two = train_one_and_two_processes(config, NO_RANDOMNESS, tmp_path)
     compared = [k for k in one['state_dict'] if not k.endswith('k_proj.bias')]
     assert len(compared) > 40
     worst = max((one['state_dict'][k] - two['state_dict'][k]).abs().max()
                 .item() for k in compared)
     assert worst < 1e-5, worst
+
+
+def train_one_and_two_processes(config, options, root):
+    """One epoch of ``config`` (64 toy samples) by tools/train.py: 1
+    process x batch 16 and 2 processes (torchrun) x batch 8.
+
+    Args:
+        config (str): A dumped config of batch 8.
+        options (list[str]): ``--cfg-options`` of both runs.
+        root (Path): Where the work directories ``one`` and ``two`` go.
+
+    Returns:
+        tuple[dict, dict]: The two final checkpoints (4 iterations each).
+    """
+    from pcm_plugin.engine.checkpoint import load_local_checkpoint
+    from tests.conftest import run_tool
+    run_tool('train.py', [config, '--work-dir', root / 'one',
+                          '--cfg-options', 'train_dataloader.batch_size=16',
+                          *options])
+    two = run_tool('train.py', [config, '--launcher', 'pytorch',
+                                '--work-dir', root / 'two',
+                                '--cfg-options', *options], torchrun=True)
+    assert 'effective batch 16 = 2 processes x 8' in two.stdout + two.stderr
+    one = load_local_checkpoint(str(root / 'one' / 'epoch_1.pth'))
+    two = load_local_checkpoint(str(root / 'two' / 'epoch_1.pth'))
+    assert one['meta']['iter'] == two['meta']['iter'] == 4
+    return one, two
