@@ -52,6 +52,10 @@ VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
     'real': ('pcm_shapes_base.py', 'real_train'),
     'cxe_nofocal': ('pcm_shapes_cxe_nofocal.py', None),
     'full_nofocal': ('pcm_shapes_nofocal.py', None),
+    # The second host (issue 28): a CLIP-prefix GPT-2 captioner without
+    # and with PCM + CXE, beside PCMCaptioner's base and full.
+    'prefix_base': ('pcm_viecap_shapes_base.py', None),
+    'prefix_full': ('pcm_viecap_shapes.py', None),
 }
 DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 # A row's key naming the scale of its scores; absent: ×1 (rows written

@@ -155,6 +155,29 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
     assert cfg.model.encoder.num_layers == cfg.model.decoder.num_layers == 2
 
 
+@pytest.mark.parametrize('variant, threshold, weighted, focal', [
+    ('prefix_base', 1.0, False, 'none'),
+    ('prefix_full', 0.0, True, 'batch'),
+])
+def test_prefix_variants_are_the_second_host_on_the_world(
+        variant, threshold, weighted, focal, tmp_path):
+    """The prefix captioner's cells (issue 28): its configs pointed at the
+    world like PCMCaptioner's, Base by threshold 1.0 (no patch mixed,
+    concepts kept for the hard prompt)."""
+    root = str(tmp_path / 'world')
+    cfg = variant_config(CONFIG_DIR, fake_world(root), variant, rate=0.6,
+                         seed=1, work_root=str(tmp_path / 'runs'))
+    assert cfg.model.type == 'PrefixLMCaptioner'
+    assert cfg.model.mixup.mode == 'top'
+    assert cfg.model.mixup.threshold == threshold
+    assert cfg.model.clip_weighted is weighted
+    assert cfg.model.loss.focal == focal
+    assert cfg.model.tokenizer == osp.join(root, 'tokenizer.json')
+    assert cfg.model.mixup.concept_bank == osp.join(root, 'concepts.npz')
+    assert cfg.work_dir == str(tmp_path / 'runs' / 'world' /
+                               f'{variant}_synth_d060_s1')
+
+
 def test_plot_has_one_panel_per_world(tmp_path):
     from PIL import Image
 
