@@ -143,16 +143,20 @@ class TestDecoding:
     """Cached = uncached, beam = exhaustive, for the GPT-2 decoder."""
 
     @staticmethod
-    def decoder(seed=0, vocab=7, sharpen=3.0):
+    def decoder(seed=0, vocab=7, sharpen=3.0, attn_impl='eager'):
         torch.manual_seed(seed)
         decoder = MODELS.build(dict(type='GPT2PrefixDecoder', vocab_size=vocab,
-                                    lm_config=dict(LM, n_embd=16)))
+                                    lm_config=dict(LM, n_embd=16),
+                                    attn_impl=attn_impl))
         with torch.no_grad():  # peaked next-word laws (tied to wte)
             decoder.lm.transformer.wte.weight.mul_(sharpen)
         return decoder.eval()
 
-    def test_cached_steps_match_full_forward_with_prefix_holes(self):
-        decoder = self.decoder(seed=1, vocab=9)
+    @pytest.mark.parametrize('attn_impl', ['eager', 'sdpa'])
+    def test_cached_steps_match_full_forward_with_prefix_holes(self,
+                                                               attn_impl):
+        decoder = self.decoder(seed=1, vocab=9, attn_impl=attn_impl)
+        assert decoder.lm.config._attn_implementation == attn_impl
         memory, mask = make_memory(seed=2, batch=3, length=6)
         mask[0, 2] = False  # a hole in the middle (hard-prompt padding)
         ids = torch.randint(0, 9, (3, 6), generator=torch.Generator()
