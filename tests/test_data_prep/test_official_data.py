@@ -243,13 +243,30 @@ def test_inconsistent_rows_and_unknown_words_are_refused(release, tmp_path):
     assert not (tmp_path / 'o').exists()
 
 
-def test_test_split_keeps_one_entry_per_image(release, tmp_path):
+def test_test_split_reads_real_images_from_the_folder_itself(release,
+                                                             tmp_path):
     path = write_pickle(str(tmp_path / 'test.pkl'),
                         [dict(image_id='391895'), dict(image_id='60623')])
     written = import_official_annotations(path, release['vocabulary'],
                                           str(tmp_path / 'o'), split='test')
     data = json.load(open(written['annotation']))['data_list']
     assert data == [dict(image_id='391895'), dict(image_id='60623')]
+    real = str(tmp_path / 'mscoco_feats')  # GT features: no _sp folder
+    for image_id in ('391895', '60623'):
+        write_npz(real, image_id)
+    import_official_features(written['annotation'], feats_folder=real,
+                             out_dir=str(tmp_path / 'store'))
+    store = FeatureStore(str(tmp_path / 'store'))
+    for image_id in ('391895', '60623'):
+        content = np.load(osp.join(real, f'{image_id}.npz'))
+        item = store.get(image_id)
+        np.testing.assert_array_equal(item['patch'], content['features'])
+        np.testing.assert_array_equal(item['global_feat'],
+                                      content['g_feature'][0])
+    again = str(tmp_path / 'exported')
+    export_official_features(str(tmp_path / 'store'),
+                             export_items(written['annotation']), again)
+    assert sorted(os.listdir(again)) == ['391895.npz', '60623.npz']
 
 
 def test_export_import_round_trip_is_exact(toy_world, tmp_path):
