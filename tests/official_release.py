@@ -20,13 +20,9 @@ N, DV, DG = 4, 6, 5  # patches, patch width, global width
 ALPHA = 2.5
 
 
-def word_ids(caption):
-    return [WORDS.index(w) + 1 for w in caption.split()]
-
-
-def token_rows(caption):
+def token_rows(caption, words=WORDS):
     """Official ``tokens_ids`` / ``target_ids`` rows (1, MAX_SEQ_LEN + 1)."""
-    ids = word_ids(caption)
+    ids = [words.index(w) + 1 for w in caption.split()]
     tokens = np.zeros((1, MAX_SEQ_LEN + 1), np.int64)
     targets = np.full((1, MAX_SEQ_LEN + 1), -1, np.int64)
     tokens[0, 1:len(ids) + 1] = ids
@@ -35,15 +31,15 @@ def token_rows(caption):
     return tokens, targets
 
 
-def record(image_id, caption, split_id, clipscore):
-    tokens, targets = token_rows(caption)
+def record(image_id, caption, split_id, clipscore, words=WORDS):
+    tokens, targets = token_rows(caption, words)
     return dict(image_id=str(image_id), split_id=split_id, tokens_ids=tokens,
                 target_ids=targets, clipscore=np.float32(clipscore))
 
 
-def write_vocabulary(path):
+def write_vocabulary(path, words=WORDS):
     with open(path, 'w') as f:
-        f.write(''.join(w + '\n' for w in WORDS))
+        f.write(''.join(w + '\n' for w in words))
     return path
 
 
@@ -53,35 +49,39 @@ def write_pickle(path, records):
     return path
 
 
-def feature_arrays(image_id):
+def feature_arrays(image_id, dims=(N, DV, DG)):
     """fp16-representable float32 features, as CLIP in fp16 gives them."""
+    num, width, gdim = dims
     rng = np.random.default_rng(int(image_id))
-    patch = rng.standard_normal((N, DV)).astype(np.float16).astype(
+    patch = rng.standard_normal((num, width)).astype(np.float16).astype(
         np.float32)
-    glob = rng.standard_normal((1, DG)).astype(np.float16).astype(np.float32)
+    glob = rng.standard_normal((1, gdim)).astype(np.float16).astype(
+        np.float32)
     return patch, glob
 
 
-def write_npz(feats_folder, image_id, split_id=None):
+def write_npz(feats_folder, image_id, split_id=None, dims=(N, DV, DG)):
     folder = feats_folder if split_id is None else \
         f'{feats_folder}_sp{split_id}'
     os.makedirs(folder, exist_ok=True)
-    patch, glob = feature_arrays(image_id)
+    patch, glob = feature_arrays(image_id, dims)
     path = osp.join(folder, f'{image_id}.npz')
     np.savez_compressed(path, features=patch, g_feature=glob)
     return path
 
 
-def make_release(root, captions, splits, cos):
+def make_release(root, captions, splits, cos, words=WORDS,
+                 dims=(N, DV, DG)):
     """Vocabulary, train pickle and ``.npz`` folders of a synthetic set:
     image ``6000000 + k`` for caption ``k`` in folder ``splits[k]``."""
     os.makedirs(root, exist_ok=True)
-    records = [record(6000000 + k, c, s, 2.5 * x)
+    records = [record(6000000 + k, c, s, 2.5 * x, words)
                for k, (c, s, x) in enumerate(zip(captions, splits, cos))]
     feats = osp.join(root, 'mscoco_sd_feats')
     for r in records:
-        write_npz(feats, r['image_id'], r['split_id'])
-    return dict(vocabulary=write_vocabulary(osp.join(root, 'vocabulary.txt')),
+        write_npz(feats, r['image_id'], r['split_id'], dims)
+    return dict(vocabulary=write_vocabulary(osp.join(root, 'vocabulary.txt'),
+                                            words),
                 train=write_pickle(osp.join(root, 'anno_train.pkl'),
                                    records),
                 feats=feats, records=records)

@@ -357,3 +357,42 @@ def test_training_on_the_round_trip_equals_training_on_the_original(
     assert states['original'].keys() == states['official'].keys()
     for key, value in states['original'].items():
         assert torch.equal(value, states['official'][key]), key
+
+
+def test_converted_checkpoint_on_imported_data_gives_official_logits(
+        tmp_path):
+    """The checkpoint converter and this importer agree: the converted
+    model on imported features and tokens gives the official model's
+    next-word logits on the official files."""
+    from pcm_plugin.apis.inferencer import build_captioner
+    from tests.test_apis import test_official as ckpt
+    (tmp_path / 'ckpt').mkdir()
+    W, bank, release_file, _ = ckpt.convert_test_checkpoint(
+        tmp_path / 'ckpt', ckpt.WORDS)
+    rel = make_release(str(tmp_path / 'release'),
+                       ['a dog on the grass', 'the red dog'], [0, 1],
+                       [0.3, 0.2], words=ckpt.WORDS,
+                       dims=(ckpt.N, ckpt.DV, ckpt.DG))
+    written, _ = import_train(rel, str(tmp_path / 'data'))
+    model, _ = build_captioner(release_file, None)
+    ours = load_caption_tokenizer(written['tokenizer'])
+    assert ours.get_vocab() == model.tokenizer.get_vocab()
+    store = FeatureStore(str(tmp_path / 'data' / 'features'))
+    entries = json.load(open(written['annotation']))['data_list']
+    for entry, rec in zip(entries, rel['records']):
+        att, _, norm, tokens, _, _ = official_sample(rec, rel['feats'])
+        n = len(entry['caption'].split()) + 1
+        with torch.no_grad():
+            expected = ckpt.official_forward(
+                W, bank, torch.from_numpy(att)[None],
+                torch.from_numpy(norm)[None],
+                torch.from_numpy(tokens[:n])[None])
+            item = store.get(entry['image_id'])
+            memory, mask = model.encode(dict(
+                patch_feats=torch.from_numpy(item['patch'])[None],
+                global_feat=torch.from_numpy(item['global_feat'])[None]))
+            ids = encode_captions(ours, [entry['caption']])[0]
+            got = model.decoder(ids, memory, mask)
+        cols = [0] + list(range(3, len(ckpt.WORDS) + 3))
+        torch.testing.assert_close(got[..., cols], expected, rtol=1e-4,
+                                   atol=1e-4)
