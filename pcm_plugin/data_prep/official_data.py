@@ -16,6 +16,17 @@ import os.path as osp
 import pickle
 from typing import Dict, List, Optional, Sequence
 
+import torch
+
+from pcm_plugin.datasets.feature_store import FeatureStore
+from pcm_plugin.models.tokenizer import (
+    EOS_ID,
+    UNK_ID,
+    encode_captions,
+    load_caption_tokenizer,
+    save_tokenizer,
+    tokenizer_from_official_words,
+)
 from pcm_plugin.utils.fileio import atomic_write_bytes, atomic_write_json
 
 from .caption_readers import load_json
@@ -35,14 +46,12 @@ MAX_WORDS = 20  # the official MAX_SEQ_LEN; rows are MAX_WORDS + 1 long
 
 
 def _words_and_tokenizer(vocabulary: str):
-    from pcm_plugin.models.tokenizer import tokenizer_from_official_words
     words = read_official_vocabulary(vocabulary)
     return words, tokenizer_from_official_words(words)
 
 
 def _write(out_dir: str, name: str, entries: List[Dict], metainfo: Dict,
            tokenizer=None) -> Dict[str, str]:
-    from pcm_plugin.models.tokenizer import save_tokenizer
     written = {'annotation': osp.join(out_dir, 'annotations', name)}
     atomic_write_json(written['annotation'],
                       dict(metainfo=metainfo, data_list=entries))
@@ -180,13 +189,6 @@ def export_items(ann_file: str, *,
 def _official_rows(tokenizer, captions: Sequence[str], ann_file: str):
     """``(tokens_ids, target_ids)`` (n, MAX_WORDS + 1) int64 over the
     official word ids, from this plugin's tokenizer ids (``j + 2 -> j``)."""
-    import torch
-
-    from pcm_plugin.models.tokenizer import (
-        EOS_ID,
-        UNK_ID,
-        encode_captions,
-    )
     inputs, targets, mask = encode_captions(tokenizer, captions,
                                             max_len=MAX_WORDS)
     unknown = ((inputs == UNK_ID) & mask).any(dim=1).nonzero().flatten()
@@ -226,8 +228,6 @@ def export_official_annotations(ann_file: str, tokenizer_file: str,
     Returns:
         dict: ``records`` and the paths written.
     """
-    from pcm_plugin.datasets.feature_store import FeatureStore
-    from pcm_plugin.models.tokenizer import load_caption_tokenizer
     entries = load_json(ann_file)['data_list']
     tokenizer = load_caption_tokenizer(tokenizer_file)
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
