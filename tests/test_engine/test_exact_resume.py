@@ -30,6 +30,31 @@ def test_resumed_run_equals_the_uninterrupted_one_bitwise(toy_world,
     assert_resume_is_exact(config)
 
 
+def test_validation_between_epochs_leaves_training_unchanged(toy_world,
+                                                             tmp_path):
+    """Validation draws from the global generator (its data loader seeds
+    itself); RNGStateHook gives the draws back, so a run validating after
+    every epoch (the demo) ends on the weights of one validating at the
+    end only (an ablation cell), bit for bit."""
+    def weights(work_dir, val_interval, hooks=True):
+        cfg = toy_config(toy_world, str(tmp_path / work_dir), max_epochs=3)
+        cfg.model.mixup.update(dropout=0.3, noise_var=0.016)
+        cfg.train_cfg.val_interval = val_interval
+        cfg.default_hooks.checkpoint.update(save_best=None, interval=3)
+        if not hooks:
+            cfg.custom_hooks = []
+        return _train(cfg)
+
+    every_epoch, at_the_end = weights('every', 1), weights('end', 3)
+    for key in every_epoch:
+        assert torch.equal(every_epoch[key], at_the_end[key]), key
+    # Without the hook, validation changes the training that follows.
+    bare_end = weights('end_bare', 3, hooks=False)
+    assert all(torch.equal(bare_end[k], at_the_end[k]) for k in bare_end)
+    changed = weights('every_bare', 1, hooks=False)
+    assert any(not torch.equal(changed[k], bare_end[k]) for k in changed)
+
+
 def assert_resume_is_exact(config):
     """2 epochs in one run = 1 epoch, then ``--resume`` to 2, bit for bit.
 

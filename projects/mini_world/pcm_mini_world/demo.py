@@ -42,10 +42,12 @@ def demo_config(config: str, world: Dict, *, work_dir: str, rate: float,
     ``rate``, validated after every epoch.
 
     Every epoch's validation gives ``tools/analysis/plot_curves.py`` a CIDEr
-    curve of the demo. The ablation cells do not validate: validation
-    draws from the global random stream when its data loader starts, so
-    it changes the training that follows (the recorded cells would not be
-    reproduced).
+    curve of the demo. It does not change what trains: validation draws
+    from the global generator (its data loader seeds itself), and the
+    config's ``RNGStateHook`` gives the draws back, so the demo ends on
+    the weights of a demo validating once (without that hook it would
+    not). The ablation cells do not validate: per cell, six decodes of
+    the validation renders would only cost time.
 
     Args:
         config (str): The demo's config.

@@ -95,8 +95,11 @@ def test_ablation_rows_record_the_metric_scale(tmp_path, monkeypatch):
 
 
 def test_the_demo_validates_every_epoch_an_ablation_cell_never(tmp_path):
-    """plot_curves draws the demo's CIDEr per epoch; a cell's training
-    stays as recorded (validation would draw from the global RNG)."""
+    """plot_curves draws the demo's CIDEr per epoch; a cell spends no
+    time validating (neither changes what trains: RNGStateHook, tested in
+    tests/test_engine/test_exact_resume.py)."""
+    from mmengine.config import Config
+
     from projects.mini_world.pcm_mini_world.demo import demo_config
     world = fake_world(str(tmp_path / 'world'))
     config = osp.join(CONFIG_DIR, 'pcm_shapes.py')
@@ -111,6 +114,8 @@ def test_the_demo_validates_every_epoch_an_ablation_cell_never(tmp_path):
                           work_root=str(tmp_path / 'runs'))
     assert cell.val_cfg is None and cell.val_dataloader is None
     assert cell.val_evaluator is None
+    for cfg in (demo, cell, Config.fromfile(config)):
+        assert any(h['type'] == 'RNGStateHook' for h in cfg.custom_hooks)
 
 
 def fake_world(root: str) -> dict:
