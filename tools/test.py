@@ -35,6 +35,7 @@ def main(argv=None) -> None:
                 launch.dump_json(metrics, args.out)
     finally:
         launch.teardown_distributed()
+    launch.end_distributed_run()
 
 
 if __name__ == '__main__':

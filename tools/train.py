@@ -37,6 +37,7 @@ def main(argv=None) -> None:
             runner.train()
     finally:
         launch.teardown_distributed()
+    launch.end_distributed_run()
 
 
 if __name__ == '__main__':
