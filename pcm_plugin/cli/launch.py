@@ -226,12 +226,13 @@ def end_distributed_run() -> None:
     """End a torchrun rank that finished its work, skipping the C++ static
     destructors of interpreter shutdown.
 
-    About one torchrun run in forty (CPU, gloo, two ranks) ended in
-    SIGABRT ("terminate called without an active exception") *after* its
-    last log line, both ranks done and the process group destroyed: a
-    thread object torn down at exit. The run's files are written and its
-    log handlers flush every line, so the rank leaves with ``os._exit(0)``
-    once everything is flushed. Single-process runs exit normally.
+    Now and then a torchrun run (CPU, gloo, two ranks) ended in SIGABRT
+    ("terminate called without an active exception") *after* its last log
+    line, both ranks done and the process group destroyed: a thread object
+    torn down at exit (docs/benchmarks.md §5 has the count). The run's
+    files are written and its log handlers flush every line, so the rank
+    leaves with ``os._exit(0)`` once everything is flushed. Single-process
+    runs exit normally.
     """
     if 'TORCHELASTIC_RUN_ID' not in os.environ:  # not started by torchrun
         return
