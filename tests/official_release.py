@@ -1,8 +1,8 @@
 """A tiny official PCM-Net release, and the official loader, written here.
 
 The builders follow the official preprocessing conventions (X-modaler
-pickles, OpenAI-CLIP-Feature ``.npz``; docs/method.md §2.2-2.3, and
-sync_and_official_release.md §1.8); :func:`official_sample` restates what
+pickles, OpenAI-CLIP-Feature ``.npz``; docs/method.md §2.2-2.3);
+:func:`official_sample` restates what
 ``xmodaler/datasets/images/mscoco.py`` and ``weighted_label_smoothing.py``
 compute for one training record, independently of pcm_plugin, so the tests
 compare the plugin's import against it.

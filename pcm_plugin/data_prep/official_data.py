@@ -104,9 +104,10 @@ def import_sync_annotations(refined_file: str, original_file: str,
     """SynC's refined pickle as ``<out_dir>/annotations/train_sync.json``.
 
     SynC replaces ``image_id`` but keeps the record's old ``split_id``, so
-    the official loader looks for the new image in the wrong folder when it
-    lives in another one (sync_and_official_release.md §1.9). Here every
-    record gets the ``split_id`` its new image has in the original list.
+    the official loader, which finds an image's folder from its
+    ``split_id``, looks in the wrong folder when the new image lives in
+    another one. Here every record gets the ``split_id`` its new image has
+    in the original list.
 
     Args:
         refined_file (str): SynC's ``PCM-Net_pcmnet_..._length<n>.pickle``.

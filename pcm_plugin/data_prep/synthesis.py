@@ -1,4 +1,5 @@
-"""Captions to synthetic images with a local diffusers pipeline (method §2.1).
+"""Captions to synthetic images with a local diffusers pipeline
+(docs/method.md §2.1).
 
 One image per training caption, written as ``<out>/images/<image_id>.png``
 (a flat folder: ext4/XFS index directories by hashed name, so 500k entries

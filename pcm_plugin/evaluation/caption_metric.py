@@ -1,26 +1,26 @@
 """COCO caption metric: pycocoevalcap's scorers called directly.
 
 mmpretrain's ``COCOCaption`` runs ``COCOEvalCap.evaluate()``, which always
-runs SPICE, and SPICE downloads Stanford CoreNLP on first use: offline it
-fails (docs: openmmlab.md §1.6, stack.md §4). This metric keeps the same
-``process``/``compute_metrics`` split and output keys but runs
-``PTBTokenizer``, ``Bleu(4)``, METEOR 1.5, ``Rouge()`` and CIDEr itself,
-with pycocoevalcap's numbers to the bit, reported ×100 as papers report
-them (:data:`PAPER_SCALE`); SPICE is opt-in and checked for its jars
-before anything runs.
+runs SPICE, and SPICE downloads Stanford CoreNLP on first use: without a
+network (as on many clusters' compute nodes) the whole evaluation fails.
+This metric keeps the same ``process``/``compute_metrics`` split and output
+keys but runs ``PTBTokenizer``, ``Bleu(4)``, METEOR 1.5, ``Rouge()`` and
+CIDEr itself, with pycocoevalcap's numbers to the bit, reported ×100 as
+papers report them (:data:`PAPER_SCALE`); SPICE is opt-in and checked for
+its jars before anything runs.
 
 All scorers need ``java`` on PATH (the PTB tokenizer, METEOR and SPICE are
 jars). pycocoevalcap writes temporary files inside its own package
 directory, so the environment must be writable. METEOR starts a JVM with a
-2 GB heap per evaluation (about 8 CPU seconds to load its tables).
+2 GB heap per evaluation, and loading its tables is most of its time.
 
 Same numbers, less waiting: references and predictions go through one PTB
 tokenizer JVM; METEOR's JVM starts before the tokenizer and loads its
 tables meanwhile; then METEOR (and SPICE) run in threads, their work being
 in other processes, while BLEU, ROUGE-L and CIDEr run in the calling
 thread. METEOR's JVM runs with the C1 JIT only and CIDEr with a faster
-bit-identical ``compute_cider`` (.meteor, .cider; docs/benchmarks.md §2,
-"Evaluation").
+bit-identical ``compute_cider`` (:mod:`.meteor`, :mod:`.cider`; the timings
+are in docs/benchmarks/).
 """
 import os.path as osp
 import shutil

@@ -1,4 +1,4 @@
-"""pycocoevalcap's CIDEr, same numbers to the bit, about 3x less CPU.
+"""pycocoevalcap's CIDEr, same numbers to the bit, for less CPU time.
 
 ``CiderScorer.compute_cider`` spends most of its time on NumPy scalar
 arithmetic and on one ``np.log`` call per n-gram occurrence (about a

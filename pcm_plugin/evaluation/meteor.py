@@ -20,13 +20,14 @@ from typing import Dict, List, Optional, Sequence
 __all__ = ['MeteorError', 'MeteorProcess', 'meteor_command']
 
 # JIT tier C1 only: METEOR's scoring loop is short-lived, and C2's
-# compilation cost more CPU than it saved (4,800 COCO images: 13 against 18
-# CPU seconds, the table loading being 8 of them whatever the flags).
-# Java floating point is strict, so the flag changes no number. (The serial
-# collector halved the memory but ran full collections: slower.)
+# compilation cost more CPU than it saved on the COCO test split (measured
+# in docs/benchmarks/). Java floating point is strict, so the flag changes
+# no number. (The serial collector used less memory but ran full
+# collections: slower.)
 JVM_FLAGS = ('-XX:TieredStopAtLevel=1', )
-# Longest wait for the JVM's next answer. The first one comes once the
-# paraphrase table is loaded: about 10 s idle, 40 s on a loaded machine.
+# Longest wait for the JVM's next answer. The first one comes only once the
+# paraphrase table is loaded, which takes several times longer on a busy
+# machine than on an idle one: the limit leaves room for that.
 ANSWER_TIMEOUT_S = 600.0
 
 
@@ -59,7 +60,7 @@ def score_line(hypothesis: str, references: Sequence[str]) -> str:
 
 class MeteorProcess:
     """One METEOR JVM. It starts on construction, so that it loads its
-    paraphrase table (about 8 CPU seconds) while other work runs.
+    paraphrase table (most of its cost) while other work runs.
 
     Use it as a context manager. :meth:`kill` may be called from any
     thread to make a running :meth:`score` fail at once.

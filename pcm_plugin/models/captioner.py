@@ -103,9 +103,9 @@ class PCMCaptioner(BaseModel):
             decoder layer (those of teacher forcing and of the cached
             decoding steps alike) with dynamic shapes; a dict adds
             ``torch.compile`` options, e.g. ``dict(mode='max-autotune')``.
-            Meant for GPUs: on the project's CPU it made the training step
-            1.2-1.3x slower and beam search no faster, after 1-2 minutes
-            of compiling (docs/benchmarks.md §2.1). mmengine's own
+            Meant for GPUs: on CPU it measured slower for the training
+            step and no faster for beam search, after minutes of compiling
+            (docs/benchmarks/). mmengine's own
             ``cfg.compile`` compiles ``train_step`` with the tokenizer in
             it and recompiles for every batch of new captions. Weights and
             checkpoints are unchanged. Defaults to False.

@@ -43,8 +43,8 @@ def _off_global_stream():
     stream derived from the run's seed, so a model with the mix-up and one
     without it (``mode='none'``, the Base model) built with the same seed
     share every other initial weight, the data order and every dropout and
-    noise draw: ablations compare them as pairs (common random numbers,
-    docs/benchmarks.md §4).
+    noise draw: ablations compare them as pairs (common random numbers, as
+    the mini-world benchmark does).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(torch.initial_seed() ^ 0x7E47)

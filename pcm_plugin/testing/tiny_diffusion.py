@@ -56,8 +56,8 @@ def build_clip_tokenizer_files(out_dir: str) -> str:
 def build_tiny_sd_pipeline(out_dir: str, seed: int = 0) -> str:
     """Build and save a tiny random text-to-image pipeline (SD 1.x layout).
 
-    About 3 M parameters: a 64x64 image takes ~0.1 s per step on one CPU
-    core. Pixels are 2x the latent size (two VAE blocks), so 64x64 images
+    About 3 M parameters, small enough to denoise on one CPU core within a
+    test. Pixels are 2x the latent size (two VAE blocks), so 64x64 images
     use 32x32 latents.
 
     Args:
