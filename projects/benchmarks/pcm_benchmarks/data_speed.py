@@ -1,9 +1,9 @@
-"""Training data, side by side (issue 11, target 4): the feature store
-against one ``.npz`` per image (the official layout), both through the real
-``SynthCaptionDataset``, a ``torch`` ``DataLoader`` with mmengine's
-``default_collate`` (as ``configs/_base_/datasets/mini_world.py`` builds
-them) and the model's ``CaptionFeaturePreprocessor``, from the same random
-features written by :func:`write_layouts`.
+"""Training data, side by side: the feature store against one ``.npz`` per
+image (the official layout), both through the real ``SynthCaptionDataset``, a
+``torch`` ``DataLoader`` with mmengine's ``default_collate`` (as
+``projects/mini_world/configs/_base_/datasets/mini_world.py`` builds them) and
+the model's ``CaptionFeaturePreprocessor``, from the same random features
+written by :func:`write_layouts`.
 
 Rows (``<name>_workers<n>``): ``store`` (the config's pipeline,
 ``LoadCLIPFeatures`` + ``PackCaptionInputs``, float16 collated and made

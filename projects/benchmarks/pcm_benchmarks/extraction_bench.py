@@ -7,10 +7,9 @@ as an ordinary checkpoint: random weights cost exactly what trained ones
 cost, so the speed is the real one; the features are meaningless.
 
 * ``once``: ``tools/extract_features.py``'s code once over a folder, the
-  store read back and checked (docs/benchmarks.md §3).
+  store read back and checked.
 * ``bare``: the tool path at each worker count against the bare
-  image-tower forward, interleaved (:mod:`.extraction_compare`; issue 11
-  targets 6 and 8).
+  image-tower forward, interleaved (:mod:`.extraction_compare`).
 """
 import json
 import os

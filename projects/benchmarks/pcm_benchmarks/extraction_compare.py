@@ -1,5 +1,5 @@
 """The tool path of feature extraction against the bare image-tower forward
-(issue 11, target 6) and against DataLoader workers (target 8).
+and against DataLoader workers.
 
 The tool path (:func:`~pcm_plugin.data_prep.extraction.extract_features`,
 decoding in DataLoader workers, writing a store) at each worker count, its

@@ -1,6 +1,5 @@
 """The registered caption metric against bare pycocoevalcap scorers: the
-same scores, timed side by side (issue 11, target 5; docs/benchmarks.md
-§2, "Evaluation").
+same scores, timed side by side.
 
 The bare side is what ``COCOEvalCap.evaluate()`` runs, SPICE left out: a
 ``PTBTokenizer`` call for the references and another for the predictions,

@@ -1,6 +1,6 @@
 """Training step time and peak memory against batch size and caption
 length at the PCM-Net COCO size, the least-squares line T(B) = a + b·B,
-and the COCO training time it projects (issue 11, target 8).
+and the COCO training time it projects.
 
 Every batch size of one caption length is timed interleaved
 (:func:`.perf.timed_interleaved`), one full PCM-Net training step each
@@ -33,7 +33,7 @@ from .perf import (
 # The official COCO recipe: docs/method.md §2.1 (542,401 synthetic pairs;
 # batch 32 with drop_last: 16,950 iterations per epoch), §6.1 (12 epochs =
 # 203,400 iterations, batch 32 on one GPU), §6.2 (the released ViT-B/32
-# COCO model is epoch 10: 169,500 iterations, the "~170k" of issue 11).
+# COCO model is epoch 10: 169,500 iterations).
 COCO_TRAIN = dict(images=542_401, batch=32, epochs=12, iterations=203_400,
                   released_iterations=169_500)
 DAY_S = 86_400

@@ -1,5 +1,5 @@
 """Start-up: what a fresh process imports before it answers, and how long
-``import pcm_plugin`` and every tool's ``--help`` take (issue 11, target 7).
+``import pcm_plugin`` and every tool's ``--help`` take.
 
 A user waits for a new interpreter, so every timing here is one: the
 candidates run interleaved (:func:`.perf.timed_interleaved`), so load from
@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from .perf import timed_interleaved
 
-# Each costs from ~0.1 s (matplotlib) to seconds (torch, mmpretrain): a
+# Each costs a noticeable start-up time, torch and mmpretrain the most: a
 # tool imports them after parse_args, and `import pcm_plugin` adds none
 # that mmpretrain does not import itself.
 HEAVY_MODULES = ('torch', 'mmengine', 'mmpretrain', 'open_clip', 'diffusers',

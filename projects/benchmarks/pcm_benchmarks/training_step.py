@@ -1,6 +1,6 @@
 """The training step at the COCO size: achieved FLOP/s against the
 process's own matrix-multiply FLOP/s, full PCM-Net against Base, and
-where the rest of the time goes (issue 11, target 1).
+where the rest of the time goes.
 
 Three steps are timed interleaved: Base and full PCM-Net with the fused
 Adam the COCO schedule uses (``configs/_base_/schedules/pcm_noam_12e.py``),

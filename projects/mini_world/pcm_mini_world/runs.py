@@ -81,8 +81,9 @@ def fit_schedule(cfg: Config) -> None:
     """End the last iteration-based scheduler at the last iteration.
 
     The world's schedule is warm-up + cosine to 0 over ``max_epochs``
-    epochs (docs/benchmarks.md §4.1): the tested last checkpoint must be
-    the converged end of the schedule, not a snapshot at some lr.
+    epochs, by the mini-world benchmark's design: the tested last
+    checkpoint must be the converged end of the schedule, not a snapshot
+    at some lr.
     """
     import json
     ann_file = cfg.train_dataloader.dataset.ann_file
