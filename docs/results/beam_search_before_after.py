@@ -1,5 +1,5 @@
 """Beam search before / after the speed-up of issue 11 target 2
-(docs/benchmarks.md §2.3): same captions, and the time of each.
+(docs/benchmarks/speed.md): same captions, and the time of each.
 
 The previous decoder is read from git (``--before``, default 689dd3c) and
 given the new one's weights. Checked: the ids of beam 3 and greedy search

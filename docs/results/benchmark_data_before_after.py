@@ -1,4 +1,4 @@
-"""Training data before / after issue 11 target 4 (docs/benchmarks.md §2.5):
+"""Training data before / after issue 11 target 4 (docs/benchmarks/speed.md):
 the real store path (``SynthCaptionDataset`` with ``LoadCLIPFeatures`` +
 ``PackCaptionInputs``, a DataLoader with mmengine's ``default_collate``, 0
 workers, then the model's ``CaptionFeaturePreprocessor``) and the npz path

@@ -1,4 +1,4 @@
-"""Control for the SynC comparison (docs/benchmarks.md §6.2): retrain the
+"""Control for the SynC comparison (docs/benchmarks/sync.md): retrain the
 v2 cell Base / rate 0.3 / seed 0 of world seed 0 with today's code and
 compare its weights with the sweep's checkpoint, trained on Dec 1 with the
 code of that day. Equal bit for bit means rows trained today (the refined

@@ -1,4 +1,4 @@
-"""The recount behind docs/benchmarks.md §4.5 (80.6 % / 69.3 %).
+"""The recount behind docs/results/NOTES.md (80.6 % / 69.3 %).
 
 Run from the repository root once the ablation cell
 ``localized-seed0/full_synth_d030_s0`` is trained::

@@ -1,6 +1,6 @@
 """How well the mini CLIP retrieves each synthetic pair's own partner, over
 the 8,000 training pairs of world seed 0, clean vs defective images
-(docs/benchmarks.md §6). Reads the refiner's work folders:
+(docs/benchmarks/sync.md). Reads the refiner's work folders:
 
     python projects/mini_world/tools/refine.py --root data/mini_world \
         --rates 0.3 0.6
