@@ -27,7 +27,8 @@ class BenchmarkOptions:
 
     Args:
         repo (str): The checkout (the start-up part runs its tools).
-        shared_data (str): The real data folder (the evaluation part).
+        shared_data (str, optional): The real data folder of the
+            evaluation part; None: that part is skipped with a note.
         smoke (bool): Tiny sizes and 2 repetitions: checks that every
             part runs, times nothing worth reading.
         reps (int): Timed repetitions of each candidate.
@@ -42,7 +43,7 @@ class BenchmarkOptions:
             4096; 64 with ``smoke``).
     """
     repo: str
-    shared_data: str
+    shared_data: Optional[str] = None
     smoke: bool = False
     reps: int = 7
     threads: Optional[int] = None

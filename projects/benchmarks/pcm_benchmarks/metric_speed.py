@@ -20,14 +20,14 @@ from pcm_plugin.evaluation.caption_metric import (
 )
 from pcm_plugin.evaluation.coco_gt import load_coco_gt
 
-# The real COCO subset, relative to ``../shared/data`` (4,800 val2014
-# images, 24,019 human captions; ../shared/data/README.md).
+# The real COCO subset inside the data folder the caller names (4,800 val2014
+# images with their 24,019 human captions, in COCO's annotation format).
 COCO_SUBSET = osp.join('coco-val2014-captions',
                        'captions_val2014_subset.json')
 PREDICTIONS = ("each image's first caption (lowest annotation id); its "
                'other captions are the references')
-# Smoke runs check the plumbing in seconds: METEOR's JVM alone takes about
-# 8 CPU seconds to start, whatever the number of images.
+# Smoke runs check the plumbing quickly: they leave out METEOR, whose JVM
+# start-up alone outlasts the other scorers, whatever the number of images.
 SMOKE_IMAGES = 50
 SMOKE_SCORERS = ('bleu', 'rouge', 'cider')
 
@@ -60,7 +60,8 @@ def load_coco_subset(shared_data: str, limit: Optional[int] = None
     """:func:`human_agreement_split` of the real COCO subset.
 
     Args:
-        shared_data (str): The ``../shared/data`` folder.
+        shared_data (str): The real data folder, holding
+            :data:`COCO_SUBSET`.
         limit (int, optional): Number of images. Defaults to all 4,800.
 
     Returns:
@@ -208,25 +209,29 @@ def compare_with_pycocoevalcap(
         load_before=load_before, load_after=os.getloadavg()[0])
 
 
-def evaluation_row(shared_data: str, *, smoke: bool = False,
+def evaluation_row(shared_data: Optional[str], *, smoke: bool = False,
                    reps: int = 5) -> Dict:
     """The benchmark's "evaluation" row: :func:`compare_with_pycocoevalcap`
     on the real COCO subset, or why it was skipped.
 
     Args:
-        shared_data (str): The ``../shared/data`` folder.
+        shared_data (str, optional): The real data folder, holding
+            :data:`COCO_SUBSET`; None or empty: the row is skipped.
         smoke (bool): :data:`SMOKE_IMAGES` images, :data:`SMOKE_SCORERS`,
             one run of each, no warm-up.
         reps (int): Timed runs of each (after one warm-up run).
 
     Returns:
         dict: The comparison plus ``predictions`` (what they are), or
-        ``{'skipped': reason}`` where the subset is absent.
+        ``{'skipped': reason}`` without a folder or without the subset.
     """
+    if not shared_data:
+        return dict(skipped='no real data folder given (--shared-data DIR, '
+                    f'a folder holding {COCO_SUBSET})')
     path = osp.join(shared_data, COCO_SUBSET)
     if not osp.isfile(path):
-        return dict(skipped=f'{path} not found (the real COCO subset ships '
-                    'beside the repository on the project machines only)')
+        return dict(skipped=f'{path} not found (--shared-data must name a '
+                    f'folder holding {COCO_SUBSET})')
     predictions, references = load_coco_subset(
         shared_data, SMOKE_IMAGES if smoke else None)
     row = compare_with_pycocoevalcap(

@@ -11,7 +11,7 @@ from projects.benchmarks.pcm_benchmarks.metric_speed import (
     evaluation_row,
     human_agreement_split,
 )
-from tests.conftest import tool_main
+from tests.helpers import tool_main
 from tests.test_evaluation.test_caption_metric import (
     FAST,
     PREDICTIONS,
@@ -45,6 +45,10 @@ def test_row_skipped_with_a_note_without_shared_data(tmp_path):
     row = evaluation_row(str(tmp_path / 'no_shared'))
     assert set(row) == {'skipped'}
     assert 'captions_val2014_subset.json not found' in row['skipped']
+    for folder in (None, ''):  # no folder named: no default is guessed
+        assert evaluation_row(folder) == dict(skipped=(
+            'no real data folder given (--shared-data DIR, a folder '
+            'holding coco-val2014-captions/captions_val2014_subset.json)'))
 
 
 def test_benchmark_tool_evaluation_only_without_shared_data(tmp_path,
