@@ -4,7 +4,7 @@ mmengine's ``LocalVisBackend`` writes ``<work_dir>/<timestamp>/vis_data/
 scalars.json``: one JSON object per line, training lines with ``iter``
 (loss, lr, ...) and validation lines without it, ``step`` being the epoch
 (CIDEr, Bleu_4, ...). The same numbers go to TensorBoard when the config
-adds ``TensorboardVisBackend`` (README).
+adds ``TensorboardVisBackend`` (docs/train_test.md).
 """
 import glob
 import json

@@ -1,5 +1,5 @@
 # Synthetic-image features for training, real-image features for val/test.
-# Layout written by tools/data/* (see docs/data_pipeline.md).
+# Layout written by tools/data/* (see docs/data.md).
 data_root = 'data/coco'
 feature_root = data_root + '/features/ViT-B-32'
 

@@ -4,7 +4,7 @@
 # 12 epochs with evaluation every epoch. `fused=True`: the same update in
 # one kernel over all parameters (CPU and GPU) instead of a loop of small
 # ops per parameter: on CPU the optimizer's share of a COCO-size step falls
-# from 8 % to 2-3 % (docs/benchmarks.md §2.7).
+# from 8 % to 2-3 % (docs/benchmarks/speed.md).
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(

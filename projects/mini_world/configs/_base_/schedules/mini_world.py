@@ -20,7 +20,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False,
          begin=warmup_iters, end=max_epochs * iters_per_epoch),
 ]
-# The loop resumes mid-epoch from iteration checkpoints (docs: README).
+# The loop resumes mid-epoch from iteration checkpoints (docs/train_test.md).
 train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs,
                  val_interval=max_epochs)
 val_cfg = dict()
