@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.readme, pytest.mark.slow]
 

@@ -1,12 +1,9 @@
-"""Fixtures of the API tests: a toy captioner checkpoint and images."""
-import os.path as osp
-
-import numpy as np
+"""Fixtures of the API tests: a toy captioner checkpoint
+(``tests.helpers.write_images`` writes the images)."""
 import pytest
 import torch
-from PIL import Image
 
-from tests.conftest import dump_captioning_config
+from tests.helpers import dump_captioning_config
 
 
 @pytest.fixture(scope='package')
@@ -22,16 +19,3 @@ def checkpoint(toy_world, tmp_path_factory):
     ckpt = str(root / 'model.pth')
     torch.save(dict(state_dict=model.state_dict()), ckpt)
     return config, ckpt, model
-
-
-def write_images(root, n=3):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = osp.join(root, f'{i + 1}.jpg')
-        Image.fromarray(rng.integers(0, 255, (90 + 10 * i, 120, 3),
-                                     dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-

@@ -2,8 +2,7 @@
 ``--out`` holding what the console shows."""
 import json
 
-from tests.conftest import run_tool
-from tests.test_apis.conftest import write_images
+from tests.helpers import run_tool, write_images
 
 
 def test_stdout_holds_only_results_and_progress_is_plain_lines(

@@ -6,7 +6,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from tests.test_apis.conftest import write_images
+from tests.helpers import write_images
 
 
 def _image_encoder(cfg):

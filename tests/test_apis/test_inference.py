@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
-from tests.test_apis.conftest import write_images
+from tests.helpers import REPO_ROOT, write_images
 
 
 def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,

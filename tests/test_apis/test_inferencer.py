@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_apis.conftest import write_images
+from tests.helpers import write_images
 
 
 @pytest.fixture(scope='module')
@@ -93,7 +93,7 @@ def test_visualize_mixup_tool_draws_one_figure_per_image(
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     config, ckpt, _ = checkpoint
     if source == 'generated':
         images = write_images(str(tmp_path), n=2)

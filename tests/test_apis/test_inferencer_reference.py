@@ -25,7 +25,7 @@ from pcm_plugin.clip.clip_features import (
 )
 from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.models.tokenizer import EOS_ID
-from tests.test_apis.conftest import write_images
+from tests.helpers import write_images
 
 
 def _reference(config: str, model, images: list) -> dict:

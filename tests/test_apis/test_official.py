@@ -184,7 +184,7 @@ def convert_test_checkpoint(tmp_path, words):
 
     from pcm_plugin.apis.official import convert_official_checkpoint
     from pcm_plugin.models.concept_bank import save_concept_bank
-    from tests.conftest import REPO_ROOT, random_unit_rows
+    from tests.helpers import REPO_ROOT, random_unit_rows
     W = official_state()
     ckpt = tmp_path / 'official.pth'
     torch.save(dict(model=W, iteration=1234), ckpt)
@@ -270,7 +270,7 @@ def test_convert_tool_writes_a_folder_release(converted, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     W, _, one_file, manifest = converted
     source = manifest['source']
     # release.json records the files' names, not the converting
@@ -300,7 +300,7 @@ def official_pickle_bank(path, dim):
     """An official-format concept bank: a pickled (words, fp16 tensor)."""
     import pickle
 
-    from tests.conftest import random_unit_rows
+    from tests.helpers import random_unit_rows
     rows = torch.from_numpy(random_unit_rows(6, dim, seed=5)).half()
     path.write_bytes(pickle.dumps(([f'c{i}' for i in range(6)], rows)))
     return path
@@ -312,7 +312,7 @@ def test_bad_input_wrong_config_names_the_config_and_shapes(tmp_path):
     that disagree, not the temporary bank; nothing is written."""
     from mmengine.config import Config
 
-    from tests.conftest import run_tool_main
+    from tests.helpers import run_tool_main
     convert_test_checkpoint(tmp_path, WORDS)  # writes arch.py that fits
     wrong = Config.fromfile(str(tmp_path / 'arch.py'))
     wrong.merge_from_dict({'model.mixup.global_dim': DG + 4})
@@ -333,7 +333,7 @@ def test_bad_input_wrong_config_names_the_config_and_shapes(tmp_path):
 
 
 def test_bad_input_bank_of_another_clip_names_the_bank(tmp_path):
-    from tests.conftest import run_tool_main
+    from tests.helpers import run_tool_main
     convert_test_checkpoint(tmp_path, WORDS)
     bank = official_pickle_bank(tmp_path / 'bank.pickle', DG + 4)
     out = tmp_path / 'release'

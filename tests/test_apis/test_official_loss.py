@@ -130,6 +130,6 @@ def test_zoo_models_of_converted_weights_train_on_the_official_loss(name):
     from mmengine.config import Config
 
     from pcm_plugin.registry import MODELS
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     cfg = Config.fromfile(f'{REPO_ROOT}/configs/zoo/{name}.py')
     assert MODELS.build(cfg.model.loss).excluded_ids == (1, 2)

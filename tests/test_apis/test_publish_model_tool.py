@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from tests.conftest import run_tool
+from tests.helpers import run_tool
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
-from tests.test_apis.conftest import write_images
+from tests.helpers import REPO_ROOT, write_images
 
 
 def test_release_stands_alone_and_captions_like_the_checkpoint(
@@ -46,7 +45,7 @@ def test_release_stands_alone_and_captions_like_the_checkpoint(
 
 
 def test_test_tool_and_caption_tool_take_a_release(checkpoint, tmp_path):
-    from tests.conftest import run_tool
+    from tests.helpers import run_tool
     config, ckpt, _ = checkpoint
     release = str(tmp_path / 'rel')
     run_tool('publish_model.py', [config, ckpt, release])

@@ -14,8 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import run_tool
-from tests.test_apis.conftest import write_images
+from tests.helpers import run_tool, write_images
 
 
 def _python_config(marker) -> str:

@@ -15,8 +15,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_tool
-from tests.test_apis.conftest import write_images
+from tests.helpers import REPO_ROOT, run_tool, write_images
 
 CAPTION = """
 import json, sys, torch

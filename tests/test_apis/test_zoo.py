@@ -4,8 +4,7 @@ import os.path as osp
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
-from tests.test_apis.conftest import write_images
+from tests.helpers import REPO_ROOT, write_images
 
 
 def test_list_models_after_import():
@@ -100,7 +99,7 @@ def test_get_model_by_zoo_name_with_a_one_file_release(one_file,
 def test_test_tool_takes_a_one_file_release(one_file, tmp_path):
     import json
 
-    from tests.conftest import run_tool
+    from tests.helpers import run_tool
     config, ckpt, out, _ = one_file
     m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
     run_tool('test.py', [config, ckpt, '--out', m1, '--work-dir',

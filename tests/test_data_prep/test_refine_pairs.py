@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, run_tool
+from tests.helpers import REPO_ROOT, run_tool
 
 WORDS = ('red green blue yellow circle square triangle star a small big '
          'and on the grass sand').split()

@@ -18,14 +18,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 pytestmark = pytest.mark.real_data
 
 BANKS = {'B32': 512, 'L14': 768}
 
 
-run_tool = conftest.run_tool_main
+run_tool = helpers.run_tool_main
 
 
 def bank_pickle(shared_data: str, key: str) -> str:

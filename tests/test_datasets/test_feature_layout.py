@@ -9,7 +9,7 @@ import pytest
 
 from pcm_plugin.datasets.feature_layout import fill_feature_layout
 from pcm_plugin.datasets.feature_store import store_layout, write_feature_store
-from tests.conftest import REPO_ROOT, failed_run
+from tests.helpers import REPO_ROOT, failed_run
 
 TOY = dict(patch_dim=48, global_dim=32, num_patches=49)  # the toy world's
 
@@ -150,7 +150,7 @@ def test_a_release_of_a_config_with_unset_keys_carries_the_values(
 
     from pcm_plugin.apis.release import publish_model, resolve_release
     from pcm_plugin.registry import MODELS
-    from tests.conftest import dump_captioning_config
+    from tests.helpers import dump_captioning_config
     path = dump_captioning_config(toy_world, tmp_path)
     cfg = Config.fromfile(path)
     cfg.merge_from_dict({f'model.mixup.{k}': None for k in TOY})

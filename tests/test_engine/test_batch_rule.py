@@ -3,7 +3,7 @@ import pytest
 from mmengine.config import Config
 
 from pcm_plugin.engine.batch_rule import apply_batch_rule
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def _coco():

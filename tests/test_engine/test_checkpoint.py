@@ -15,7 +15,7 @@ from pcm_plugin.engine.checkpoint import (
     trust_checkpoints,
 )
 from tests import payloads
-from tests.conftest import REPO_ROOT, dump_captioning_config
+from tests.helpers import REPO_ROOT, dump_captioning_config
 
 
 class _RunsCode:

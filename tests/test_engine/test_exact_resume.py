@@ -155,7 +155,7 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(
     from the resume point of iteration 9: the resumed run trains batches
     2-8 of epoch 2 only and ends on the uninterrupted run's weights, bit
     for bit (dropout and CapDec noise on)."""
-    from tests.conftest import run_tool
+    from tests.helpers import run_tool
 
     def config(name, **extra):
         cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=2)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pcm_plugin.engine.work_dir_lock import lock_work_dir, unlock_work_dir
-from tests.conftest import REPO_ROOT, run_tool_main
+from tests.helpers import REPO_ROOT, run_tool_main
 
 HOLD = ('import sys, time; sys.path.insert(0, {root!r}); '
         'from pcm_plugin.engine.work_dir_lock import lock_work_dir; '

@@ -5,7 +5,7 @@ from mmpretrain.structures import DataSample
 
 from pcm_plugin.models.tokenizer import decode_ids
 from pcm_plugin.registry import MODELS
-from tests.conftest import CAPTIONS
+from tests.helpers import CAPTIONS
 
 
 @pytest.fixture

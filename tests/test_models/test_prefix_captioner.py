@@ -8,7 +8,7 @@ from mmpretrain.structures import DataSample
 
 from pcm_plugin.models.tokenizer import decode_ids, encode_captions
 from pcm_plugin.registry import MODELS
-from tests.conftest import CAPTIONS
+from tests.helpers import CAPTIONS
 from tests.test_models.test_caption_decoder import (
     assert_large_beam_is_exhaustive,
     assert_search_matches_recomputation,
@@ -416,7 +416,7 @@ def test_configs_switch_the_components_on_by_keys_alone(host, pcm):
 
     from mmengine.config import Config
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     cfg = Config.fromfile(osp.join(REPO_ROOT, host))
     ref = Config.fromfile(osp.join(REPO_ROOT, pcm))
     assert cfg.model.type == 'PrefixLMCaptioner'

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 LINT_IMPORTS = osp.join(osp.dirname(sys.executable), 'lint-imports')
 

@@ -3,7 +3,7 @@ package alike."""
 import os.path as osp
 import re
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_version_is_written_once_in_version_py():

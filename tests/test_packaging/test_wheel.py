@@ -15,7 +15,7 @@ import zipfile
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, failed_run
+from tests.helpers import REPO_ROOT, failed_run
 
 MIM = 'pcm_plugin/.mim/'
 ZOO_NAMES = ['pcm-net_vit-b32_coco', 'pcm-net_vit-b32_flickr30k',

@@ -7,7 +7,7 @@ import os.path as osp
 
 import pytest
 
-from tests.conftest import run_tool
+from tests.helpers import run_tool
 
 pytestmark = pytest.mark.real_data
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.conftest import REPO_ROOT, make_char_device, run_tool_main
+from tests.helpers import REPO_ROOT, make_char_device, run_tool_main
 
 
 def _tool(*args):

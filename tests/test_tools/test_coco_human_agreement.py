@@ -3,7 +3,7 @@ scored against its others, printed and saved ×100 as papers report them."""
 import json
 import sys
 
-from tests.conftest import tool_main
+from tests.helpers import tool_main
 
 
 def test_scores_are_printed_and_saved_x100(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT, failed_run
+from tests.helpers import REPO_ROOT, failed_run
 from tools.data import dry_run
 
 STAGES = ('captions', 'vocabulary', 'stand-ins', 'synthesis', 'features',

@@ -5,14 +5,14 @@ import os
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 CAPTIONS = ['a red square', 'a green circle', 'une tasse de café',
             'two blue lines', 'a black dot']
 
 
 def run_tool(args, torchrun=False, check=True):
-    return conftest.run_tool('extract_features.py', args,
+    return helpers.run_tool('extract_features.py', args,
                              torchrun=torchrun, check=check)
 
 

@@ -6,7 +6,7 @@ import os.path as osp
 
 import pytest
 
-from tests.conftest import run_tool, run_tool_main
+from tests.helpers import run_tool, run_tool_main
 from tests.official_release import RunsCode, make_release, write_pickle
 
 TOOL = 'tools/data/import_official.py'

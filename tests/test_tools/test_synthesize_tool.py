@@ -5,14 +5,14 @@ import os.path as osp
 
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京', 'two cats', '',
             'a red car', 'three birds on a wire', 'a boat']
 
 
 def run_tool(args, torchrun=False, check=True):
-    return conftest.run_tool('synthesize.py', args,
+    return helpers.run_tool('synthesize.py', args,
                              torchrun=torchrun, check=check)
 
 

@@ -14,14 +14,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests import conftest
+from tests import helpers
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = ['tools/data/convert_karpathy.py', 'tools/data/convert_captions.py',
          'tools/build_vocab.py', 'tools/build_concepts.py']
 
 
-run_tool = conftest.run_tool_main
+run_tool = helpers.run_tool_main
 
 
 def read(path):

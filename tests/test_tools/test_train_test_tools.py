@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.conftest import REPO_ROOT, failed_run, free_port
+from tests.helpers import REPO_ROOT, failed_run, free_port
 
 
 def run(cmd, **kwargs):
@@ -258,7 +258,7 @@ def train_one_and_two_processes(config, options, root):
         tuple[dict, dict]: The two final checkpoints (4 iterations each).
     """
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from tests.conftest import run_tool
+    from tests.helpers import run_tool
     run_tool('train.py', [config, '--work-dir', root / 'one',
                           '--cfg-options', 'train_dataloader.batch_size=16',
                           *options])

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from pcm_plugin.utils.fileio import atomic_path, atomic_write_json, file_sha256
-from tests.conftest import make_char_device
+from tests.helpers import make_char_device
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):

@@ -57,7 +57,7 @@ def test_every_progress_bar_goes_through_the_helper():
     import glob
     import os.path as osp
 
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import REPO_ROOT
     drawing = ('tqdm', 'rich.progress', 'ProgressBar', 'track(',
                "write('\\r", "write(f'\\r", "end='\\r'")
     sources = [p for pattern in ('pcm_plugin/**/*.py', 'tools/**/*.py',

@@ -6,7 +6,7 @@ from projects.benchmarks.pcm_benchmarks.benchmark_suite import (
     BenchmarkOptions,
     run,
 )
-from tests.conftest import REPO_ROOT, tool_main
+from tests.helpers import REPO_ROOT, tool_main
 
 
 def _timing(median_s, captions=None):

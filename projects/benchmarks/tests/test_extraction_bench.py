@@ -6,7 +6,7 @@ import json
 from projects.benchmarks.pcm_benchmarks.extraction_profile import (
     cumulative_seconds,
 )
-from tests.conftest import tool_main
+from tests.helpers import tool_main
 
 
 def test_smoke_run_times_tool_startup_and_bare_forward(tmp_path):

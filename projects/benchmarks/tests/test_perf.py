@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from projects.benchmarks.pcm_benchmarks.startup import tool_scripts
-from tests.conftest import REPO_ROOT, tool_main
+from tests.helpers import REPO_ROOT, tool_main
 
 
 def test_smoke_run_writes_every_measurement(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from projects.benchmarks.pcm_benchmarks.scaling import (
     coco_projection,
     fit_line,
 )
-from tests.conftest import tool_main
+from tests.helpers import tool_main
 
 
 def test_fit_line_passes_through_exact_points():

@@ -5,7 +5,7 @@ import os.path as osp
 import torch
 
 from projects.benchmarks.pcm_benchmarks.training_step import step_breakdown
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 
 def test_breakdown_names_the_parts_of_a_step():

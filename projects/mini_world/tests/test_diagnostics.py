@@ -12,7 +12,7 @@ from projects.mini_world.pcm_mini_world.diagnostics import (
     nearest_neighbour_cider,
     synthetic_sets,
 )
-from tests import conftest
+from tests import helpers
 
 
 def test_defect_cosines_group_the_stored_cosines(tiny_world):
@@ -60,7 +60,7 @@ def test_mixup_localisation_accounts_for_every_pair(tiny_world):
 def test_diagnose_tool_writes_json(tiny_world, tmp_path):
     _, world, _ = tiny_world
     out = tmp_path / 'diag.json'
-    assert conftest.run_tool_main('projects/mini_world/tools/diagnose.py', [
+    assert helpers.run_tool_main('projects/mini_world/tools/diagnose.py', [
         '--root', world['root'], '--json', out]) == 0
     with open(out) as f:
         diag = json.load(f)

@@ -95,7 +95,7 @@ def test_retest_without_concept_tokens_switches_the_mixup_off(monkeypatch):
 def test_probe_table_reads_rows_of_both_scales(monkeypatch, capsys):
     """probe.jsonl rows as committed (×1, no scale) and as written now
     (×100, metric_scale=100) print the same table."""
-    from tests.conftest import tool_main
+    from tests.helpers import tool_main
     rows = [dict(variant='full', rate=0.3, seed=0, CIDEr_with=3.0,
                  CIDEr_without=2.5),
             dict(variant='full', rate=0.3, seed=1, CIDEr_with=320.0,

@@ -71,9 +71,9 @@ def test_bad_input_seed_noise_names_the_sweeps_last_checkpoint(
         tiny_world, tmp_path, capsys):
     # --epochs says which checkpoint a sweep's cells end on; a cell not
     # trained yet is named, with the fix.
-    from tests import conftest
+    from tests import helpers
     settings, _, _ = tiny_world
-    assert conftest.run_tool_main('projects/mini_world/tools/seed_noise.py', [
+    assert helpers.run_tool_main('projects/mini_world/tools/seed_noise.py', [
         '--root', settings.root, '--work-root', tmp_path, '--epochs', 3,
         '--variant', 'full', '--rate', 0.5, '--seeds', 1]) == 1
     err = capsys.readouterr().err
