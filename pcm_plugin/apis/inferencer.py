@@ -133,12 +133,12 @@ class PCMCaptionInferencer(BaseInferencer):
                 image = Image.fromarray(image.astype(np.uint8))
             else:
                 image = image.convert('RGB')
-            return self.clip_preprocess(image)  # (3, S, S)
+            return self.clip_preprocess(image)  # (3, I, I)
         return pipeline
 
     def preprocess(self, inputs: List, batch_size: int = 1,
                    skip_bad: bool = False) -> Iterator[dict]:
-        """Batches of ``images`` (B, 3, S, S), their input positions
+        """Batches of ``images`` (B, 3, I, I), their input positions
         (``index``) and file paths (``paths``, None for in-memory images).
 
         An unreadable image stops the run with its name, or with

@@ -196,19 +196,19 @@ def pool_patch_grid(patch: torch.Tensor, grid: Tuple[int, int],
     """Average-pool row-major patch tokens on their grid.
 
     Args:
-        patch (Tensor): (B, gh * gw, W) tokens, row-major.
-        grid (tuple): ``(gh, gw)``.
+        patch (Tensor): (B, gh * gw, Dv) tokens, row-major.
+        grid (tuple): ``(gh, gw)``, the tower's token grid.
         pool (int): Window and stride.
 
     Returns:
-        Tensor: (B, gh * gw / pool**2, W), still row-major.
+        Tensor: (B, N, Dv) with N = gh * gw / pool**2, still row-major.
     """
     if pool == 1:
         return patch
     batch, _, width = patch.shape
-    x = patch.transpose(1, 2).reshape(batch, width, *grid)  # (B, W, gh, gw)
-    x = F.avg_pool2d(x, pool)  # (B, W, gh / p, gw / p)
-    return x.flatten(2).transpose(1, 2)  # (B, N, W)
+    x = patch.transpose(1, 2).reshape(batch, width, *grid)  # (B, Dv, gh, gw)
+    x = F.avg_pool2d(x, pool)  # (B, Dv, gh / pool, gw / pool)
+    return x.flatten(2).transpose(1, 2)  # (B, N, Dv)
 
 
 def encode_image_tokens(model, images: torch.Tensor
@@ -217,10 +217,11 @@ def encode_image_tokens(model, images: torch.Tensor
 
     Args:
         model: An open_clip CLIP model with a ViT image tower.
-        images (Tensor): (B, 3, H, W) preprocessed images.
+        images (Tensor): (B, 3, I, I) preprocessed images.
 
     Returns:
-        tuple: (B, 1 + G*G, W) tokens (CLS first) and (B, Dg) embeddings.
+        tuple: (B, 1 + gh * gw, Dv) tokens (CLS first, then the tower's
+        gh x gw grid) and (B, Dg) embeddings.
     """
     captured = []
     hook = model.visual.ln_post.register_forward_pre_hook(
@@ -229,7 +230,7 @@ def encode_image_tokens(model, images: torch.Tensor
         global_feat = model.encode_image(images)  # (B, Dg)
     finally:
         hook.remove()
-    tokens = captured[0]  # (B, 1 + G*G, W)
+    tokens = captured[0]  # (B, 1 + gh * gw, Dv)
     grid = tuple(model.visual.grid_size)
     expected = (images.shape[0], 1 + grid[0] * grid[1])
     if tuple(tokens.shape[:2]) != expected:
@@ -248,7 +249,7 @@ def extract_batch(model, images: torch.Tensor, *, pool: int
     """
     tokens, global_feat = encode_image_tokens(model, images)
     grid = tuple(model.visual.grid_size)
-    patch = pool_patch_grid(tokens[:, 1:].float(), grid, pool)  # (B, N, W)
+    patch = pool_patch_grid(tokens[:, 1:].float(), grid, pool)  # (B, N, Dv)
     return patch.cpu(), global_feat.float().cpu()
 
 
@@ -269,9 +270,10 @@ def caption_cosine(model, tokenizer, global_feat: torch.Tensor,
     if not rows:
         return cos
     device = next(model.parameters()).device
-    text = tokenizer([captions[i] for i in rows]).to(device)  # (R, 77)
-    text_feat = model.encode_text(text).float().cpu()  # (R, Dg)
-    image_feat = global_feat[rows].float().cpu()  # (R, Dg)
+    # B' of the B images have a caption.
+    text = tokenizer([captions[i] for i in rows]).to(device)  # (B', 77)
+    text_feat = model.encode_text(text).float().cpu()  # (B', Dg)
+    image_feat = global_feat[rows].float().cpu()  # (B', Dg)
     cos[rows] = F.cosine_similarity(image_feat, text_feat, dim=-1)
     return cos
 

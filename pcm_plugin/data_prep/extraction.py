@@ -357,7 +357,7 @@ class _ShardRunner:
             return
         import torch
         dtype = self.model.visual.conv1.weight.dtype
-        images = torch.stack([t for _, t in good])  # (B, 3, H, W)
+        images = torch.stack([t for _, t in good])  # (B, 3, I, I)
         images = images.to(self.device, dtype)
         patch, global_feat = extract_batch(self.model, images,
                                            pool=self.pool)

@@ -82,7 +82,7 @@ class PackCaptionInputs(BaseTransform):
     **Added Keys:**
 
     - inputs (dict): ``patch_feats`` (N, Dv) and ``global_feat`` (Dg,)
-      tensors, or ``images`` (3, S, S) after :class:`LoadCLIPImage`.
+      tensors, or ``images`` (3, I, I) after :class:`LoadCLIPImage`.
     - data_samples (DataSample): ``gt_caption`` as a data field;
       ``image_id``, ``clip_cos`` and ``feature_dir`` as metainfo.
 
@@ -129,7 +129,7 @@ class LoadCLIPImage(BaseTransform):
     (resize the short side, centre crop, normalise; a cached ``pretrained``
     tag may set other mean/std), without loading its weights.
 
-    **Required Keys:** img_path. **Added Keys:** images (3, S, S) float.
+    **Required Keys:** img_path. **Added Keys:** images (3, I, I) float.
 
     Args:
         clip_model (str): open_clip model name.
@@ -145,5 +145,5 @@ class LoadCLIPImage(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         results['images'] = self.preprocess(
-            load_rgb_image(results['img_path']))  # (3, S, S)
+            load_rgb_image(results['img_path']))  # (3, I, I)
         return results

@@ -34,8 +34,8 @@ def clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor,
     """``weight * max(cos, 0)`` row by row.
 
     Args:
-        image_emb (Tensor): (B, D) image embeddings (any norm).
-        text_emb (Tensor): (B, D) candidate caption embeddings.
+        image_emb (Tensor): (B, Dg) image embeddings (any norm).
+        text_emb (Tensor): (B, Dg) candidate caption embeddings.
         weight (float): ``w``. Defaults to 2.5.
 
     Returns:
@@ -51,9 +51,9 @@ def ref_clip_score(clip_s: torch.Tensor, text_emb: torch.Tensor,
 
     Args:
         clip_s (Tensor): (B,) CLIP-S of the candidates.
-        text_emb (Tensor): (B, D) candidate embeddings.
-        ref_embs (Sequence[Tensor]): B tensors (R_b, D), each image's
-            reference embeddings.
+        text_emb (Tensor): (B, Dg) candidate embeddings.
+        ref_embs (Sequence[Tensor]): B tensors, each image's reference
+            embeddings (one row of width Dg per reference).
 
     Returns:
         Tensor: (B,) RefCLIP-S (0 where either term is 0).

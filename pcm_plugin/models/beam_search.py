@@ -6,13 +6,16 @@ log-probabilities with no length penalty, and a beam that emits EOS is
 frozen (its only continuation is EOS at zero cost), so it competes with
 the live hypotheses until the end.
 
-It returns what decoding every beam at every step would, doing less
-(docs/benchmarks.md §2.3): one beam per sample at the first step (the W
-beams start identical), later only the beams that have not emitted EOS and
-whose score is finite; a sample whose beams have all finished leaves the
-batch with its result. :func:`beam_candidates` lays the scores out as the
-full ``(S, W * V)`` matrix, so ``topk`` breaks ties exactly as it would
-there.
+It returns what decoding every beam at every step would, doing less: one
+beam per sample at the first step (the W beams start identical), later only
+the beams that have not emitted EOS and whose score is finite; a sample
+whose beams have all finished leaves the batch with its result.
+:func:`beam_candidates` lays the scores out as the full ``(B', W * V)``
+matrix, so ``topk`` breaks ties exactly as it would there.
+
+Shapes use the glossary of docs/method.md §3.0: B' samples are still
+decoded (B at the start, fewer as samples finish), and a step feeds the
+decoder R rows, one per beam still decoded (R <= B' * W).
 """
 import math
 from typing import Optional, Tuple
@@ -52,19 +55,19 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
     batch, vocab = memory.size(0), decoder.vocab_size
     device = memory.device
     cache = decoder.init_cache(memory, memory_mask, width=beam,
-                            max_len=steps)
+                               max_len=steps)
     result_ids = torch.full((batch, steps), decoder.eos_id,
                             dtype=torch.long, device=device)  # (B, T)
     result_scores = torch.zeros(batch, device=device)  # (B,)
-    # Search state of the S samples still decoded; `samples` holds
+    # Search state of the B' samples still decoded; `samples` holds
     # their indices in the batch.
-    samples = torch.arange(batch, device=device)  # (S,)
+    samples = torch.arange(batch, device=device)  # (B',)
     scores = torch.full((batch, beam), -math.inf,
-                        device=device)  # (S, W), float32
+                        device=device)  # (B', W), float32
     scores[:, 0] = 0.0
     finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
     ids = torch.full((batch, beam, steps), decoder.eos_id,
-                     dtype=torch.long, device=device)  # (S, W, T)
+                     dtype=torch.long, device=device)  # (B', W, T)
     tokens = torch.full((batch, ), decoder.bos_id, dtype=torch.long,
                         device=device)  # (R,)
     for t in range(steps):
@@ -72,9 +75,9 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
             dim=-1)  # (R, V)
         candidates = beam_candidates(
             log_probs, scores, finished, cache.slots,
-            eos_id=decoder.eos_id)  # (S, W * V)
-        scores, flat = candidates.topk(beam, dim=-1)  # (S, W)
-        parent, word = flat // vocab, flat % vocab  # (S, W) each
+            eos_id=decoder.eos_id)  # (B', W * V)
+        scores, flat = candidates.topk(beam, dim=-1)  # (B', W)
+        parent, word = flat // vocab, flat % vocab  # (B', W) each
         ids = ids.gather(1, parent[..., None].expand(-1, -1, steps))
         ids[:, :, t] = word
         finished = finished.gather(1, parent) | (word == decoder.eos_id)
@@ -82,28 +85,29 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
             break
         # A beam needs the decoder while unfinished with a finite
         # score (-inf only where fewer than W candidates were finite).
-        live = ~finished & (scores > -math.inf)  # (S, W)
+        live = ~finished & (scores > -math.inf)  # (B', W)
         # Without one, a sample's finite beams are final and keep
         # their order (topk sorts): its result is known now.
-        done = ~live.any(dim=1)  # (S,)
+        done = ~live.any(dim=1)  # (B',)
         kept = None
         if bool(done.any()):
             keep_best(result_ids, result_scores, samples[done],
-                           ids[done], scores[done])
+                      ids[done], scores[done])
             if bool(done.all()):
                 return result_ids, result_scores
-            kept = (~done).nonzero()[:, 0]  # (S',)
+            # The samples kept are the next step's B'.
+            kept = (~done).nonzero()[:, 0]  # (B',)
             samples, scores, finished, ids, parent, word, live = (
                 v.index_select(0, kept) for v in (
                     samples, scores, finished, ids, parent, word, live))
-        live = live.view(-1)  # (S' * W,)
+        live = live.view(-1)  # (B' * W,)
         slots = None if bool(live.all()) else live.nonzero()[:, 0]
         decoder.reorder_cache(
             cache, parent_rows(cache, parent, kept, slots),
             slots=slots, memories=kept)
-        tokens = word.view(-1)  # (S' * W,)
+        tokens = word.view(-1)  # (B' * W,)
         if slots is not None:
-            tokens = tokens.index_select(0, slots)  # (R',)
+            tokens = tokens.index_select(0, slots)  # (R,)
     keep_best(result_ids, result_scores, samples, ids, scores)
     return result_ids, result_scores
 
@@ -112,7 +116,7 @@ def beam_candidates(log_probs: Tensor, scores: Tensor, finished: Tensor,
                     slots: Optional[Tensor], *, eos_id: int) -> Tensor:
     """Score of every one-word extension of every beam.
 
-    Laid out as the full ``(S, W * V)`` matrix whatever the rows, so
+    Laid out as the full ``(B', W * V)`` matrix whatever the rows, so
     that ``topk`` sees the same values in the same places (its
     tie-breaking included) as when every beam is decoded: a finished
     beam may only repeat EOS, at zero cost (its score kept); a beam
@@ -121,26 +125,26 @@ def beam_candidates(log_probs: Tensor, scores: Tensor, finished: Tensor,
     Args:
         log_probs (Tensor): ``(R, V)`` next-word log-probabilities of
             the rows (overwritten).
-        scores (Tensor): ``(S, W)`` beam scores.
-        finished (Tensor): ``(S, W)`` bool, beam already emitted EOS.
+        scores (Tensor): ``(B', W)`` beam scores.
+        finished (Tensor): ``(B', W)`` bool, beam already emitted EOS.
         slots (Tensor, optional): ``(R,)`` the rows' beams (flat
-            index into ``(S, W)``); None: row r is beam r.
+            index into ``(B', W)``); None: row r is beam r.
         eos_id (int): End-of-sentence token.
 
     Returns:
-        Tensor: ``(S, W * V)``.
+        Tensor: ``(B', W * V)``.
     """
     num, width = scores.shape
-    flat = scores.view(-1)  # (S * W,)
+    flat = scores.view(-1)  # (B' * W,)
     if slots is None:  # every beam decoded: no finished beam
         return log_probs.add_(flat[:, None]).view(num, -1)
     candidates = log_probs.new_full((num * width, log_probs.size(1)),
-                                    -math.inf)  # (S * W, V)
+                                    -math.inf)  # (B' * W, V)
     candidates.index_copy_(
         0, slots, log_probs.add_(flat.index_select(0, slots)[:, None]))
-    done = finished.view(-1).nonzero()[:, 0]  # (F,)
+    done = finished.view(-1).nonzero()[:, 0]  # (finished beams,)
     candidates[done, eos_id] = flat.index_select(0, done)
-    return candidates.view(num, -1)  # (S, W * V)
+    return candidates.view(num, -1)  # (B', W * V)
 
 
 def parent_rows(cache: DecoderCache, parent: Tensor,
@@ -148,33 +152,36 @@ def parent_rows(cache: DecoderCache, parent: Tensor,
                 slots: Optional[Tensor]) -> Tensor:
     """Cache row of each decoded beam's parent.
 
+    B' counts the samples kept (the next step's), R the next step's rows.
+
     Args:
         cache (DecoderCache): Before reordering (old slots).
-        parent (Tensor): ``(S', W)`` parent beam of each beam, of the
+        parent (Tensor): ``(B', W)`` parent beam of each beam, of the
             samples kept.
-        kept (Tensor, optional): ``(S',)`` kept samples' old indices;
+        kept (Tensor, optional): ``(B',)`` kept samples' old indices;
             None = all kept.
-        slots (Tensor, optional): ``(R',)`` the beams to decode (flat
-            index into ``(S', W)``); None = all.
+        slots (Tensor, optional): ``(R,)`` the beams to decode (flat
+            index into ``(B', W)``); None = all.
 
     Returns:
-        Tensor: ``(R',)`` long rows of the current cache.
+        Tensor: ``(R,)`` long rows of the current cache.
     """
     width = cache.width
     base = torch.arange(parent.size(0), device=parent.device) \
-        if kept is None else kept  # (S',)
-    parent_slot = (base[:, None] * width + parent).view(-1)  # (S'*W,)
+        if kept is None else kept  # (B',)
+    parent_slot = (base[:, None] * width + parent).view(-1)  # (B' * W,)
     if slots is not None:
-        parent_slot = parent_slot.index_select(0, slots)  # (R',)
+        parent_slot = parent_slot.index_select(0, slots)  # (R,)
     if cache.slots is None:  # row r is slot r
         return parent_slot
     # A live beam's parent was live, so it has a row.
+    # Indexed by the slots of the samples before the drop.
     row_of_slot = torch.full((cache.memory_mask.size(0) * width, ),
                              -1, dtype=torch.long,
-                             device=parent.device)  # (S * W,)
+                             device=parent.device)  # (old B' * W,)
     row_of_slot[cache.slots] = torch.arange(
         cache.slots.numel(), device=parent.device)
-    return row_of_slot.index_select(0, parent_slot)  # (R',)
+    return row_of_slot.index_select(0, parent_slot)  # (R,)
 
 
 def keep_best(result_ids: Tensor, result_scores: Tensor, samples: Tensor,
@@ -185,11 +192,11 @@ def keep_best(result_ids: Tensor, result_scores: Tensor, samples: Tensor,
     Args:
         result_ids (Tensor): ``(B, T)`` written in place.
         result_scores (Tensor): ``(B,)`` written in place.
-        samples (Tensor): ``(N,)`` the samples' batch indices.
-        ids (Tensor): ``(N, W, T)`` their beams.
-        scores (Tensor): ``(N, W)`` the beams' scores.
+        samples (Tensor): ``(B',)`` the samples' batch indices.
+        ids (Tensor): ``(B', W, T)`` their beams.
+        scores (Tensor): ``(B', W)`` the beams' scores.
     """
-    best = scores.argmax(dim=-1)  # (N,)
+    best = scores.argmax(dim=-1)  # (B',)
     index = torch.arange(samples.numel(), device=samples.device)
-    result_ids[samples] = ids[index, best]  # (N, T)
-    result_scores[samples] = scores[index, best]  # (N,)
+    result_ids[samples] = ids[index, best]  # (B', T)
+    result_scores[samples] = scores[index, best]  # (B',)

@@ -1,8 +1,10 @@
 """Sentence decoder of PCM-Net: post-LN Transformer + cached beam search.
 
-Modified from the official PCM-Net code (docs/method.md §3.7-3.8): the
-``TokenBaseEmbedding`` + ``TransformerDecoder`` + ``BasePredictor`` stack and
-its meshed-memory-style beam search. Where we follow it:
+Our own plain-PyTorch code, written from the paper and from reading the
+official PCM-Net code (docs/method.md §3.7-3.8); no code was copied. It
+takes the place of the official ``TokenBaseEmbedding`` +
+``TransformerDecoder`` + ``BasePredictor`` stack and its meshed-memory-style
+beam search. Where it follows them:
 
 * beam size 3 and at most 20 decoding steps by default;
 * scores are summed log-probabilities: no length penalty and no repetition
@@ -13,12 +15,11 @@ its meshed-memory-style beam search. Where we follow it:
 * EOS doubles as BOS (both default to id 0); the embedding has no scaling,
   no activation and no token type.
 
-Written from the spec in plain PyTorch; no code was copied. Attention and
-FFN come from :mod:`.layers` (shared with the encoder; masked keys get
--10000 as in the official code), the layer from :mod:`.decoder_layer`, the
-K/V cache from :mod:`.decoder_cache` and the search from
-:mod:`.beam_search`, which returns what decoding every beam at every step
-would, doing less (docs/benchmarks.md §2.3).
+Attention and FFN come from :mod:`.layers` (shared with the encoder;
+masked keys get -10000 as in the official code), the layer from
+:mod:`.decoder_layer`, the K/V cache from :mod:`.decoder_cache` and the
+search from :mod:`.beam_search`, which returns what decoding every beam at
+every step would, doing less.
 """
 import math
 from typing import Optional, Tuple
@@ -50,7 +51,8 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
     Returns:
         Tensor: ``(num_positions, dim)``; even columns sin, odd columns cos.
     """
-    pos = torch.arange(num_positions, dtype=torch.float32)[:, None]  # (P, 1)
+    pos = torch.arange(num_positions,
+                       dtype=torch.float32)[:, None]  # (num_positions, 1)
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) *
                      (-math.log(10000.0) / dim))  # (dim / 2,)
     table = torch.zeros(num_positions, dim)
@@ -207,15 +209,15 @@ class CaptionTransformerDecoder(BaseModule):
         :func:`drop_masked_positions`) and its keys/values computed once.
 
         Args:
-            memory (Tensor): ``(S, L, d)`` encoder output.
-            memory_mask (Tensor): ``(S, L)`` bool, True = visible.
+            memory (Tensor): ``(B, L, d)`` encoder output.
+            memory_mask (Tensor): ``(B, L)`` bool, True = visible.
             width (int): Query slots per memory row (beams per sample).
                 Defaults to 1.
             max_len (int, optional): Steps to preallocate; the cache grows
                 past them if needed. Defaults to ``self.max_len``.
 
         Returns:
-            DecoderCache: S rows, ``length`` 0.
+            DecoderCache: B rows, ``length`` 0.
         """
         self.check_memory(memory, memory_mask)
         memory, memory_mask = drop_masked_positions(memory, memory_mask)
@@ -229,7 +231,7 @@ class CaptionTransformerDecoder(BaseModule):
         self_kv = [(cross_kv[0][0].new_empty(shape),
                     cross_kv[0][0].new_empty(shape)) for _ in self.layers]
         slots = None if width == 1 else torch.arange(
-            batch, device=memory.device) * width  # (S,)
+            batch, device=memory.device) * width  # (B,)
         return DecoderCache(
             self_kv=self_kv, cross_kv=cross_kv, memory_mask=memory_mask,
             slots=slots, width=width,

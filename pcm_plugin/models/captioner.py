@@ -94,7 +94,7 @@ class PCMCaptioner(BaseModel):
             to the loss. False gives plain (label-smoothed) CE, the "Base"
             and "+PCM" ablation rows. Defaults to True.
         image_encoder (dict, optional): e.g. ``OpenCLIPImageEncoder``: take
-            ``images`` (B, 3, S, S) as inputs too and run the frozen CLIP
+            ``images`` (B, 3, I, I) as inputs too and run the frozen CLIP
             tower inside (end to end; kept out of the state dict).
             Defaults to None (features only).
         data_preprocessor (dict, optional): Defaults to

@@ -23,7 +23,7 @@ from pcm_plugin.registry import MODELS
 
 @MODELS.register_module()
 class OpenCLIPImageEncoder(BaseModule):
-    """Images (B, 3, S, S), preprocessed as CLIP expects, to features.
+    """Images (B, 3, I, I), preprocessed as CLIP expects, to features.
 
     Args:
         name (str): open_clip model name (the CLIP that extracted the
@@ -60,7 +60,7 @@ class OpenCLIPImageEncoder(BaseModule):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """(B, 3, S, S) -> ``patch_feats`` (B, N, Dv), ``global_feat``
+        """(B, 3, I, I) -> ``patch_feats`` (B, N, Dv), ``global_feat``
         (B, Dg), on the images' device."""
         patch, global_feat = extract_batch(self.tower, images,
                                            pool=self.pool)

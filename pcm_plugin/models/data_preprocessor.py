@@ -8,7 +8,7 @@ from mmpretrain.structures import DataSample
 from pcm_plugin.registry import MODELS
 
 INPUT_KEYS = ('patch_feats', 'global_feat')
-IMAGE_KEYS = ('images', )  # with model.image_encoder: (B, 3, S, S)
+IMAGE_KEYS = ('images', )  # with model.image_encoder: (B, 3, I, I)
 
 
 @MODELS.register_module()

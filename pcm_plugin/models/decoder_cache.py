@@ -53,7 +53,11 @@ def drop_masked_positions(x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
 
 @dataclass
 class DecoderCache:
-    """State of incremental decoding: R rows (hypotheses) over S memories.
+    """State of incremental decoding: R rows (hypotheses) over B' memories.
+
+    Shape letters as in docs/method.md §3.0: B' samples still decoded, R
+    rows (beams still decoded), S steps decoded so far (``length``), T_max
+    steps preallocated.
 
     The rows' cross-attention queries are laid out in a grid of ``width``
     slots per memory row (the beams of a sample): the queries of one
@@ -65,15 +69,15 @@ class DecoderCache:
         self_kv (list[tuple[Tensor, Tensor]]): Per layer, preallocated
             self-attention keys and values, each ``(T_max, R, H, Dh)``,
             step-major (the past of all rows up to step t is the contiguous
-            block ``[:t]``); steps from ``length`` on are unused.
+            block ``[:t]``); steps from ``length`` (S) on are unused.
         cross_kv (list[tuple[Tensor, Tensor]]): Per layer, the
             cross-attention keys and values of the memory, each
-            ``(S, H, L, Dh)``; computed once per ``generate`` call.
-        memory_mask (Tensor): ``(S, L)`` bool, True = visible.
+            ``(B', H, L, Dh)``; computed once per ``generate`` call.
+        memory_mask (Tensor): ``(B', L)`` bool, True = visible.
         slots (Tensor, optional): ``(R,)`` long: row r is query slot
-            ``slots[r]`` of the ``(S, width)`` grid, i.e. it reads memory
-            row ``slots[r] // width``. None: every slot is a row, in order
-            (R = S * width).
+            ``slots[r]`` of the ``(B', W)`` grid (W = ``width``), i.e. it
+            reads memory row ``slots[r] // width``. None: every slot is a
+            row, in order (R = B' * W).
         width (int): Query slots per memory row.
         length (int): Tokens already decoded (= position of the next one).
         spare_kv (list[list[Tensor]]): Buffers of the shapes of
@@ -93,15 +97,14 @@ def stored_kv(key: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
     """Memory keys/values laid out for the steps' products, once.
 
     Args:
-        key (Tensor): ``(S, H, L, Dh)`` (any strides).
-        value (Tensor): ``(S, H, L, Dh)`` (any strides).
+        key (Tensor): ``(B', H, L, Dh)`` (any strides).
+        value (Tensor): ``(B', H, L, Dh)`` (any strides).
 
     Returns:
         tuple[Tensor, Tensor]: The same values: ``key`` a view of a
-        contiguous ``(S, H, Dh, L)``, which ``q @ key.transpose(-2,
-        -1)`` reads as is (measured: half the time of the other
-        layout), and ``value`` contiguous; otherwise every step's
-        matmul would copy them.
+        contiguous ``(B', H, Dh, L)``, which ``q @ key.transpose(-2, -1)``
+        reads as is (measured faster than the other layout), and ``value``
+        contiguous; otherwise every step's matmul would copy them.
     """
     key = key.transpose(-2, -1).contiguous().transpose(-2, -1)
     return key, value.contiguous()
@@ -113,12 +116,12 @@ def reorder_cache(cache: DecoderCache, rows: Tensor, *,
     """Select / repeat cached rows in place: new row i = old ``rows[i]``.
 
     Args:
-        cache (DecoderCache): Cache of R rows over S memory rows.
-        rows (Tensor): ``(R',)`` long row indices.
-        slots (Tensor, optional): ``(R',)`` the new rows' query slots
+        cache (DecoderCache): Cache of R rows over B' memory rows.
+        rows (Tensor): ``(new R,)`` long row indices.
+        slots (Tensor, optional): ``(new R,)`` the new rows' query slots
             (numbered after ``memories``' selection); None: every slot
             is a row, in order. Defaults to None.
-        memories (Tensor, optional): ``(S',)`` memory rows to keep (those
+        memories (Tensor, optional): ``(new B',)`` memory rows to keep (those
             of samples still decoded); None keeps all. Defaults to None.
     """
     steps = cache.length
@@ -143,6 +146,6 @@ def reorder_cache(cache: DecoderCache, rows: Tensor, *,
         cache.cross_kv = [
             (key.transpose(-2, -1).index_select(0, memories).transpose(
                 -2, -1), value.index_select(0, memories))
-            for key, value in cache.cross_kv]  # (S', H, L, Dh) each
+            for key, value in cache.cross_kv]  # (new B', H, L, Dh) each
         cache.memory_mask = cache.memory_mask.index_select(0, memories)
     cache.slots = slots

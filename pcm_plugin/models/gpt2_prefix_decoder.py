@@ -15,6 +15,9 @@ local folder (``lm_path``, e.g. a GPT-2 download holding ``config.json``
 and ``model.safetensors``) or built with random weights from ``lm_config``
 (tests, the mini world). Incremental decoding keeps GPT-2's own per-layer
 key/value tensors and reorders their rows for the beams.
+
+Shape letters: docs/method.md §3.0, with Q (prefix positions) and D (the
+language model's width) as in :mod:`.prefix_captioner`.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -30,15 +33,15 @@ from .beam_search import beam_search
 
 @dataclass
 class PrefixLMCache:
-    """State of incremental decoding: R rows (hypotheses) over S samples.
+    """State of incremental decoding: R rows (hypotheses) over B' samples.
 
     Attributes:
         past (list[tuple[Tensor, Tensor]]): Per layer, GPT-2's keys and
-            values of each row, ``(R, H, Q + length, Dh)``.
-        attention_mask (Tensor): ``(R, Q + length)`` long, 1 = visible.
+            values of each row, ``(R, H, Q + S, Dh)`` (S = ``length``).
+        attention_mask (Tensor): ``(R, Q + S)`` long, 1 = visible.
         positions (Tensor): ``(R,)`` long position id of each row's next
             token (its visible tokens so far).
-        memory_mask (Tensor): ``(S, Q)`` bool prefix mask of the samples
+        memory_mask (Tensor): ``(B', Q)`` bool prefix mask of the samples
             still decoded (:func:`~.beam_search.parent_rows` counts them).
         slots (Tensor, optional): ``(R,)`` row r is beam ``slots[r] %
             width`` of sample ``slots[r] // width``; None: row r is slot r.
@@ -116,7 +119,8 @@ class GPT2PrefixDecoder(BaseModule):
         be re-initialised, random ones were drawn at construction."""
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
-        """Word embeddings ``(B, T, D)`` of ``(B, T)`` ids (hard prompts)."""
+        """Word embeddings ``(B, n, D)`` of ``(B, n)`` ids (hard prompts,
+        caption words)."""
         return self.lm.transformer.wte(ids)
 
     def check_memory(self, memory: Tensor, memory_mask: Tensor) -> None:
@@ -136,8 +140,8 @@ class GPT2PrefixDecoder(BaseModule):
 
     def _run(self, embeds: Tensor, mask: Tensor, positions: Tensor, *,
              past=None, use_cache: bool = False):
-        """GPT-2 over ``embeds`` (B, T, D) after ``past``: its logits
-        ``(B, T, V)`` and, with ``use_cache``, its keys and values."""
+        """GPT-2 over ``embeds`` (B, n, D) after ``past``: its logits
+        ``(B, n, V)`` and, with ``use_cache``, its keys and values."""
         if int(positions.max()) >= self.max_positions:
             raise ValueError(
                 f'GPT2PrefixDecoder: position {int(positions.max())} '
@@ -181,7 +185,7 @@ class GPT2PrefixDecoder(BaseModule):
         _, past = self._run(memory, memory_mask, position_ids(memory_mask),
                             use_cache=True)
         slots = None if width == 1 else torch.arange(
-            memory.size(0), device=memory.device) * width  # (S,)
+            memory.size(0), device=memory.device) * width  # (B,)
         return PrefixLMCache(
             past=list(past), attention_mask=memory_mask.long(),
             positions=memory_mask.sum(dim=1), memory_mask=memory_mask,
@@ -199,7 +203,7 @@ class GPT2PrefixDecoder(BaseModule):
         """
         mask = torch.cat([cache.attention_mask,
                           cache.attention_mask.new_ones(len(input_ids), 1)],
-                         dim=1)  # (R, Q + length + 1)
+                         dim=1)  # (R, Q + S + 1)
         logits, past = self._run(
             self.embed_tokens(input_ids[:, None]), mask,
             cache.positions[:, None], past=tuple(cache.past),
@@ -216,7 +220,7 @@ class GPT2PrefixDecoder(BaseModule):
         """New row i = old ``rows[i]``; ``slots`` and ``memories`` as in
         :func:`~.decoder_cache.reorder_cache`."""
         cache.past = [(key.index_select(0, rows), value.index_select(0, rows))
-                      for key, value in cache.past]  # (R', H, S, Dh) each
+                      for key, value in cache.past]  # (new R, H, Q + S, Dh)
         cache.attention_mask = cache.attention_mask.index_select(0, rows)
         cache.positions = cache.positions.index_select(0, rows)
         if memories is not None:

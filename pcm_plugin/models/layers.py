@@ -23,15 +23,19 @@ class MultiHeadAttention(nn.Module):
     * ``'sdpa'``: :func:`torch.nn.functional.scaled_dot_product_attention`,
       which picks a fused kernel (on CUDA: memory-efficient attention with
       a mask, FlashAttention without one; on CPU a fused C++ kernel), never
-      materialising the (B, h, T, S) probabilities for autograd. Use it for
-      GPU training and decoding. On CPU measure first: at the COCO size on
-      the project machine it ran at eager speed (docs/benchmarks.md §2.1).
+      materialising the (B, H, Lq, Lk) probabilities for autograd. Use it for
+      GPU training and decoding. On CPU measure first: at the COCO size it
+      measured no faster than eager (docs/benchmarks/).
       Attention dropout still applies in training (``dropout_p``), with
       other random draws than ``'eager'``'s.
 
+    Shapes use the glossary of docs/method.md §3.0: Lq queries attend over
+    Lk keys (L in the encoder and in cross-attention, T + 1 or the cache's
+    S in the decoder's self-attention), with H heads of width Dh = d / H.
+
     Args:
         embed_dim (int): Width d.
-        num_heads (int): Heads; d must divide evenly.
+        num_heads (int): Heads H; d must divide evenly.
         attn_drop (float): Dropout on the attention probabilities.
         attn_impl (str): ``'eager'`` or ``'sdpa'``. Defaults to 'eager'.
     """
@@ -54,29 +58,31 @@ class MultiHeadAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, _ = x.shape
-        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        """(B, Lq, d) queries (or (B, Lk, d) keys, values) -> heads."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads,
+                      self.head_dim).transpose(1, 2)  # (B, H, Lq, Dh)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Attention over already projected, head-split q/k/v.
 
         Args:
-            q (Tensor): (B, h, T, hd). k, v (Tensor): (B, h, S, hd).
+            q (Tensor): (B, H, Lq, Dh). k, v (Tensor): (B, H, Lk, Dh).
             mask (Tensor, optional): bool, True = visible, broadcastable to
-                (B, h, T, S): (B, S) key masks become (B, 1, 1, S).
+                (B, H, Lq, Lk): (B, Lk) key masks become (B, 1, 1, Lk).
 
         Returns:
-            Tensor: (B, T, d).
+            Tensor: (B, Lq, d).
         """
         if mask is not None and mask.dim() == 2:
-            mask = mask[:, None, None, :]  # (B, 1, 1, S)
+            mask = mask[:, None, None, :]  # (B, 1, 1, Lk)
         if self.attn_impl == 'sdpa':
-            out = self.sdpa_attention(q, k, v, mask)  # (B, h, T, hd)
+            out = self.sdpa_attention(q, k, v, mask)  # (B, H, Lq, Dh)
         else:
-            out = self.eager_attention(q, k, v, mask)  # (B, h, T, hd)
-        B, _, T, _ = out.shape
-        out = out.transpose(1, 2).reshape(B, T, -1)  # (B, T, d)
+            out = self.eager_attention(q, k, v, mask)  # (B, H, Lq, Dh)
+        batch, _, length, _ = out.shape
+        out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, Lq, d)
         return self.out_proj(out)
 
     def eager_attention(self, q: torch.Tensor, k: torch.Tensor,
@@ -88,13 +94,14 @@ class MultiHeadAttention(nn.Module):
             q, k, v, mask: As in :meth:`attend`, the mask 4-d or None.
 
         Returns:
-            Tensor: (B, h, T, hd).
+            Tensor: (B, H, Lq, Dh).
         """
-        scores = q @ k.transpose(-2, -1) / self.head_dim ** 0.5  # (B, h, T, S)
+        scale = self.head_dim ** 0.5
+        scores = q @ k.transpose(-2, -1) / scale  # (B, H, Lq, Lk)
         if mask is not None:
             scores = scores.masked_fill(~mask, MASK_VALUE)
-        probs = self.attn_drop(scores.softmax(dim=-1))  # (B, h, T, S)
-        return probs @ v  # (B, h, T, hd)
+        probs = self.attn_drop(scores.softmax(dim=-1))  # (B, H, Lq, Lk)
+        return probs @ v  # (B, H, Lq, Dh)
 
     def sdpa_attention(self, q: torch.Tensor, k: torch.Tensor,
                        v: torch.Tensor,
@@ -113,7 +120,7 @@ class MultiHeadAttention(nn.Module):
             # in eager attention. (Scores of -10000 would also give uniform
             # weights, but the backward pass recomputes them from a
             # logsumexp near -10000, where float32 keeps 3 decimals.)
-            dead = ~mask.any(dim=-1, keepdim=True)  # (B, 1|h, T|1, 1)
+            dead = ~mask.any(dim=-1, keepdim=True)  # (B, 1|H, Lq|1, 1)
             q = q.masked_fill(dead, 0.0)
             bias = torch.zeros(mask.shape, dtype=q.dtype,
                                device=q.device).masked_fill(
@@ -125,10 +132,10 @@ class MultiHeadAttention(nn.Module):
     def forward(self, query: torch.Tensor, key: torch.Tensor,
                 value: torch.Tensor,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B, T, d) queries over (B, S, d) keys/values -> (B, T, d)."""
-        q = self.split_heads(self.q_proj(query))  # (B, h, T, hd)
-        k = self.split_heads(self.k_proj(key))  # (B, h, S, hd)
-        v = self.split_heads(self.v_proj(value))  # (B, h, S, hd)
+        """(B, Lq, d) queries over (B, Lk, d) keys/values -> (B, Lq, d)."""
+        q = self.split_heads(self.q_proj(query))  # (B, H, Lq, Dh)
+        k = self.split_heads(self.k_proj(key))  # (B, H, Lk, Dh)
+        v = self.split_heads(self.v_proj(value))  # (B, H, Lk, Dh)
         return self.attend(q, k, v, mask)
 
 

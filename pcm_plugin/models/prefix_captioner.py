@@ -18,6 +18,10 @@ test alike), written into a template (``'There are {} in the image.'``)
 and embedded by the language model's own word embeddings. ViECap drops
 each entity at random during training (``entity_drop``) so the model
 learns not to trust them blindly.
+
+Shape letters are those of docs/method.md §3.0, plus three of this family:
+P soft prefix positions (the mapper's), Q the whole prefix (P + the longest
+hard prompt) and D the language model's width.
 """
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -136,9 +140,9 @@ class PrefixLMCaptioner(PCMCaptioner):
         prefix_mask = mask.new_ones(prefix.shape[:2])  # (B, P)
         if self.entity_prompt is None:
             return prefix, prefix_mask
-        ids, ids_mask = self.prompt_ids(emb['concept_idx'])  # (B, H) each
+        ids, ids_mask = self.prompt_ids(emb['concept_idx'])  # (B, Q - P) each
         prompt = self.decoder.embed_tokens(ids.to(prefix.device))
-        return (torch.cat([prefix, prompt], dim=1),  # (B, P + H, D)
+        return (torch.cat([prefix, prompt], dim=1),  # (B, Q, D)
                 torch.cat([prefix_mask, ids_mask.to(prefix.device)], dim=1))
 
     def prompt_texts(self, concept_idx: Tensor) -> List[str]:

@@ -29,7 +29,7 @@ def decoded_images(ann: str, image_dir: str, preprocess) -> torch.Tensor:
     """Every image of ``ann`` decoded and preprocessed as the tool does.
 
     Returns:
-        Tensor: (N, 3, H, W) float32.
+        Tensor: (B, 3, I, I) float32, B being the images of ``ann``.
     """
     from pcm_plugin.clip.image_io import ImageListDataset
     from pcm_plugin.data_prep.extraction import load_items
@@ -106,7 +106,7 @@ def tool_vs_bare(ann: str, image_dir: str, root: str, *, num_images: int,
     model, preprocess, _ = load_open_clip(
         settings['clip_model'], checkpoint=settings['clip_checkpoint'],
         model_config=settings.get('model_config'), device=device)
-    images = decoded_images(ann, image_dir, preprocess)  # (N, 3, H, W)
+    images = decoded_images(ann, image_dir, preprocess)  # (B, 3, I, I)
     images = images.to(device)  # the bare forward copies nothing
     candidates = {f'tool_w{w}': tool_fn(ann, image_dir, root,
                                         dict(settings, workers=w))
