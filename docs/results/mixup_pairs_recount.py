@@ -29,7 +29,7 @@ load_checkpoint(model, CELL + '/epoch_6.pth', map_location='cpu',
 model.eval()
 for split in ('test', 'synth_d030'):
     store = FeatureStore(f'data/mini_world/features/{split}')
-    items = [store.get(i) for i in list(store.iter_ids())[:500]]
+    items = [store.get(i) for i in store.ids[:500]]
     patch = torch.tensor(np.stack([it['patch'] for it in items])).float()
     glob = torch.tensor(np.stack([it['global_feat'] for it in items])).float()
     found = mixup_pairs(model.mixup, patch, glob)

@@ -18,7 +18,7 @@ writer never leaves a half-written shard that a reader would trust.
 import json
 import os
 import os.path as osp
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -272,9 +272,6 @@ class FeatureStore:
             pos, rows = (np.array(x) for x in zip(*pairs))
             out[pos] = self._array(shard_no, 'global')[rows]
         return out
-
-    def iter_ids(self) -> Iterable[str]:
-        return iter(self._rows)
 
 
 _STORES: Dict[str, FeatureStore] = {}
