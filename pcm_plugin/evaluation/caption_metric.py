@@ -20,7 +20,7 @@ tables meanwhile; then METEOR (and SPICE) run in threads, their work being
 in other processes, while BLEU, ROUGE-L and CIDEr run in the calling
 thread. METEOR's JVM runs with the C1 JIT only and CIDEr with a faster
 bit-identical ``compute_cider`` (:mod:`.meteor`, :mod:`.cider`; the timings
-are in docs/benchmarks/).
+are in docs/benchmarks/speed.md).
 """
 import os.path as osp
 import shutil

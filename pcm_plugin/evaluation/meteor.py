@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Sequence
 __all__ = ['MeteorError', 'MeteorProcess', 'meteor_command']
 
 # JIT tier C1 only: METEOR's scoring loop is short-lived, and C2's
-# compilation cost more CPU than it saved on the COCO test split (measured
-# in docs/benchmarks/). Java floating point is strict, so the flag changes
+# compilation cost more CPU than it saved on the COCO subset (measured in
+# docs/benchmarks/speed.md). Java floating point is strict, so the flag changes
 # no number. (The serial collector used less memory but ran full
 # collections: slower.)
 JVM_FLAGS = ('-XX:TieredStopAtLevel=1', )

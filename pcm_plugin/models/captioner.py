@@ -105,7 +105,7 @@ class PCMCaptioner(BaseModel):
             ``torch.compile`` options, e.g. ``dict(mode='max-autotune')``.
             Meant for GPUs: on CPU it measured slower for the training
             step and no faster for beam search, after minutes of compiling
-            (docs/benchmarks/). mmengine's own
+            (docs/benchmarks/speed.md). mmengine's own
             ``cfg.compile`` compiles ``train_step`` with the tokenizer in
             it and recompiles for every batch of new captions. Weights and
             checkpoints are unchanged. Defaults to False.

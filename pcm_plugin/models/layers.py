@@ -25,7 +25,7 @@ class MultiHeadAttention(nn.Module):
       a mask, FlashAttention without one; on CPU a fused C++ kernel), never
       materialising the (B, H, Lq, Lk) probabilities for autograd. Use it for
       GPU training and decoding. On CPU measure first: at the COCO size it
-      measured no faster than eager (docs/benchmarks/).
+      measured no faster than eager (docs/benchmarks/speed.md).
       Attention dropout still applies in training (``dropout_p``), with
       other random draws than ``'eager'``'s.
 

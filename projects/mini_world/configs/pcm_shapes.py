@@ -29,8 +29,8 @@ clip_model = dict(
     model_config=world + '/clip/pcm-mini-clip.json')
 
 # Width 96 instead of 128 and no attention dropout: the benchmark's cell
-# must train to convergence in minutes on one core (the mini-world notes
-# in docs/benchmarks/ say how this was chosen).
+# must train to convergence in minutes on one core
+# (docs/benchmarks/mini_world.md says how this was chosen).
 model = dict(
     tokenizer=world + '/tokenizer/tokenizer.json',
     mixup=dict(

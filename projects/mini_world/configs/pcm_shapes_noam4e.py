@@ -1,7 +1,7 @@
-# The mini-world design before the benchmark fix (the mini-world notes in
-# docs/benchmarks/), kept to study the seed collapse it showed: d=128, FFN 512,
-# attention dropout 0.1, Noam (warm-up 300, factor 0.2) for 4 epochs, which
-# ends at 77 % of the peak learning rate.
+# The mini-world design before the benchmark fix
+# (docs/benchmarks/mini_world.md), kept to study the seed collapse it showed:
+# d=128, FFN 512, attention dropout 0.1, Noam (warm-up 300, factor 0.2) for 4
+# epochs, which ends at 77 % of the peak learning rate.
 _base_ = ['./pcm_shapes.py']
 
 model = dict(

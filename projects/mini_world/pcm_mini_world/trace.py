@@ -12,8 +12,8 @@ renders and on a slice of its *synthetic* training set:
   that name no object of the scene (the scenes are known exactly), and
   what they leave out (:func:`content_recall`).
 
-Used to tell a bug from training dynamics when a seed "collapses" (the
-mini-world notes in docs/benchmarks/ tell such a case).
+Used to tell a bug from training dynamics when a seed "collapses"
+(docs/benchmarks/mini_world.md tells such a case).
 """
 import copy
 import json

@@ -1,10 +1,10 @@
-# Optimisation of the mini-world benchmark (docs/benchmarks/): Adam
-# and clip-by-value 0.1 as the official recipe, but a schedule that ends
-# converged: linear warm-up for 100 iterations, then cosine decay to zero
-# at the last iteration (6 epochs x 125 iterations of batch 64 = 750).
-# Noam (the official schedule) still runs at 77 % of its peak when a short
-# run ends, so the last checkpoint was a noisy snapshot: with Noam and 4
-# epochs, Base's scores varied widely from seed to seed.
+# Optimisation of the mini-world benchmark (docs/benchmarks/mini_world.md):
+# Adam and clip-by-value 0.1 as the official recipe, but a schedule that ends
+# converged: linear warm-up for 100 iterations, then cosine decay to zero at
+# the last iteration (6 epochs x 125 iterations of batch 64 = 750). Noam (the
+# official schedule) still runs at 77 % of its peak when a short run ends, so
+# the last checkpoint was a noisy snapshot: with Noam and 4 epochs, Base's
+# scores varied widely from seed to seed.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(
