@@ -40,8 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo
 
+# SHARED_DATA=DIR adds the caption-metric rows on the real COCO subset
+# (DIR/coco-val2014-captions/); without it they are skipped with a note.
 bench: $(STAMP)
-	$(PY) projects/benchmarks/tools/benchmark.py --out work_dirs/benchmark.json
+	$(PY) projects/benchmarks/tools/benchmark.py --out work_dirs/benchmark.json $(if $(SHARED_DATA),--shared-data $(SHARED_DATA))
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests projects -q -m "not slow"

@@ -1,4 +1,5 @@
-"""Extract PCM-Net CLIP features of images into a feature store (§2.2).
+"""Extract PCM-Net CLIP features of images into a feature store
+(docs/method.md §2.2).
 
     python tools/extract_features.py data/coco/annotations/train.json \\
         --image-dir data/coco/sd/images --out-dir data/coco/features/train \\
@@ -7,7 +8,7 @@
 
 Writes ``index.json`` + ``shard-*.{ids.json,patch.npy,global.npy,cos.npy}``
 (docs/architecture.md). Rerunning the same command resumes. See
-docs/data_pipeline.md.
+docs/data_tools_images.md.
 """
 import argparse
 import json

@@ -11,7 +11,7 @@ The output is a train annotation file whose entries name their image's
 feature store; point ``train_dataloader.dataset.ann_file`` at it. A report
 (``<out>.report.json``) and, with ``--image-dir``, a picture of re-paired
 examples (``<out>.examples.png``) are written beside it. Killed runs resume
-from ``<out>.work``. See docs/data_pipeline.md ("SynC re-pairing").
+from ``<out>.work``. See docs/data_tools_images.md ("SynC re-pairing").
 """
 import argparse
 import json

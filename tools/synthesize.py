@@ -6,7 +6,7 @@
 
 Writes ``<out-dir>/images/<image_id>.png`` and ``<out-dir>/manifest.json``
 (settings and per-file sha256). Rerunning the same command resumes. See
-docs/data_pipeline.md.
+docs/data_tools_images.md.
 """
 import argparse
 import json

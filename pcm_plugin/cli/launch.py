@@ -146,8 +146,9 @@ def merge_train_args(cfg: Config, args: argparse.Namespace) -> Config:
     if dtype:
         cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper, dtype)
     if cfg.get('compile'):
-        # Measured: 16 toy iterations took 164 s instead of 0.6 s, dynamo
-        # giving up after 8 recompilations (docs/benchmarks.md §2.1).
+        # Every batch of new captions recompiles the step until dynamo
+        # reaches its recompilation limit: a toy run measured many times
+        # slower than without compiling (docs/benchmarks/speed.md).
         raise ValueError(
             "cfg.compile (mmengine's) compiles train_step, tokenizer "
             'included, and recompiles for every batch of new captions; '
@@ -229,10 +230,10 @@ def end_distributed_run() -> None:
     Now and then a torchrun run (CPU, gloo, two ranks) ended in SIGABRT
     ("terminate called without an active exception") *after* its last log
     line, both ranks done and the process group destroyed: a thread object
-    torn down at exit (docs/benchmarks.md §5 has the count). The run's
-    files are written and its log handlers flush every line, so the rank
-    leaves with ``os._exit(0)`` once everything is flushed. Single-process
-    runs exit normally.
+    torn down at exit (docs/benchmarks/reliability.md has the count). The
+    run's files are written and its log handlers flush every line, so the
+    rank leaves with ``os._exit(0)`` once everything is flushed.
+    Single-process runs exit normally.
     """
     if 'TORCHELASTIC_RUN_ID' not in os.environ:  # not started by torchrun
         return

@@ -344,7 +344,7 @@ def dry_run(out: str, captions: str, *, print_fn=print) -> Dict[str, float]:
                  f'{seconds[stage.name]:6.1f} s  {summary}')
     print_fn(f'done in {sum(seconds.values()):.0f} s; logs in '
              f'{osp.join(run.out, "logs")}\n\nOn real data (README, '
-             'docs/data_pipeline.md)' + _activate_hint() + ':')
+             'docs/data.md)' + _activate_hint() + ':')
     for stage in STAGES:
         print_fn(f'  {stage.real}')
     return seconds

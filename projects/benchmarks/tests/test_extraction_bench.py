@@ -1,7 +1,9 @@
-"""Feature extraction against the bare image-tower forward (issue 11,
-targets 6 and 8): a smoke run of the tool on generated images (no timing
-asserted) and the profile's grouping."""
+"""Feature extraction against the bare image-tower forward: a smoke run of
+the tool on generated images (no timing asserted), the folder it must be
+given, and the profile's grouping."""
 import json
+
+import pytest
 
 from projects.benchmarks.pcm_benchmarks.extraction_profile import (
     cumulative_seconds,
@@ -23,6 +25,14 @@ def test_smoke_run_times_tool_startup_and_bare_forward(tmp_path):
     assert parts['loop'] > 0 and parts['forward'] > 0
     assert parts['model_load'] > 0 and parts['checkpoint_sha256'] > 0
     assert bare['coco_extraction_days']['images'] == 542_401
+
+
+def test_bad_input_no_image_folder_and_no_smoke(tmp_path):
+    # No default folder is guessed beside the repository.
+    with pytest.raises(SystemExit, match='--image-dir DIR is required'):
+        tool_main('projects/benchmarks/tools/benchmark_extraction.py')(
+            ['--out', str(tmp_path / 'extract.json')])
+    assert not (tmp_path / 'extract.json').exists()
 
 
 def test_cumulative_seconds_matches_file_and_function():

@@ -63,6 +63,14 @@ def test_benchmark_tool_evaluation_only_without_shared_data(tmp_path,
     assert 'evaluation skipped:' in capsys.readouterr().out
 
 
+def test_benchmark_tool_reads_no_data_folder_it_is_not_given(tmp_path):
+    out = tmp_path / 'bench.json'
+    assert tool_main('projects/benchmarks/tools/benchmark.py')(
+        ['--evaluation-only', '--smoke', '--out', str(out)]) == 0
+    skipped = json.loads(out.read_text())['evaluation']['skipped']
+    assert skipped.startswith('no real data folder given')
+
+
 @pytest.mark.real_data
 def test_smoke_row_on_real_coco(shared_data):
     row = evaluation_row(shared_data, smoke=True)

@@ -5,7 +5,7 @@ FLOP/s against this process's matmul FLOP/s), beam search against HF BART
 feature store against one ``.npz`` per image (through the real dataset,
 DataLoader and data preprocessor), the registered caption
 metric against bare pycocoevalcap scorers on the real COCO subset (skipped,
-with a note, without ``../shared/data``), and start-up (fresh processes:
+with a note, without ``--shared-data``), and start-up (fresh processes:
 ``import pcm_plugin`` against ``import mmpretrain``, every tool's
 ``--help``).
 
@@ -41,7 +41,6 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 from tools._cli import package_literals  # noqa: E402
 
-SHARED_DATA = osp.join(osp.dirname(REPO), 'shared', 'data')
 ONLY = dict(training_only='training', decoding_only='decoding',
             data_only='data', startup_only='startup',
             evaluation_only='evaluation')
@@ -90,8 +89,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--evaluation-only', action='store_true',
                         help='only the caption metric against bare '
                         'pycocoevalcap scorers')
-    parser.add_argument('--shared-data', default=SHARED_DATA,
-                        help='the real data folder (default: %(default)s)')
+    parser.add_argument('--shared-data', default=None,
+                        help='real data folder holding coco-val2014-'
+                        'captions/captions_val2014_subset.json, for the '
+                        'evaluation part (default: none, that part is '
+                        'skipped with a note)')
     return parser.parse_args(argv)
 
 

@@ -9,16 +9,18 @@ and read the store back (one row per image, nothing skipped, the
 documented shapes)::
 
     .venv/bin/python projects/benchmarks/tools/benchmark_extraction.py \\
-        --out work_dirs/benchmark_extraction.json
+        --image-dir PHOTOS --out work_dirs/benchmark_extraction.json
 
-Against the bare forward (--bare; issue 11 targets 6 and 8): the tool path
-at each --workers count, its start-up alone and the bare image-tower
-forward on pre-decoded tensors at the same batch size, interleaved, plus a
-cProfile of one tool call::
+Against the bare forward (--bare): the tool path at each --workers count,
+its start-up alone and the bare image-tower forward on pre-decoded tensors
+at the same batch size, interleaved, plus a cProfile of one tool call::
 
     OMP_NUM_THREADS=1 .venv/bin/python \\
-        projects/benchmarks/tools/benchmark_extraction.py --bare --limit 128 \\
-        --batch-size 32 --workers 0 1 2 --threads 1
+        projects/benchmarks/tools/benchmark_extraction.py --image-dir PHOTOS \\
+        --bare --limit 128 --batch-size 32 --workers 0 1 2 --threads 1
+
+PHOTOS is any folder of images (the published runs used 1,000 Flickr8k
+photos); --smoke makes its own.
 
 The 1/5/15-minute load averages before and after are part of the report.
 """
@@ -31,15 +33,12 @@ import tempfile
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.benchmarks import from a clone.
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
-DEFAULT_IMAGES = osp.join(osp.dirname(REPO), 'shared', 'data', 'flickr8k',
-                          'images')
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--image-dir', default=DEFAULT_IMAGES,
-                        help='folder of images (default: the shared '
-                        'Flickr8k photos)')
+    parser.add_argument('--image-dir', default=None,
+                        help='folder of images to extract (required '
+                        'unless --smoke, which makes its own)')
     parser.add_argument('--clip-model', default='ViT-B-32',
                         help='open_clip architecture (random weights)')
     parser.add_argument('--batch-size', type=int, default=64)
@@ -72,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not (args.image_dir or args.smoke):
+        sys.exit('error: --image-dir DIR is required: a folder of images to '
+                 'extract (--smoke makes its own)')
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     sys.path.insert(0, REPO)  # run from a clone without installing
     import torch

@@ -1,6 +1,6 @@
 """Training step time and peak memory against batch size and caption
 length at the PCM-Net COCO size, T(B) = a + b·B fitted by least squares,
-and the COCO training time it projects (issue 11, target 8).
+and the COCO training time it projects.
 
     OMP_NUM_THREADS=1 python projects/benchmarks/tools/benchmark_scaling.py \\
         --threads 1 --out work_dirs/scaling.json

@@ -2,7 +2,7 @@
 
     python projects/mini_world/tools/seed_noise.py --root data/mini_world \
         --variant base --rate 0.3 --seeds 0 1 2 3 4
-    # the v3 benchmark's cells (docs/benchmarks.md §4.0):
+    # the v3 benchmark's cells (docs/benchmarks/mini_world.md):
     python projects/mini_world/tools/seed_noise.py \
         --root data/mini_world_n24k \
         --work-root work_dirs/design_v3_r2 --epochs 4 --variant full

@@ -3,8 +3,8 @@
     python projects/mini_world/tools/train_mini_clip.py
     # reproduces the committed
     # projects/mini_world/resources/mini_clip/pcm-mini-clip.{json,pt}
-    # (about 25 min on one core; rerun the same command to resume if it
-    # gets killed)
+    # (tens of minutes on one core; rerun the same command to resume if
+    # it gets killed)
 
 Writes ``pcm-mini-clip.json`` (open_clip model config), ``pcm-mini-clip.pt``
 (fp16 state dict) and ``pcm-mini-clip.metrics.json`` (loss curves,
