@@ -2,7 +2,8 @@
 key and the fix, and nothing written before is damaged.
 
 (The other bad-input cases sit beside the code they check; ``pytest -k
-bad_input`` runs them all, and docs/benchmarks.md §5 counts them.)
+bad_input`` runs them all, and docs/benchmarks/reliability.md counts
+them.)
 """
 import os
 import os.path as osp

@@ -64,10 +64,10 @@ def test_two_process_test_equals_single_process(trained):
         assert json.load(f) == pytest.approx(json.load(g), abs=1e-12)
 
 
-# Every ablation variant (docs/benchmarks.md §4) and both test layouts:
-# with find_unused_parameters=False, DDP fails at the second iteration if
-# any trainable parameter gets no gradient (Base once built an unused
-# text projection).
+# Every ablation variant (docs/benchmarks/mini_world.md) and both test
+# layouts: with find_unused_parameters=False, DDP fails at the second
+# iteration if any trainable parameter gets no gradient (Base once built an
+# unused text projection).
 VARIANT_OPTIONS = {
     'base': ['model.mixup.mode=none', 'model.clip_weighted=False',
              'model.loss.focal=none'],

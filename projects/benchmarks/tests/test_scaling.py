@@ -1,6 +1,6 @@
-"""Scaling (issue 11, target 8): the least-squares line on hand-built
-numbers, the COCO projection written out, and a smoke run of the tool (no
-timing asserted)."""
+"""Scaling: the least-squares line on hand-built numbers, the COCO
+projection written out, and a smoke run of the tool (no timing
+asserted)."""
 import json
 
 import pytest

@@ -1,5 +1,5 @@
-"""Target 1 of issue 11: the step breakdown and the fused Adam the COCO
-schedule uses (no timing asserted)."""
+"""The training step's breakdown and the fused Adam the COCO schedule uses
+(no timing asserted)."""
 import os.path as osp
 
 import torch

@@ -166,8 +166,8 @@ def test_variant_configs_switch_the_two_components(variant, mode, weighted,
 ])
 def test_prefix_variants_are_the_second_host_on_the_world(
         variant, threshold, weighted, focal, tmp_path):
-    """The prefix captioner's cells (issue 28): its configs pointed at the
-    world like PCMCaptioner's, Base by threshold 1.0 (no patch mixed,
+    """The prefix captioner's cells (the second host): its configs pointed
+    at the world like PCMCaptioner's, Base by threshold 1.0 (no patch mixed,
     concepts kept for the hard prompt)."""
     root = str(tmp_path / 'world')
     cfg = variant_config(CONFIG_DIR, fake_world(root), variant, rate=0.6,
