@@ -11,7 +11,7 @@ from pcm_plugin.evaluation.caption_metric import (
     score_captions,
 )
 from pcm_plugin.evaluation.coco_gt import load_coco_gt, write_coco_gt
-from projects.benchmarks.pcm_benchmarks.metric_speed import (
+from pcm_plugin.testing.caption_reference import (
     pycocoevalcap_sequential,
     registered_metric,
 )

@@ -91,7 +91,7 @@ def test_fast_path_equals_bare_scorers_on_coco_slice(shared_data):
     """500 real COCO images (first caption against the others): the
     registered metric and pycocoevalcap's scorers one after another agree
     to the bit, METEOR included (two METEOR JVMs: about 30 s)."""
-    from projects.benchmarks.pcm_benchmarks.metric_speed import (
+    from pcm_plugin.testing.caption_reference import (
         load_coco_subset,
         pycocoevalcap_sequential,
         registered_metric,

@@ -44,7 +44,7 @@ def test_single_image_corpus():
 @pytest.mark.real_data
 def test_equal_on_real_coco(shared_data):
     from pcm_plugin.evaluation.caption_metric import ptb_tokenize
-    from projects.benchmarks.pcm_benchmarks.metric_speed import (
+    from pcm_plugin.testing.caption_reference import (
         load_coco_subset,
     )
     predictions, references = load_coco_subset(shared_data)

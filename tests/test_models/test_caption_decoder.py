@@ -288,7 +288,7 @@ class TestAgainstThePreviousSearch:
         """The case the batch shrinking must get right: some samples end
         at once, others run to max_len; only unfinished beams are decoded
         (one per sample at the first step), for as many steps as before."""
-        from projects.benchmarks.pcm_benchmarks.decoding_bench import (
+        from pcm_plugin.testing.decoding import (
             search_steps,
         )
         decoder = make_decoder(seed=3, vocab_size=11, sharpen=4.0)

@@ -9,6 +9,8 @@ from typing import Dict, Optional
 
 import torch
 
+from pcm_plugin.testing.decoding import search_steps
+
 from .perf import COCO, timed_interleaved
 
 
@@ -26,27 +28,6 @@ def greedy_without_cache(decoder, memory, memory_mask, steps: int):
         if finished.all():
             break
     return ids[:, 1:]
-
-
-def search_steps(decoder, memory: torch.Tensor, mask: torch.Tensor, *,
-                 beam_size: int, max_len: int) -> int:
-    """Decoding steps one search runs: it stops once every sample's beams
-    have finished, so a trained decoder runs fewer than ``max_len``."""
-    calls = []
-    step = decoder.step
-
-    def counted(*args):
-        calls.append(1)
-        return step(*args)
-
-    decoder.step = counted  # on the instance, removed below
-    try:
-        with torch.no_grad():
-            decoder.generate(memory, mask, beam_size=beam_size,
-                             max_len=max_len)
-    finally:
-        del decoder.step
-    return len(calls)
 
 
 def decoding(decoder, memory: torch.Tensor, mask: torch.Tensor, bart, *,
