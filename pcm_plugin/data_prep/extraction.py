@@ -47,6 +47,7 @@ from pcm_plugin.utils.fileio import (
     atomic_write_json,
     disk_full_error,
     file_sha256,
+    remove_stale_temp_files,
 )
 from pcm_plugin.utils.progress import progress_bar
 
@@ -58,7 +59,6 @@ from .sharding import (
     dist_env,
     owned_by_rank,
     process_group,
-    remove_stale_temp_files,
     sum_across_ranks,
 )
 

@@ -29,7 +29,11 @@ from pcm_plugin.datasets.feature_store import (
     shard_is_complete,
     write_shard,
 )
-from pcm_plugin.utils.fileio import atomic_write_bytes, disk_full_error
+from pcm_plugin.utils.fileio import (
+    atomic_write_bytes,
+    disk_full_error,
+    remove_stale_temp_files,
+)
 
 from .caption_readers import load_json
 from .extraction import (
@@ -43,7 +47,6 @@ from .sharding import (
     dist_env,
     owned_by_rank,
     process_group,
-    remove_stale_temp_files,
     sum_across_ranks,
 )
 

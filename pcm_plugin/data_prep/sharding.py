@@ -86,28 +86,6 @@ def owned_by_rank(num_units: int, rank: int, world_size: int) -> List[int]:
     return list(range(rank, num_units, world_size))
 
 
-def remove_stale_temp_files(directory: str, final_names: Sequence[str]) -> int:
-    """Delete ``<name>.tmp<pid>`` leftovers of killed writers.
-
-    Only temp files of ``final_names`` (the files this rank owns) are
-    touched, so a rank never deletes a file another rank is writing.
-
-    Returns:
-        int: The number of files removed.
-    """
-    if not osp.isdir(directory):
-        return 0
-    owned = set(final_names)
-    removed = 0
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            stem, sep, pid = entry.name.rpartition('.tmp')
-            if sep and pid.isdigit() and stem in owned:
-                os.remove(entry.path)
-                removed += 1
-    return removed
-
-
 def check_or_write_settings(path: str, settings: Dict, *, what: str,
                             fix: str, ignore: Sequence[str] = ()) -> None:
     """Pin a resumable run's settings, or check a previous run's match.

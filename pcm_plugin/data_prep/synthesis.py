@@ -33,6 +33,7 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from pcm_plugin.utils.fileio import remove_stale_temp_files
 from pcm_plugin.utils.progress import progress_bar
 
 from .bad_input import BadInputPolicy
@@ -42,7 +43,6 @@ from .sharding import (
     dist_env,
     owned_by_rank,
     process_group,
-    remove_stale_temp_files,
     sum_across_ranks,
 )
 from .synthesis_output import (
@@ -294,8 +294,8 @@ def synthesize(ann_file: str, *, model_dir: str, out_dir: str,
     batches = [list(range(i, min(i + batch_size, len(pairs))))
                for i in range(0, num_todo, batch_size)]
     mine = [batches[b] for b in owned_by_rank(len(batches), rank, world)]
-    removed = remove_stale_temp_files(
-        image_dir, [f'{pairs[i][0]}.png' for batch in mine for i in batch])
+    removed = len(remove_stale_temp_files(
+        image_dir, [f'{pairs[i][0]}.png' for batch in mine for i in batch]))
     logger.info('rank %d/%d: %d of %d batches (%d captions, %d skipped as '
                 'bad); %d stale temp files removed', rank, world, len(mine),
                 len(batches), len(pairs), len(bad), removed)

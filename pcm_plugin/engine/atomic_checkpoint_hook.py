@@ -15,51 +15,21 @@ COCO epoch is thousands of iterations, and a preemption must not cost one.
 import glob
 import os
 import os.path as osp
-import re
-from typing import List, Optional
+from typing import Optional
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 
 from pcm_plugin.registry import HOOKS
-from pcm_plugin.utils.fileio import atomic_path, replace_into
+from pcm_plugin.utils.fileio import (
+    atomic_path,
+    remove_stale_temp_files,
+    replace_into,
+    temp_name,
+)
 from pcm_plugin.utils.keywords import check_keywords, named_keywords
 
 RESUME_POINT_TMPL = 'iter_{}.pth'
-# A save in progress is ``<name>.tmp<pid>``.
-TMP_MARK = '.tmp'
-
-
-def sweep_stale_saves(folder: str) -> List[str]:
-    """Remove the ``<name>.tmp<pid>`` files of saves whose process is gone.
-
-    A kill during a save leaves one (a COCO checkpoint is hundreds of MB,
-    one per preemption). A file whose process still runs on this machine
-    is left alone: it may be another run's save in progress.
-
-    Returns:
-        list[str]: The removed paths.
-    """
-    swept = []
-    for path in glob.glob(osp.join(glob.escape(folder), f'*{TMP_MARK}*')):
-        match = re.search(rf'{re.escape(TMP_MARK)}(\d+)$', path)
-        if match and osp.isfile(path) and not _process_alive(
-                int(match.group(1))):
-            os.remove(path)
-            swept.append(path)
-    return swept
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process saves nothing yet: the file is old
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 @HOOKS.register_module()
@@ -95,7 +65,9 @@ class AtomicCheckpointHook(CheckpointHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         if is_main_process():
-            swept = sweep_stale_saves(self.out_dir)
+            # Only saves whose process is gone: a live one may be another
+            # run's save in progress.
+            swept = remove_stale_temp_files(self.out_dir)
             if swept:
                 runner.logger.info(
                     f'Removed {len(swept)} checkpoint(s) a killed save left '
@@ -161,7 +133,7 @@ class AtomicCheckpointHook(CheckpointHook):
     def _atomic_save(self, runner, filename: str, *args, **kwargs) -> str:
         """``runner.save_checkpoint`` under a temporary name, renamed into
         ``out_dir/filename`` once complete; returns that path."""
-        tmp_name = f'{filename}{TMP_MARK}{os.getpid()}'
+        tmp_name = temp_name(filename)
         path = osp.join(self.out_dir, filename)
         tmp = osp.join(self.out_dir, tmp_name)
         try:

@@ -1,8 +1,9 @@
 """File helpers: checksums and atomic writes (temp file, then rename).
 
-Every writer of the project goes through :func:`atomic_path`, so a killed
-process never leaves a half-written file under the final name; a leftover
-``<name>.tmp<pid>`` is what :mod:`pcm_plugin.data_prep.sharding` cleans.
+Every writer of the project goes through :func:`atomic_path` (or names its
+temporary file with :func:`temp_name`), so a killed process never leaves a
+half-written file under the final name; a leftover ``<name>.tmp<pid>`` is
+what :func:`remove_stale_temp_files` cleans.
 """
 import errno
 import hashlib
@@ -13,6 +14,7 @@ import re
 import shutil
 import stat
 from contextlib import contextmanager
+from typing import List, Optional, Sequence, Tuple
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -84,6 +86,82 @@ def replace_into(tmp: str, path: str) -> None:
     os.replace(tmp, regular_target(path))
 
 
+# A file being written is ``<final name>.tmp<pid>[<suffix>]``.
+_TEMP_NAME = re.compile(r'(?P<final>.+)\.tmp(?P<pid>\d+)(?P<suffix>\.\w+)?')
+
+
+def temp_name(path: str, suffix: str = '') -> str:
+    """The temporary name this process writes ``path`` under.
+
+    Args:
+        path (str): The final file.
+        suffix (str): Kept at the end (for writers that append one).
+    """
+    return f'{path}.tmp{os.getpid()}{suffix}'
+
+
+def parse_temp_name(name: str) -> Optional[Tuple[str, int]]:
+    """``(final name, writer pid)`` of a :func:`temp_name`, else None."""
+    match = _TEMP_NAME.fullmatch(name)
+    return (match['final'], int(match['pid'])) if match else None
+
+
+def remove_stale_temp_files(directory: str,
+                            owned: Optional[Sequence[str]] = None
+                            ) -> List[str]:
+    """Delete the temporary files (or folders) of writers killed mid-write.
+
+    Which leftovers are stale follows one of two rules:
+
+    * ``owned`` given: every temporary file of those final names, whatever
+      its pid. The caller is their only writer (one rank's shards or
+      images), so nothing else can be writing them; a rank never touches
+      another rank's files.
+    * ``owned`` None: any temporary file whose writer no longer runs on
+      this machine. A live writer may be another run's save in progress
+      (a checkpoint folder two runs share).
+
+    Args:
+        directory (str): Where to look (absent: nothing to do).
+        owned (Sequence[str], optional): Final names the caller owns.
+
+    Returns:
+        list[str]: The removed paths, sorted.
+    """
+    if not osp.isdir(directory):
+        return []
+    owned = None if owned is None else set(owned)
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        parsed = parse_temp_name(name)
+        if parsed is None:
+            continue
+        final, pid = parsed
+        stale = final in owned if owned is not None else not _running(pid)
+        if stale:
+            path = osp.join(directory, name)
+            if osp.isdir(path) and not osp.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (not this one: it has
+    not started writing yet, so a file with its pid is an old one's)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 @contextmanager
 def atomic_path(path: str, suffix: str = ''):
     """Yield a temporary path next to ``path``; rename it to ``path`` when
@@ -104,7 +182,7 @@ def atomic_path(path: str, suffix: str = ''):
     """
     path = regular_target(path)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}{suffix}'
+    tmp = temp_name(path, suffix)
     try:
         yield tmp
         replace_into(tmp, path)

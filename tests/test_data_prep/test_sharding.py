@@ -32,14 +32,3 @@ def test_single_process_helpers_are_identities():
     with process_group(1):
         barrier()
         assert sum_across_ranks([1, 2.5]) == [1, 2.5]
-
-
-def test_only_owned_temp_files_are_removed(tmp_path):
-    from pcm_plugin.data_prep.sharding import remove_stale_temp_files
-    for name in ('a.png.tmp12', 'b.png.tmp7', 'a.png', 'a.png.tmpx',
-                 'c.png.tmp3'):
-        (tmp_path / name).write_text('x')
-    assert remove_stale_temp_files(str(tmp_path), ['a.png', 'b.png']) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        'a.png', 'a.png.tmpx', 'c.png.tmp3']
-    assert remove_stale_temp_files(str(tmp_path / 'none'), ['a']) == 0

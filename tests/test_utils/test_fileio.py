@@ -2,10 +2,20 @@
 import errno
 import json
 import os
+import os.path as osp
+import subprocess
+import sys
 
 import pytest
 
-from pcm_plugin.utils.fileio import atomic_path, atomic_write_json, file_sha256
+from pcm_plugin.utils.fileio import (
+    atomic_path,
+    atomic_write_json,
+    file_sha256,
+    parse_temp_name,
+    remove_stale_temp_files,
+    temp_name,
+)
 from tests.helpers import make_char_device
 
 
@@ -127,3 +137,49 @@ def test_bad_input_disk_full_error_names_the_file(err, reason):
     assert disk_full_error(other, '/x', 'hint') is other
     plain = OSError('closed file')  # no errno, not a short write
     assert disk_full_error(plain, '/x') is plain
+
+
+def test_temp_names_parse_back_to_their_final_name_and_writer(tmp_path):
+    final = str(tmp_path / 'epoch_3.pth')
+    assert parse_temp_name(osp.basename(temp_name(final))) == (
+        'epoch_3.pth', os.getpid())
+    assert parse_temp_name(osp.basename(temp_name(final, '.npz'))) == (
+        'epoch_3.pth', os.getpid())
+    assert parse_temp_name('a.png.tmpx') is None
+    assert parse_temp_name('a.png') is None
+
+
+def test_owned_temp_files_are_removed_whatever_their_writer(tmp_path):
+    """One rank's files: the rank is their only writer."""
+    for name in ('a.png.tmp12', 'b.png.tmp7', 'a.png', 'a.png.tmpx',
+                 'c.png.tmp3', 'b.png.tmp9.png'):
+        (tmp_path / name).write_text('x')
+    removed = remove_stale_temp_files(str(tmp_path), ['a.png', 'b.png'])
+    assert [osp.basename(p) for p in removed] == [
+        'a.png.tmp12', 'b.png.tmp7', 'b.png.tmp9.png']
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'a.png', 'a.png.tmpx', 'c.png.tmp3']
+    assert remove_stale_temp_files(str(tmp_path / 'none'), ['a']) == []
+
+
+def test_unowned_temp_files_go_only_when_their_writer_is_gone(tmp_path):
+    """A shared folder (checkpoints): a live writer may be another run's
+    save in progress; a temp folder of a dead writer goes too."""
+    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, '-c',
+                             'import time; time.sleep(60)'])
+    try:
+        (tmp_path / f'epoch_3.pth.tmp{gone.pid}').write_bytes(b'half')
+        (tmp_path / f'release.tmp{gone.pid}').mkdir()
+        (tmp_path / f'release.tmp{gone.pid}' / 'model.safetensors').touch()
+        (tmp_path / f'epoch_4.pth.tmp{live.pid}').write_bytes(b'saving')
+        (tmp_path / 'epoch_2.pth').write_bytes(b'kept')
+        (tmp_path / 'notes.tmpx').write_bytes(b'not ours')
+        removed = remove_stale_temp_files(str(tmp_path))
+    finally:
+        live.kill()
+    assert [osp.basename(p) for p in removed] == [
+        f'epoch_3.pth.tmp{gone.pid}', f'release.tmp{gone.pid}']
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        'epoch_2.pth', f'epoch_4.pth.tmp{live.pid}', 'notes.tmpx'])
