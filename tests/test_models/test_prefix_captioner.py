@@ -9,7 +9,7 @@ from mmpretrain.structures import DataSample
 from pcm_plugin.models.tokenizer import decode_ids, encode_captions
 from pcm_plugin.registry import MODELS
 from tests.helpers import CAPTIONS
-from tests.test_models.test_caption_decoder import (
+from tests.test_models.decoder_checks import (
     assert_large_beam_is_exhaustive,
     assert_search_matches_recomputation,
     greedy_by_recomputation,
