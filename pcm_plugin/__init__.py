@@ -4,6 +4,9 @@
 allow_failed_imports=False)`` in a config) registers the components into
 mmpretrain's registries, makes mmengine's local checkpoint loading work on
 torch >= 2.6 (safely), and adds the PCM-Net names to mmpretrain's model zoo.
+That is all it does (as mmpretrain's ``register_all_modules``): it sets no
+environment variable, warning filter, logging handler or thread count;
+the tools' start-up (``tools/_cli.py``) owns those.
 """
 from .engine import register_checkpoint_loader
 

@@ -1,104 +1,27 @@
-"""What the tools need from ``pcm_plugin`` before their arguments are parsed.
+"""The tools' shared start-up, and the argument pieces several tools use.
 
-``--help`` and argument errors should answer at once, but importing any
-``pcm_plugin.<module>`` first runs ``pcm_plugin/__init__``, which joins
-mmpretrain's registries (torch, mmengine and mmpretrain: seconds). A parser
-needs only a few literal constants (choices, defaults) or a module that
-imports nothing but the standard library (the train/test parsers), so this
-module serves them from the package's files without importing the package;
-the tools import ``pcm_plugin`` after ``parse_args``. Standard library only.
-(Not a tool: ``tools/_*`` are helpers.)
+Every tool's first lines put the clone's root on ``sys.path`` and import
+this module; importing it is the start-up: Hugging Face libraries stay
+offline unless the user says otherwise, and the pinned stack's known,
+harmless warnings are hidden (in this process and the ones it starts).
+
+Standard library only: ``--help`` and argument errors must answer before
+torch, mmengine or ``pcm_plugin`` load (importing the package registers its
+components, which takes seconds). A tool imports ``pcm_plugin`` after
+``parse_args``; where a default or a choice is the package's, the parser
+leaves it ``None`` and the package fills it in and checks it. (Not a tool:
+``tools/_*`` are helpers.)
 """
 import argparse
-import ast
-import importlib.util
-import os.path as osp
-from types import ModuleType
-from typing import Any, Dict, Optional
+import os
+import re
+import warnings
+from typing import Any, Optional
 
-
-def package_file(module: str, package: str = 'pcm_plugin') -> str:
-    """The source file of ``<package>.<module>``, found without importing.
-
-    Args:
-        module (str): Dotted name inside the package, e.g.
-            ``'data_prep.annotations'``.
-        package (str): The package: ``pcm_plugin``, or a lab project's
-            (``'projects.mini_world.pcm_mini_world'``).
-
-    Returns:
-        str: Path of the ``.py`` file (the package that ``import
-        pcm_plugin`` would load: the tools put the checkout first on
-        ``sys.path``).
-    """
-    # find_spec imports parents of a dotted name, but not a top-level one.
-    root = importlib.util.find_spec(package).submodule_search_locations
-    return osp.join(root[0], *module.split('.')) + '.py'
-
-
-def package_literals(module: str, package: str = 'pcm_plugin'
-                     ) -> Dict[str, Any]:
-    """The literal constants of ``<package>.<module>``, read from its
-    source (the module is not run, so its imports cost nothing).
-
-    Args:
-        module (str): Dotted name inside the package.
-        package (str): The package (see :func:`package_file`).
-
-    Returns:
-        dict: ``NAME -> value`` for each module-level ``NAME = <literal>``
-        (or annotated ``NAME: T = <literal>``), and ``Class.NAME -> value``
-        for such lines in a class body (dataclass defaults). Assignments
-        whose value is not a literal are left out.
-    """
-    with open(package_file(module, package), encoding='utf-8') as f:
-        tree = ast.parse(f.read())
-    found: Dict[str, Any] = {}
-    scopes = [('', tree.body)] + [(f'{node.name}.', node.body)
-                                  for node in tree.body
-                                  if isinstance(node, ast.ClassDef)]
-    for prefix, body in scopes:
-        for node in body:
-            target = _single_name_target(node)
-            if target is None:
-                continue
-            try:
-                found[prefix + target] = ast.literal_eval(node.value)
-            except ValueError:  # not a literal: a call, a name, ...
-                continue
-    return found
-
-
-def _single_name_target(node: ast.stmt) -> Optional[str]:
-    """``NAME`` of ``NAME = value`` / ``NAME: T = value``, else None."""
-    if isinstance(node, ast.Assign) and len(node.targets) == 1:
-        target = node.targets[0]
-    elif isinstance(node, ast.AnnAssign) and node.value is not None:
-        target = node.target
-    else:
-        return None
-    return target.id if isinstance(target, ast.Name) else None
-
-
-def light_module(module: str) -> ModuleType:
-    """Run ``pcm_plugin.<module>`` from its file, without the package.
-
-    Only for modules that import nothing but the standard library (their
-    docstring says so); the package imports them as usual.
-
-    Args:
-        module (str): Dotted name inside the package, e.g.
-            ``'cli.launch_args'``.
-
-    Returns:
-        ModuleType: A private copy, named ``_pcm_light.<module>`` and not
-        put in ``sys.modules``.
-    """
-    spec = importlib.util.spec_from_file_location(
-        f'_pcm_light.{module}', package_file(module))
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+# Offline by default, set before any Hugging Face library is imported:
+# weights come from local files (the README says how to point at them).
+OFFLINE_DEFAULTS = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1',
+                    'TOKENIZERS_PARALLELISM': 'false'}
 
 
 def positive_int(text: str) -> int:
@@ -163,9 +86,6 @@ def quiet_known_warnings() -> None:
 
     Entry points only: importing the library changes no filter.
     """
-    import os
-    import re
-    import warnings
     for prefix, category in KNOWN_HARMLESS_WARNINGS:
         warnings.filterwarnings('ignore', message=re.escape(prefix),
                                 category=category)
@@ -175,4 +95,49 @@ def quiet_known_warnings() -> None:
     os.environ['PYTHONWARNINGS'] = ','.join(filter(None, inherited))
 
 
+class CfgOptionsAction(argparse.Action):
+    """mmengine's ``DictAction`` (``key=value`` pairs into one dict),
+    imported only when ``--cfg-options`` is given: mmengine is one of the
+    imports ``--help`` should not wait for."""
+
+    def __call__(self, parser: argparse.ArgumentParser,
+                 namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        from mmengine.config import DictAction
+        DictAction(self.option_strings, self.dest, nargs=self.nargs)(
+            parser, namespace, values, option_string)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """The options ``tools/train.py`` and ``tools/test.py`` both take
+    (mmpretrain's, plus ``--no-pin-memory`` and ``--trust-checkpoint``)."""
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=CfgOptionsAction,
+        help='override config keys, e.g. model.mixup.top_k=3 '
+        'train_dataloader.batch_size=16')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
+                                               'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--no-pin-memory', action='store_true')
+    parser.add_argument(
+        '--trust-checkpoint', action='store_true',
+        help='allow full unpickling of a checkpoint that needs it (it can '
+        'run code from the file: only for files you trust). Without it such '
+        'files are refused; mmengine checkpoints do not need it')
+
+
+def add_amp_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--amp`` and ``--amp-dtype`` (:mod:`pcm_plugin.engine.amp`)."""
+    parser.add_argument('--amp', action='store_true',
+                        help=f'{what} under autocast in --amp-dtype (mixed '
+                        'precision)')
+    parser.add_argument(
+        '--amp-dtype', choices=['bfloat16', 'float16'], default=None,
+        help='bfloat16 (default; CPU or GPU) or float16 (CUDA only, with '
+        'dynamic loss scaling in training)')
+
+
+for _name, _value in OFFLINE_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 quiet_known_warnings()

@@ -18,7 +18,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).

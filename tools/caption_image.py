@@ -8,14 +8,12 @@ The CLIP that extracted the training features is read from the config's
 ``clip_model`` (override with --clip-model/--clip-checkpoint/--pretrained).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools._cli import positive_int  # noqa: E402
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).
 

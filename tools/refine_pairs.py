@@ -15,12 +15,9 @@ from ``<out>.work``. See docs/data_tools_images.md ("SynC re-pairing").
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from tools._cli import add_clip_args, positive_int  # noqa: E402

@@ -11,11 +11,9 @@ docs/data_tools_images.md.
 import argparse
 import json
 import logging
-import os
 import os.path as osp
 import sys
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools._cli import positive_int  # noqa: E402
 

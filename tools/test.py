@@ -3,25 +3,33 @@
     python tools/test.py configs/pcm_coco.py work_dirs/pcm_coco/best.pth
     bash tools/dist_test.sh configs/pcm_coco.py CKPT 8 --out results.json
 """
-import os
+import argparse
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-# Offline by default (set before any Hugging Face library is imported).
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+import tools._cli as cli  # noqa: E402  the tools' start-up
 
-from tools._cli import light_module  # noqa: E402
 
-# The parser without the package (importing it costs seconds), so that
-# --help and argument errors answer at once; pcm_plugin after parse_args.
-launch_args = light_module('cli.launch_args')
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Evaluate a PCM-Net checkpoint')
+    parser.add_argument('config', help='test config file path, or a '
+                        'released model folder (tools/publish_model.py)')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint file (.pth or .safetensors); '
+                        'omitted with a released model folder')
+    parser.add_argument('--out', help='JSON file for the metrics, or with '
+                        '--out-item pred the captions (COCO results format)')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        default='metrics')
+    cli.add_amp_args(parser, 'test')
+    cli.add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    args = launch_args.test_arg_parser().parse_args(argv)
+    args = parse_args(argv)
     from pcm_plugin.cli import launch
     with launch.errors_as_one_line(None):
         cfg = launch.merge_test_args(launch.load_config(args), args)

@@ -3,25 +3,33 @@
     python tools/train.py configs/pcm_coco.py [--work-dir DIR] [--resume]
     bash tools/dist_train.sh configs/pcm_coco.py 8
 """
+import argparse
 import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-# Offline by default (set before any Hugging Face library is imported).
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+import tools._cli as cli  # noqa: E402  the tools' start-up
 
-from tools._cli import light_module  # noqa: E402
 
-# The parser without the package (importing it costs seconds), so that
-# --help and argument errors answer at once; pcm_plugin after parse_args.
-launch_args = light_module('cli.launch_args')
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a PCM-Net captioner')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest one in '
+        'the work dir when no path is given')
+    cli.add_amp_args(parser, 'train')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='skip validation during training')
+    parser.add_argument('--auto-scale-lr', action='store_true')
+    parser.add_argument('--no-persistent-workers', action='store_true')
+    cli.add_common_args(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
-    args = launch_args.train_arg_parser().parse_args(argv)
+    args = parse_args(argv)
     from pcm_plugin.cli import launch
     from pcm_plugin.engine import batch_rule, work_dir_lock
     with launch.errors_as_one_line(None):

@@ -8,15 +8,12 @@ its patch grid, every mixed patch tinted and labelled with its concept,
 the caption and the retrieved concepts below.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from collections import Counter
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
-
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@ not exist in CPU torch), a DDP wrapper without ``device_ids``, and a clean
 ``destroy_process_group`` at exit (without it torchrun runs sometimes end in
 SIGABRT after both ranks finished).
 
-The argument parsers are in :mod:`.launch_args` (standard library only, so
-that the tools can load it before the package) and re-exported here.
+The argument parsers are the tools' own (``tools/train.py``,
+``tools/test.py``): they parse before the package loads.
 """
 import argparse
 import logging
@@ -47,13 +47,6 @@ from pcm_plugin.utils.fileio import (
     atomic_write_json,
     check_writable_dir,
     check_writable_output,
-)
-
-from .launch_args import (  # noqa: F401
-    add_amp_args,
-    add_common_args,
-    test_arg_parser,
-    train_arg_parser,
 )
 
 

@@ -8,6 +8,8 @@ import torch
 
 from pcm_plugin.cli import launch
 from pcm_plugin.testing.toy_features import toy_config
+from tools import test as test_tool
+from tools import train as train_tool
 
 # One thread: torch 2.13's CPU SDPA kernel in bfloat16 splits its work by
 # thread count, and on an AMD EPYC (avx512_bf16) with two threads it gave
@@ -39,7 +41,7 @@ def bf16_run(toy_world, tmp_path_factory):
     root = tmp_path_factory.mktemp('amp')
     cfg = toy_config(toy_world, str(root / 'work'), max_epochs=2)
     cfg.default_hooks.checkpoint.save_best = None
-    args = launch.train_arg_parser().parse_args(['c.py', '--amp',
+    args = train_tool.parse_args(['c.py', '--amp',
                                                  '--no-validate'])
     cfg = launch.merge_train_args(cfg, args)
     runner = build_runner(cfg)
@@ -150,7 +152,7 @@ def test_bf16_test_loop(bf16_run, toy_world, tmp_path):
     and scores the test set."""
     cfg = toy_config(toy_world, str(tmp_path / 'test'))
     checkpoint = bf16_run['checkpoint']
-    args = launch.test_arg_parser().parse_args(['c.py', checkpoint, '--amp'])
+    args = test_tool.parse_args(['c.py', checkpoint, '--amp'])
     cfg = launch.merge_test_args(cfg, args)
     assert cfg.test_cfg == dict(type='AutocastTestLoop', dtype='bfloat16')
     runner = build_runner(cfg)
@@ -172,7 +174,7 @@ def test_amp_dtype_choice_and_errors():
         check_amp_dtype('float16', cuda=False)
     with pytest.raises(ValueError, match='must be one of'):
         check_amp_dtype('float8', cuda=False)
-    parse = launch.train_arg_parser().parse_args
+    parse = train_tool.parse_args
     with pytest.raises(ValueError, match='--amp-dtype bfloat16 needs --amp'):
         launch.amp_dtype(parse(['c.py', '--amp-dtype', 'bfloat16']))
     assert launch.amp_dtype(parse(['c.py'])) is None
@@ -196,6 +198,6 @@ def test_mmengine_compile_is_refused_with_the_alternative(toy_world,
                                                           tmp_path):
     cfg = toy_config(toy_world, str(tmp_path / 'work'))
     cfg.compile = True
-    args = launch.train_arg_parser().parse_args(['c.py'])
+    args = train_tool.parse_args(['c.py'])
     with pytest.raises(ValueError, match='model.compile_layers=True'):
         launch.merge_train_args(cfg, args)

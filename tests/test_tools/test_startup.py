@@ -1,5 +1,5 @@
-"""Start-up (issue 11, target 7): every tool parses its arguments before
-it imports a heavy library, and ``import pcm_plugin`` imports none that
+"""Start-up: every tool parses its arguments before it imports a heavy
+library, and ``import pcm_plugin`` imports none that
 mmpretrain does not import itself.
 
 No timing is asserted (the project times nothing in tests): what makes
@@ -8,17 +8,22 @@ loaded is exact. ``projects/benchmarks/tools/benchmark.py`` reports the
 seconds.
 """
 import argparse
+import ast
+import glob
+import json
+import os.path as osp
+import subprocess
 import sys
 
 import pytest
 
-from projects.benchmarks.pcm_benchmarks.startup import (
+from pcm_plugin.testing.startup import (
     modules_imported_by,
     modules_loaded_by,
     tool_scripts,
 )
-from tests.conftest import REPO_ROOT, tool_main
-from tools._cli import light_module, package_literals
+from tests.helpers import REPO_ROOT, tool_main
+from tools import train as train_tool
 
 
 @pytest.mark.parametrize('tool', tool_scripts(REPO_ROOT))
@@ -40,19 +45,70 @@ def test_import_pcm_plugin_adds_no_heavy_library():
     assert not {'open_clip', 'diffusers', 'matplotlib'} & set(ours)
 
 
-def test_parser_constants_read_from_source_are_the_package_ones():
-    from pcm_plugin.data_prep.annotations import TRAIN_ID_START
-    from projects.mini_world.pcm_mini_world import ablation, mini_clip, world
-    lab = 'projects.mini_world.pcm_mini_world'
-    assert package_literals('data_prep.annotations')['TRAIN_ID_START'] \
-        == TRAIN_ID_START
-    found = package_literals('ablation', lab)
-    assert found['VARIANTS'] == ablation.VARIANTS
-    assert found['DEFAULT_VARIANTS'] == ablation.DEFAULT_VARIANTS
-    assert package_literals('mini_clip', lab)['CLIP_KINDS'] \
-        == mini_clip.CLIP_KINDS
-    assert package_literals('world', lab)['WorldSettings.root'] \
-        == world.WorldSettings().root
+# What a fresh process reports of the state an import could change: the
+# environment, warning filters, logging, torch threads, import hooks.
+_PROCESS_STATE = """
+import json, logging, os, sys, warnings
+import torch
+print(json.dumps(dict(
+    environ=sorted(os.environ.items()),
+    warnings=[repr(f) for f in warnings.filters],
+    logging=[logging.root.level, [type(h).__name__
+                                  for h in logging.root.handlers]],
+    threads=torch.get_num_threads(),
+    meta_path=[type(f).__name__ for f in sys.meta_path])))
+"""
+
+
+def _third_party_imports_of_the_package() -> list:
+    """Every module outside pcm_plugin that its files import at module
+    level (``import a.b`` and ``from a.b import c`` give ``a.b``)."""
+    found = set()
+    for path in glob.glob(osp.join(REPO_ROOT, 'pcm_plugin', '**', '*.py'),
+                          recursive=True):
+        with open(path, encoding='utf-8') as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module)
+    return sorted(m for m in found if m.split('.')[0] != 'pcm_plugin')
+
+
+def _state_after(imports: str) -> dict:
+    out = subprocess.run([sys.executable, '-c', imports + _PROCESS_STATE],
+                         cwd=REPO_ROOT, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_import_pcm_plugin_only_registers():
+    """``import pcm_plugin`` changes nothing of the process that importing
+    the same third-party modules would not: registering is its only
+    effect (the warning filters and offline defaults belong to the tools,
+    ``tools/_cli.py``)."""
+    modules = _third_party_imports_of_the_package()
+    baseline = _state_after('import importlib\n'
+                            f'for m in {modules!r}:\n'
+                            '    importlib.import_module(m)\n')
+    ours = _state_after('import pcm_plugin\n')
+    assert ours == baseline
+
+
+def test_the_lab_names_the_tools_read_are_the_ones_its_code_uses():
+    """The lab tools build their parsers from ``names`` (standard library
+    only); the modules that do the work must use the same objects."""
+    from projects.mini_world.pcm_mini_world import (
+        ablation,
+        mini_clip,
+        names,
+        world,
+    )
+    assert ablation.VARIANTS is names.VARIANTS
+    assert ablation.DEFAULT_VARIANTS is names.DEFAULT_VARIANTS
+    assert mini_clip.CLIP_KINDS is names.CLIP_KINDS
+    assert world.WorldSettings().root == names.DEFAULT_ROOT
 
 
 def test_prepare_leaves_unset_world_settings_to_their_defaults():
@@ -70,7 +126,5 @@ def test_cfg_options_parse_as_with_mmengine_dict_action():
             '--cfg-options', 'f=True']
     plain = argparse.ArgumentParser()
     plain.add_argument('--cfg-options', nargs='+', action=DictAction)
-    # What tools/train.py uses: the parser loaded without the package.
-    parser = light_module('cli.launch_args').train_arg_parser()
-    assert parser.parse_args(['c.py', *argv]).cfg_options == \
+    assert train_tool.parse_args(['c.py', *argv]).cfg_options == \
         plain.parse_args(argv).cfg_options

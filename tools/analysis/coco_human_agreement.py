@@ -19,6 +19,9 @@ import time
 from typing import Dict, List, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)  # run from a clone without installing
+import tools._cli  # noqa: E402,F401  the tools' start-up
+
 DEFAULT_ANN = osp.join(
     osp.dirname(REPO), 'shared', 'data', 'coco-val2014-captions',
     'captions_val2014_subset.json')
@@ -66,7 +69,6 @@ def split_first_caption(
 
 def main() -> None:
     args = parse_args()
-    sys.path.insert(0, REPO)  # run from a clone without installing
     from pcm_plugin.evaluation.caption_metric import score_captions
 
     start = time.perf_counter()

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
-import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

@@ -22,11 +22,7 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-from tools._cli import package_literals  # noqa: E402
-
-# The parser reads its constants from the source; pcm_plugin is imported
-# after parse_args, so --help and argument errors answer at once.
-TRAIN_ID_START = package_literals('data_prep.annotations')['TRAIN_ID_START']
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 if TYPE_CHECKING:
     from pcm_plugin.data_prep.bad_input import BadInputPolicy
@@ -68,9 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='CSV: a row repeating an earlier image+caption '
                         '(error, skip and count, or keep as a caption); '
                         'Flickr8k has 10 such rows')
-    parser.add_argument('--train-id-start', type=int, default=TRAIN_ID_START,
-                        help='first synthetic image id (default '
-                        f'{TRAIN_ID_START})')
+    parser.add_argument('--train-id-start', type=int, default=None,
+                        help='first synthetic image id (default: the '
+                        'official data\'s, pcm_plugin.data_prep.annotations.'
+                        'TRAIN_ID_START)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip and count bad rows/images instead of '
                         'stopping at the first one')
@@ -100,6 +97,7 @@ def read_images(args: argparse.Namespace, policy: 'BadInputPolicy'):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pcm_plugin.data_prep.annotations import (
+        TRAIN_ID_START,
         parse_split_spec,
         split_by_image,
         split_summary,
@@ -107,6 +105,8 @@ def main(argv=None) -> int:
     )
     from pcm_plugin.data_prep.bad_input import BadInputError, BadInputPolicy
     policy = BadInputPolicy(skip_bad=args.skip_bad)
+    if args.train_id_start is None:
+        args.train_id_start = TRAIN_ID_START
     dataset = args.dataset or osp.basename(
         osp.dirname(osp.abspath(args.caption_file)))
     try:

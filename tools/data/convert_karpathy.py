@@ -17,11 +17,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-from tools._cli import package_literals  # noqa: E402
-
-# The parser reads its constants from the source; pcm_plugin is imported
-# after parse_args, so --help and argument errors answer at once.
-TRAIN_ID_START = package_literals('data_prep.annotations')['TRAIN_ID_START']
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,9 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='evaluation image id: cocoid, imgid or the '
                         'numeric file stem (auto: cocoid if present, else '
                         'stem if numeric, else imgid)')
-    parser.add_argument('--train-id-start', type=int, default=TRAIN_ID_START,
-                        help='first synthetic image id (default '
-                        f'{TRAIN_ID_START}, as the official data)')
+    parser.add_argument('--train-id-start', type=int, default=None,
+                        help='first synthetic image id (default: the '
+                        'official data\'s, pcm_plugin.data_prep.annotations.'
+                        'TRAIN_ID_START)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='skip and count bad entries instead of '
                         'stopping at the first one')
@@ -61,12 +58,15 @@ def dataset_name(path: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pcm_plugin.data_prep.annotations import (
+        TRAIN_ID_START,
         split_summary,
         write_annotation_files,
     )
     from pcm_plugin.data_prep.bad_input import BadInputError, BadInputPolicy
     from pcm_plugin.data_prep.caption_readers import read_karpathy
     policy = BadInputPolicy(skip_bad=args.skip_bad)
+    if args.train_id_start is None:
+        args.train_id_start = TRAIN_ID_START
     try:
         splits, rule = read_karpathy(args.karpathy_json, policy=policy,
                                      restval=args.restval,

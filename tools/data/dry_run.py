@@ -33,6 +33,8 @@ import time
 from typing import Callable, Dict, List, NamedTuple
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)  # run from a clone without installing
+import tools._cli  # noqa: E402,F401  the tools' start-up
 CAPTIONS = osp.join(REPO, 'pcm_plugin', 'resources',
                     'dry_run_captions.csv')
 MARKER = 'dry_run.json'  # says a folder is ours to replace on a rerun
@@ -361,9 +363,6 @@ def main(argv=None) -> int:
                         'of 20 everyday scenes, '
                         'pcm_plugin/resources/dry_run_captions.csv)')
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
-    import tools._cli  # noqa: F401  (quiets the stack's known warnings)
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')
     try:
         dry_run(args.out, args.captions,
                 print_fn=lambda line: print(line, flush=True))

@@ -30,10 +30,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-from tools._cli import package_literals, positive_int  # noqa: E402
-
-_DATA = package_literals('data_prep.official_data')
-_RECORDS = package_literals('data_prep.official_records')
+from tools._cli import positive_int  # noqa: E402  the tools' start-up
 
 
 def _annotations(sub) -> None:
@@ -56,9 +53,9 @@ def _sync(sub) -> None:
     p.add_argument('--vocabulary', required=True)
     p.add_argument('--out', required=True, help='dataset root')
     p.add_argument('--score', default='siglip2-cosine',
-                   choices=sorted(_RECORDS['SYNC_SCORES']),
-                   help='clip_cos = clipscore / 5 (the SigLIP2 cosine) or '
-                   '/ 2.5 (the weight the official loss gives the file)')
+                   help='siglip2-cosine: clip_cos = clipscore / 5 (the '
+                   'SigLIP2 cosine); as-official: / 2.5 (the weight the '
+                   'official loss gives the file)')
     p.add_argument('--dataset', default='coco', help='name in metainfo')
 
 
@@ -94,9 +91,10 @@ def _export(sub) -> None:
     f.add_argument('--feats-folder', required=True)
     for q in (a, f):
         q.add_argument('--images-per-folder', type=positive_int,
-                       default=_DATA['IMAGES_PER_FOLDER'],
+                       default=None,
                        help='synthetic images per _sp<k> folder for entries '
-                       'without split_id')
+                       'without split_id (default: the official layout\'s, '
+                       'pcm_plugin.data_prep.official_data.IMAGES_PER_FOLDER)')
     r = kinds.add_parser('results', help='predictions -> official '
                          'results/<epoch>.json')
     r.add_argument('predictions', help='tools/test.py --out FILE.json')
@@ -119,6 +117,8 @@ def run(args: argparse.Namespace) -> dict:
     """Call the package function of the chosen subcommand."""
     from pcm_plugin.data_prep import official_data as data
     from pcm_plugin.data_prep import official_features as feats
+    if getattr(args, 'images_per_folder', 0) is None:
+        args.images_per_folder = data.IMAGES_PER_FOLDER
     if args.command == 'annotations':
         return data.import_official_annotations(
             args.pickle, args.vocabulary, args.out, split=args.split,

@@ -33,6 +33,9 @@ import tempfile
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.benchmarks import from a clone.
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
+sys.path.insert(0, REPO)  # run from a clone without installing
+import tools._cli  # noqa: E402,F401  the tools' start-up
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -74,8 +77,6 @@ def main(argv=None) -> int:
     if not (args.image_dir or args.smoke):
         sys.exit('error: --image-dir DIR is required: a folder of images to '
                  'extract (--smoke makes its own)')
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    sys.path.insert(0, REPO)  # run from a clone without installing
     import torch
 
     from projects.benchmarks.pcm_benchmarks.extraction_bench import (

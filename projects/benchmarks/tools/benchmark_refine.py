@@ -9,15 +9,13 @@ seconds, peak memory and the projection to COCO's 542,401 captions.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
 # The repository root, three folders up: pcm_plugin and projects.benchmarks
 # import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

@@ -16,13 +16,14 @@ projection: days = 12 x floor(542,401 / B) x T(B) / 86,400 (docs/method.md
 Extraction against DataLoader workers: benchmark_extraction.py --bare.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.benchmarks import from a clone.
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '../../..'))
+sys.path.insert(0, REPO)  # run from a clone without installing
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def pair(value: str):
@@ -60,8 +61,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, REPO)
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import torch
 
     from projects.benchmarks.pcm_benchmarks.perf import COCO, SMOKE

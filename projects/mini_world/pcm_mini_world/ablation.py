@@ -33,31 +33,16 @@ import os
 import os.path as osp
 import statistics
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from pcm_plugin.engine.amp import amp_optim_wrapper, amp_test_cfg
 from pcm_plugin.evaluation.caption_metric import PAPER_SCALE
 
+from .names import DEFAULT_ROOT, DEFAULT_VARIANTS, VARIANTS  # noqa: F401
 from .refine import refined_annotation
 from .runs import train_and_test, world_config
 from .world import load_world, synth_name
 
-# variant -> (config file in the config dir, training feature store; None
-# means the synthetic renders of the cell's defect rate).
-VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
-    'base': ('pcm_shapes_base.py', None),
-    'pcm': ('pcm_shapes_pcm.py', None),
-    'cxe': ('pcm_shapes_cxe.py', None),
-    'full': ('pcm_shapes.py', None),
-    'real': ('pcm_shapes_base.py', 'real_train'),
-    'cxe_nofocal': ('pcm_shapes_cxe_nofocal.py', None),
-    'full_nofocal': ('pcm_shapes_nofocal.py', None),
-    # The second host (issue 28): a CLIP-prefix GPT-2 captioner without
-    # and with PCM + CXE, beside PCMCaptioner's base and full.
-    'prefix_base': ('pcm_viecap_shapes_base.py', None),
-    'prefix_full': ('pcm_viecap_shapes.py', None),
-}
-DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
 # A row's key naming the scale of its scores; absent: ×1 (rows written
 # before the metric reported ×100).
 SCALE_KEY = 'metric_scale'
@@ -206,7 +191,7 @@ def append_row(path: str, row: Dict) -> None:
 
 
 def run_ablation(*, config_dir: str = 'projects/mini_world/configs',
-                 root: str = 'data/mini_world',
+                 root: str = DEFAULT_ROOT,
                  work_root: str = 'work_dirs/ablation',
                  rates: Sequence[float] = (0.0, 0.3, 0.6),
                  seeds: Sequence[int] = (0, 1, 2),

@@ -38,6 +38,8 @@ import numpy as np
 from pcm_plugin.clip.clip_features import register_model_config
 from pcm_plugin.utils.fileio import atomic_path
 
+from .names import CLIP_KINDS, DEFAULT_CLIP_KIND  # noqa: F401
+
 MINI_CLIP_NAME = 'pcm-mini-clip'
 MINI_CLIP_CONFIG: Dict = dict(
     embed_dim=64,
@@ -51,10 +53,6 @@ MINI_CLIP_CONFIG: Dict = dict(
 CONCEPT_TEMPLATES = ('a photo of a {}.', 'a {}.', 'a photo of the {}.')
 
 
-# Committed mini CLIPs: kind -> folder under projects/mini_world/resources.
-CLIP_KINDS: Dict[str, str] = {'localized': 'mini_clip_localized',
-                              'weak': 'mini_clip'}
-DEFAULT_CLIP_KIND = 'localized'
 # projects/mini_world/: the committed CLIPs live in its resources/.
 PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

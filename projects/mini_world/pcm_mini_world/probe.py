@@ -21,6 +21,7 @@ from .ablation import (
     read_results,
     variant_config,
 )
+from .names import DEFAULT_ROOT
 from .world import load_world
 
 
@@ -39,7 +40,7 @@ def retest_without_concept_tokens(cfg, checkpoint: str) -> Dict[str, float]:
 
 
 def probe_concept_tokens(*, config_dir: str = 'projects/mini_world/configs',
-                         root: str = 'data/mini_world',
+                         root: str = DEFAULT_ROOT,
                          work_root: str = 'work_dirs/ablation',
                          variants: Sequence[str] = ('pcm', 'full'),
                          max_epochs: Optional[int] = None) -> List[Dict]:

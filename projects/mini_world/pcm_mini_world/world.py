@@ -12,7 +12,8 @@ from typing import Dict, List, Optional
 
 from pcm_plugin.utils.fileio import file_sha256
 
-from .mini_clip import DEFAULT_CLIP_KIND, committed_paths
+from .mini_clip import committed_paths
+from .names import DEFAULT_CLIP_KIND, DEFAULT_ROOT
 
 
 @dataclass
@@ -38,7 +39,7 @@ class WorldSettings:
             ``clip``.
         batch_size (int): Feature-extraction batch size.
     """
-    root: str = 'data/mini_world'
+    root: str = DEFAULT_ROOT
     seed: int = 0
     num_train: int = 8000
     num_val: int = 200

@@ -22,23 +22,20 @@ import sys
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
-from tools._cli import package_literals  # noqa: E402
-
-LAB = 'projects.mini_world.pcm_mini_world'
+import tools._cli  # noqa: E402,F401  the tools' start-up
+from projects.mini_world.pcm_mini_world.names import (  # noqa: E402
+    DEFAULT_ROOT,
+    DEFAULT_VARIANTS,
+    VARIANTS,
+)
 
 
 def main(argv=None) -> int:
-    # The parser reads its constants from the source; pcm_plugin is
-    # imported after parse_args, so --help and argument errors answer at
-    # once.
-    constants = package_literals('ablation', LAB)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config-dir', default='projects/mini_world/configs',
                         help="where the variants' configs pcm_shapes*.py are")
-    parser.add_argument('--root', default='data/mini_world',
+    parser.add_argument('--root', default=DEFAULT_ROOT,
                         help='a prepared world '
                         '(projects/mini_world/tools/prepare.py)')
     parser.add_argument('--work-root', default='work_dirs/ablation')
@@ -47,8 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument('--seeds', type=int, nargs='+',
                         default=[0, 1, 2, 3, 4])
     parser.add_argument('--variants', nargs='+',
-                        default=list(constants['DEFAULT_VARIANTS']),
-                        choices=list(constants['VARIANTS']))
+                        default=list(DEFAULT_VARIANTS),
+                        choices=list(VARIANTS))
     parser.add_argument('--epochs', type=int, default=None)
     parser.add_argument('--refined', action='store_true',
                         help='train on the SynC-refined pairs '

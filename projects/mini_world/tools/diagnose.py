@@ -12,14 +12,13 @@ mix-up's selected (patch, concept) pairs land on the real test renders
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

@@ -13,34 +13,31 @@ feature stores, the concept bank and the caption tokenizer. Steps whose
 import argparse
 import dataclasses
 import json
-import os
 import os.path as osp
 import sys
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
 
-from tools._cli import package_literals  # noqa: E402
-
-LAB = 'projects.mini_world.pcm_mini_world'
+import tools._cli  # noqa: E402,F401  the tools' start-up
+from projects.mini_world.pcm_mini_world.names import (  # noqa: E402
+    CLIP_KINDS,
+    DEFAULT_ROOT,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The options; world settings not given are absent from the result.
 
-    Their defaults are ``WorldSettings``'s own (applied in :func:`main`):
-    importing it here would import pcm_plugin before ``--help`` (the
-    package import costs seconds), so the parser reads the two constants
-    it shows from the source instead.
+    Their defaults are ``WorldSettings``'s own (applied in :func:`main`,
+    after the parser: importing ``WorldSettings`` loads pcm_plugin).
     """
-    root = package_literals('world', LAB)['WorldSettings.root']
-    clip_kinds = package_literals('mini_clip', LAB)['CLIP_KINDS']
     parser = argparse.ArgumentParser(
         description='Build (or reuse) the mini world data directory.',
         argument_default=argparse.SUPPRESS)
-    parser.add_argument('--root', help=f'data directory (default {root})')
+    parser.add_argument('--root',
+                        help=f'data directory (default {DEFAULT_ROOT})')
     parser.add_argument('--seed', type=int)
     parser.add_argument('--num-train', type=int,
                         help='training captions = synthetic images')
@@ -52,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='one synthetic training set per rate')
     parser.add_argument('--real-train', action='store_true',
                         help='also build the train-on-real-renders set')
-    parser.add_argument('--clip', choices=sorted(clip_kinds),
+    parser.add_argument('--clip', choices=sorted(CLIP_KINDS),
                         help='which committed mini CLIP sees the world: '
                         '`localized` (patch tokens name their objects, as '
                         'PCM-Net assumes; default) or `weak` (class-token '

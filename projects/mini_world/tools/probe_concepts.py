@@ -8,7 +8,6 @@ the same checkpoint is tested on the real test renders with the mix-up off
 a table is printed: what the appended concept tokens add at inference.
 """
 import argparse
-import os
 import os.path as osp
 import statistics
 import sys
@@ -16,8 +15,7 @@ import sys
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

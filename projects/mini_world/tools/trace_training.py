@@ -23,17 +23,13 @@ training layout (projects/mini_world/pcm_mini_world/trace.py).
 import argparse
 import ast
 import json
-import os
 import os.path as osp
 import sys
 
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
-import tools._cli  # noqa: E402,F401  (quiets the stack's known warnings)
-
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def main(argv=None) -> int:

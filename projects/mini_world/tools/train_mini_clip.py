@@ -13,14 +13,13 @@ synthetic renders) to ``--out-dir``.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
 # The repository root, three folders up: pcm_plugin, tools._cli and
 # projects.mini_world import from a clone.
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
+import tools._cli  # noqa: E402,F401  the tools' start-up
 
 
 def parse_args(argv=None) -> argparse.Namespace:
