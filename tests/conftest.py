@@ -4,17 +4,17 @@ Everything is built in a temporary directory per test session; nothing is
 downloaded. The constants and functions the tests share are in
 :mod:`tests.helpers`.
 """
-import os
 import os.path as osp
+import re
 
 import pytest
 
-os.environ.setdefault('HF_HUB_OFFLINE', '1')
-os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+# The tools' start-up, first: offline defaults and the pinned stack's known
+# warnings quiet, here and in the processes the tests start.
+import tools._cli as tool_start  # noqa: I001
 
-# After the variables above: the helpers import torch and mmengine, which
-# may import Hugging Face libraries. REPO_ROOT and tool_main: the old import
+# After the start-up: the helpers import torch and mmengine, which may
+# import Hugging Face libraries. REPO_ROOT and tool_main: the old import
 # path of three files edited by others at the time of the move
 # (test_startup, test_real_pipeline, test_metric_speed), removed once those
 # are committed with their new `tests.helpers` imports.
@@ -22,9 +22,20 @@ from tests.helpers import (  # noqa: E402,F401
     CAPTIONS,
     REPO_ROOT,
     SHARED_DATA,
+    call_tool,
     random_unit_rows,
     tool_main,
 )
+
+
+def pytest_configure(config) -> None:
+    """The tools' list of known, harmless warnings is the one list: pytest
+    resets the warning filters for every test, so it goes in as ini lines
+    (their message is a regular expression)."""
+    for prefix, category in tool_start.KNOWN_HARMLESS_WARNINGS:
+        config.addinivalue_line(
+            'filterwarnings',
+            f'ignore:{re.escape(prefix)}:{category.__name__}')
 
 
 @pytest.fixture(scope='session')
@@ -86,3 +97,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tool_in_process(capfd):
+    """``run(relpath, args, check=True)``: a tool's ``main(argv)`` called
+    in this process as ``python TOOL ARGS`` would run it, its stdout and
+    stderr captured (:func:`tests.helpers.call_tool`); returns a
+    ``subprocess.CompletedProcess``."""
+    def run(relpath, args, *, check=True):
+        return call_tool(relpath, args, capfd, check=check)
+    return run
