@@ -1,4 +1,7 @@
-"""tools/extract_features.py end to end: one process vs torchrun, errors."""
+"""tools/extract_features.py end to end: one process vs torchrun, errors.
+
+The tool runs in-process (``tool_in_process``); torchrun's two ranks are
+fresh processes."""
 import json
 import os
 
@@ -7,13 +10,9 @@ import pytest
 
 from tests import helpers
 
+TOOL = 'tools/extract_features.py'
 CAPTIONS = ['a red square', 'a green circle', 'une tasse de café',
             'two blue lines', 'a black dot']
-
-
-def run_tool(args, torchrun=False, check=True):
-    return helpers.run_tool('extract_features.py', args,
-                             torchrun=torchrun, check=check)
 
 
 @pytest.fixture(scope='module')
@@ -45,8 +44,8 @@ def read_store(root):
     return {i: store.get(i) for i in store.ids}
 
 
-def test_help_lists_the_flags():
-    out = run_tool(['--help']).stdout
+def test_help_lists_the_flags(tool_in_process):
+    out = tool_in_process(TOOL, ['--help']).stdout
     for flag in ('--image-dir', '--clip-model', '--clip-checkpoint',
                  '--pretrained', '--model-config', '--pool', '--skip-bad',
                  '--max-pixels', '--merge-only', '--shard-size'):
@@ -54,14 +53,16 @@ def test_help_lists_the_flags():
 
 
 @pytest.mark.slow
-def test_torchrun_equals_single_process_and_merge_only(setup):
+def test_torchrun_equals_single_process_and_merge_only(setup,
+                                                     tool_in_process):
     root, ckpt, args = setup
-    single = run_tool(args + ['--out-dir', str(root / 'single'),
-                              '--clip-checkpoint', ckpt, '--workers', '0'])
+    single = tool_in_process(TOOL, args + [
+        '--out-dir', str(root / 'single'), '--clip-checkpoint', ckpt,
+        '--workers', '0'])
     assert 'extracted 5, skipped existing 0, skipped bad 0' in single.stdout
-    multi = run_tool(args + ['--out-dir', str(root / 'ranks'),
-                             '--clip-checkpoint', ckpt, '--workers', '1'],
-                     torchrun=True)
+    multi = helpers.run_tool('extract_features.py', args + [
+        '--out-dir', str(root / 'ranks'), '--clip-checkpoint', ckpt,
+        '--workers', '1'], torchrun=True)
     summary = json.loads(multi.stdout.split('summary: ')[1])
     assert (summary['extracted'], summary['world_size']) == (5, 2)
 
@@ -79,22 +80,26 @@ def test_torchrun_equals_single_process_and_merge_only(setup):
             theirs[image_id]['clip_cos'], abs=1e-4)
 
     os.remove(root / 'ranks' / 'index.json')
-    merged = run_tool(['--out-dir', str(root / 'ranks'), '--merge-only'])
+    merged = tool_in_process(TOOL, ['--out-dir', str(root / 'ranks'),
+                                    '--merge-only'])
     assert '5 items in 3 shards' in merged.stdout
     assert open(root / 'ranks' / 'index.json').read() == index[0]
 
 
-def test_wrong_weights_exit_with_a_clear_message(setup, tmp_path):
+def test_wrong_weights_exit_with_a_clear_message(setup, tmp_path,
+                                                tool_in_process):
     root, _, args = setup
     from pcm_plugin.testing import build_tiny_open_clip
     _, l14 = build_tiny_open_clip(str(tmp_path), 'pcm-tiny-vit-l14')
-    proc = run_tool(args + ['--out-dir', str(tmp_path / 'o'),
-                            '--clip-checkpoint', l14], check=False)
+    proc = tool_in_process(TOOL, args + ['--out-dir', str(tmp_path / 'o'),
+                                         '--clip-checkpoint', l14],
+                           check=False)
     assert proc.returncode == 1
     assert f'error: checkpoint {l14} does not fit open_clip model ' \
         "'pcm-tiny-vit-b32'" in proc.stderr
-    proc = run_tool(args + ['--out-dir', str(tmp_path / 'o'),
-                            '--pretrained', 'openai'], check=False)
+    proc = tool_in_process(TOOL, args + ['--out-dir', str(tmp_path / 'o'),
+                                         '--pretrained', 'openai'],
+                           check=False)
     assert proc.returncode == 1
     assert "'openai' is not an open_clip tag of pcm-tiny-vit-b32" in \
         proc.stderr

@@ -1,4 +1,7 @@
-"""tools/synthesize.py end to end: one process, torchrun, resume, errors."""
+"""tools/synthesize.py end to end: one process, torchrun, resume, errors.
+
+The tool runs in-process (``tool_in_process``); torchrun's two ranks are
+fresh processes."""
 import json
 import os
 import os.path as osp
@@ -7,13 +10,9 @@ import pytest
 
 from tests import helpers
 
+TOOL = 'tools/synthesize.py'
 CAPTIONS = ['a dog on a sofa', 'un café à Paris, 東京', 'two cats', '',
             'a red car', 'three birds on a wire', 'a boat']
-
-
-def run_tool(args, torchrun=False, check=True):
-    return helpers.run_tool('synthesize.py', args,
-                             torchrun=torchrun, check=check)
 
 
 @pytest.fixture(scope='module')
@@ -41,8 +40,8 @@ def folder_bytes(out):
             for name in sorted(os.listdir(osp.join(out, 'images')))}
 
 
-def test_help_lists_the_flags():
-    out = run_tool(['--help']).stdout
+def test_help_lists_the_flags(tool_in_process):
+    out = tool_in_process(TOOL, ['--help']).stdout
     for flag in ('--model-dir', '--out-dir', '--steps', '--guidance',
                  '--size', '--seed', '--dtype', '--batch-size', '--device',
                  '--skip-bad', '--limit'):
@@ -50,17 +49,18 @@ def test_help_lists_the_flags():
 
 
 @pytest.mark.slow
-def test_torchrun_resume_equals_single_process(setup):
+def test_torchrun_resume_equals_single_process(setup, tool_in_process):
     root = setup[0]
-    single = run_tool(common(setup, root / 'single'))
+    single = tool_in_process(TOOL, common(setup, root / 'single'))
     summary = json.loads(single.stdout.split('summary: ')[1])
     assert (summary['generated'], summary['skipped_bad']) == (6, 1)
     assert 'generated 6, skipped existing 0, skipped bad 1' in single.stdout
 
     # A partial single-process run (--limit), finished by 2 ranks.
-    run_tool(common(setup, root / 'ranks') + ['--limit', '3'])
+    tool_in_process(TOOL, common(setup, root / 'ranks') + ['--limit', '3'])
     assert len(os.listdir(root / 'ranks' / 'images')) == 3
-    multi = run_tool(common(setup, root / 'ranks'), torchrun=True)
+    multi = helpers.run_tool('synthesize.py', common(setup, root / 'ranks'),
+                             torchrun=True)
     summary = json.loads(multi.stdout.split('summary: ')[1])
     assert (summary['generated'], summary['skipped_existing'],
             summary['world_size']) == (3, 3, 2)
@@ -73,15 +73,16 @@ def test_torchrun_resume_equals_single_process(setup):
     assert sorted(os.listdir(root / 'ranks')) == ['images', 'manifest.json']
 
 
-def test_bad_input_exits_with_a_clear_message(setup):
+def test_bad_input_exits_with_a_clear_message(setup, tool_in_process):
     root, pipe, ann = setup
-    proc = run_tool([ann, '--model-dir', pipe, '--out-dir',
-                     str(root / 'x')], check=False)
+    proc = tool_in_process(TOOL, [ann, '--model-dir', pipe, '--out-dir',
+                                  str(root / 'x')], check=False)
     assert proc.returncode == 1
     assert 'error: ' in proc.stderr and 'data_list[3]' in proc.stderr
     assert 'empty caption' in proc.stderr and '--skip-bad' in proc.stderr
-    proc = run_tool([ann, '--model-dir', str(root / 'nope'), '--out-dir',
-                     str(root / 'x'), '--skip-bad'], check=False)
+    proc = tool_in_process(TOOL, [ann, '--model-dir', str(root / 'nope'),
+                                  '--out-dir', str(root / 'x'), '--skip-bad'],
+                           check=False)
     assert proc.returncode == 1
     assert f'error: diffusion model directory {root / "nope"} not found' in \
         proc.stderr
