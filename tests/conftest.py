@@ -14,17 +14,12 @@ import pytest
 import tools._cli as tool_start  # noqa: I001
 
 # After the start-up: the helpers import torch and mmengine, which may
-# import Hugging Face libraries. REPO_ROOT and tool_main: the old import
-# path of three files edited by others at the time of the move
-# (test_startup, test_real_pipeline, test_metric_speed), removed once those
-# are committed with their new `tests.helpers` imports.
-from tests.helpers import (  # noqa: E402,F401
+# import Hugging Face libraries.
+from tests.helpers import (  # noqa: E402
     CAPTIONS,
-    REPO_ROOT,
     SHARED_DATA,
     call_tool,
     random_unit_rows,
-    tool_main,
 )
 
 

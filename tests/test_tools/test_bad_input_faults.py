@@ -8,7 +8,6 @@ them.)
 import os
 import os.path as osp
 import subprocess
-import sys
 from contextlib import contextmanager
 
 import pytest
@@ -16,12 +15,6 @@ import torch
 
 from pcm_plugin.testing.toy_features import toy_config
 from tests.helpers import REPO_ROOT, make_char_device, run_tool_main
-
-
-def _tool(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _one_line_error(proc, *fragments):
@@ -51,13 +44,14 @@ def config(toy_world, tmp_path):
     ('test_evaluator.type', 'COCOCaptionMetrik', 'test'),
 ])
 def test_bad_input_misspelled_component_type(config, tmp_path, key, value,
-                                             tool):
+                                             tool, tool_in_process):
     ckpt = tmp_path / 'none.pth'
     args = (['tools/train.py', config] if tool == 'train' else
             ['tools/test.py', config, str(ckpt)])
     if tool == 'test':  # a checkpoint that fits: the metric is the fault
         _fitting_checkpoint(config, ckpt)
-    proc = _tool(*args, '--cfg-options', f'{key}={value}')
+    proc = tool_in_process(args[0], [*args[1:], '--cfg-options',
+                                     f'{key}={value}'], check=False)
     line = _one_line_error(proc, value, 'traceback in')
     assert osp.isfile(line.split('traceback in ')[1].rstrip(')'))
 
@@ -68,7 +62,8 @@ def test_bad_input_misspelled_component_type(config, tmp_path, key, value,
     ('missing_annotations', ['not found', 'convert_karpathy.py']),
 ])
 def test_bad_input_training_data_at_the_train_tool(toy_world, tmp_path,
-                                                   damage, fragments):
+                                                   damage, fragments,
+                                                   tool_in_process):
     cfg = toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1)
     dataset = cfg.train_dataloader.dataset
     if damage == 'missing_index':
@@ -81,10 +76,12 @@ def test_bad_input_training_data_at_the_train_tool(toy_world, tmp_path,
         dataset.ann_file = str(tmp_path / 'absent.json')
     path = str(tmp_path / 'toy.py')
     cfg.dump(path)
-    _one_line_error(_tool('tools/train.py', path), *fragments)
+    _one_line_error(tool_in_process('tools/train.py', [path], check=False),
+                    *fragments)
 
 
-def test_bad_input_truncated_checkpoint(config, toy_world, tmp_path):
+def test_bad_input_truncated_checkpoint(config, toy_world, tmp_path,
+                                        tool_in_process):
     from mmengine.config import Config
 
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
@@ -97,8 +94,8 @@ def test_bad_input_truncated_checkpoint(config, toy_world, tmp_path):
     with pytest.raises(RuntimeError, match='cut.pth could not be read.*'
                        'truncated'):
         load_local_checkpoint(str(cut))
-    proc = _tool('tools/test.py', config, str(cut), '--work-dir',
-                 str(tmp_path / 't'))
+    proc = tool_in_process('tools/test.py', [config, cut, '--work-dir',
+                                             tmp_path / 't'], check=False)
     _one_line_error(proc, 'cut.pth', 'truncated')
 
 
@@ -134,9 +131,10 @@ def _tmpfs(folder, options: str, what: str):
         subprocess.run(['umount', str(folder)], check=True)
 
 
-def test_bad_input_read_only_work_dir(config, read_only_dir):
-    proc = _tool('tools/train.py', config, '--work-dir',
-                 str(read_only_dir / 'work'))
+def test_bad_input_read_only_work_dir(config, read_only_dir,
+                                      tool_in_process):
+    proc = tool_in_process('tools/train.py', [
+        config, '--work-dir', read_only_dir / 'work'], check=False)
     _one_line_error(proc, 'work dir', str(read_only_dir), '--work-dir')
 
 
@@ -205,15 +203,15 @@ def _fitting_checkpoint(config, path):
     return str(path)
 
 
-def test_bad_input_out_naming_a_device_node_at_the_test_tool(config,
-                                                            tmp_path):
+def test_bad_input_out_naming_a_device_node_at_the_test_tool(
+        config, tmp_path, tool_in_process):
     """Refused before testing, with one line; the node stays a device."""
     import stat
     node = tmp_path / 'disk'
     make_char_device(node)
-    proc = _tool('tools/test.py', config,
-                 _fitting_checkpoint(config, tmp_path / 'fit.pth'),
-                 '--work-dir', str(tmp_path / 't'), '--out', str(node))
+    proc = tool_in_process('tools/test.py', [
+        config, _fitting_checkpoint(config, tmp_path / 'fit.pth'),
+        '--work-dir', tmp_path / 't', '--out', node], check=False)
     _one_line_error(proc, f'--out {node} is a character device',
                     'give a file path')
     assert stat.S_ISCHR(os.stat(node).st_mode)

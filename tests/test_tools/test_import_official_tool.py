@@ -81,17 +81,20 @@ def test_truncated_npz_is_one_line_naming_it(release, tmp_path, capsys):
     assert line.startswith(f'error: {bad}: truncated or damaged .npz')
 
 
-def test_two_processes_write_the_same_store_as_one(release, tmp_path):
+@pytest.mark.slow
+def test_two_processes_write_the_same_store_as_one(release, tmp_path,
+                                                  tool_in_process):
     data = tmp_path / 'data'
     run_tool_main(TOOL, ['annotations', release['train'], '--vocabulary',
                          release['vocabulary'], '--split', 'train',
                          '--out', data])
     stores = {}
     for n, torchrun in (('one', False), ('two', True)):
-        proc = run_tool(TOOL[len('tools/'):], [
-            'features', data / 'annotations' / 'train.json',
-            '--feats-folder', release['feats'], '--out-dir', data / n,
-            '--shard-size', 2], torchrun=torchrun)
+        args = ['features', data / 'annotations' / 'train.json',
+                '--feats-folder', release['feats'], '--out-dir', data / n,
+                '--shard-size', 2]
+        proc = run_tool(TOOL[len('tools/'):], args, torchrun=True) \
+            if torchrun else tool_in_process(TOOL, args)
         assert last_summary(proc.stdout)['imported'] == 6
         folder = data / n
         stores[n] = {f: (folder / f).read_bytes() for f in

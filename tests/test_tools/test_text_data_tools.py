@@ -3,7 +3,7 @@ build_vocab and build_concepts (encode / nouns / import-official).
 
 Most runs call the tool's ``main(argv)`` in-process (a subprocess costs a
 few seconds of imports each); two run as real subprocesses to cover the
-entry points themselves.
+entry points themselves (marked slow: a fresh interpreter each).
 """
 import json
 import os.path as osp
@@ -56,6 +56,7 @@ def test_help(tool, capsys):
     assert 'usage:' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_convert_karpathy_cli_subprocess(karpathy_json, tmp_path):
     out = tmp_path / 'coco'
     proc = subprocess.run(
@@ -238,6 +239,7 @@ def test_build_concepts_import_official(tmp_path, capsys):
         capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_import_official_refuses_crafted_pickle_subprocess(tmp_path):
     marker = tmp_path / 'pwned'
     src = tmp_path / 'evil.pickle'

@@ -10,14 +10,7 @@ import subprocess
 import sys
 from typing import Callable, Dict, List
 
-# modules_imported_by and modules_loaded_by: the old import path of
-# tests/test_tools/test_startup.py, edited by others at the time of the
-# move; removed once it is committed importing pcm_plugin.testing.startup.
-from pcm_plugin.testing.startup import (  # noqa: F401
-    modules_imported_by,
-    modules_loaded_by,
-    tool_scripts,
-)
+from pcm_plugin.testing.startup import tool_scripts
 
 from .perf import timed_interleaved
 

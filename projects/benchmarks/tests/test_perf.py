@@ -6,7 +6,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from projects.benchmarks.pcm_benchmarks.startup import tool_scripts
+from pcm_plugin.testing.startup import tool_scripts
 from tests.helpers import REPO_ROOT, tool_main
 
 
