@@ -1,7 +1,10 @@
 """tools/train.py, tools/test.py and the torchrun scripts, as a user runs them.
 
-The 2-process runs use CPU processes with gloo; their test metrics must equal
-the single-process ones (the metric gathers predictions from both ranks).
+The tools' ``main(argv)`` runs in-process (``tests.helpers.call_tool``); the
+launcher scripts and torchrun start fresh processes (those tests are marked
+slow). The 2-process runs use CPU processes with gloo; their test metrics
+must equal the single-process ones (the metric gathers predictions from both
+ranks).
 """
 import json
 import os
@@ -12,7 +15,13 @@ import sys
 import pytest
 
 from pcm_plugin.testing.toy_features import toy_config
-from tests.helpers import REPO_ROOT, failed_run, free_port
+from tests.helpers import (
+    REPO_ROOT,
+    call_tool,
+    failed_run,
+    free_port,
+    run_tool,
+)
 
 
 def run(cmd, **kwargs):
@@ -31,29 +40,29 @@ def trained(toy_world, tmp_path_factory):
     root = tmp_path_factory.mktemp('tools')
     config = str(root / 'toy_pcm.py')
     toy_config(toy_world, str(root / 'work'), max_epochs=1).dump(config)
-    run([sys.executable, 'tools/train.py', config, '--cfg-options',
-         'default_hooks.checkpoint.save_best=None'])
+    call_tool('tools/train.py', [config, '--cfg-options',
+                                 'default_hooks.checkpoint.save_best=None'])
     ckpt = str(root / 'work' / 'epoch_1.pth')
     assert osp.isfile(ckpt)
     return config, ckpt, root
 
 
-def test_test_tool_writes_metrics(trained):
+def test_test_tool_writes_metrics(trained, tool_in_process):
     config, ckpt, root = trained
     out = str(root / 'metrics.json')
-    run([sys.executable, 'tools/test.py', config, ckpt, '--out', out,
-         '--work-dir', str(root / 'test1')])
+    tool_in_process('tools/test.py', [config, ckpt, '--out', out,
+                                      '--work-dir', root / 'test1'])
     with open(out) as f:
         metrics = json.load(f)
     assert set(metrics) == {'Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'CIDEr'}
 
 
 @pytest.mark.slow
-def test_two_process_test_equals_single_process(trained):
+def test_two_process_test_equals_single_process(trained, tool_in_process):
     config, ckpt, root = trained
     single, double = str(root / 'single.json'), str(root / 'double.json')
-    run([sys.executable, 'tools/test.py', config, ckpt, '--out', single,
-         '--work-dir', str(root / 'single')])
+    tool_in_process('tools/test.py', [config, ckpt, '--out', single,
+                                      '--work-dir', root / 'single'])
     os.environ['PORT'] = str(free_port())
     try:
         run(['bash', 'tools/dist_test.sh', config, ckpt, '2', '--out', double,
@@ -100,17 +109,18 @@ def test_two_process_training(toy_world, tmp_path, variant):
     assert osp.isfile(str(tmp_path / 'work' / 'epoch_1.pth'))
 
 
-def test_bad_config_path_is_a_clear_error():
-    out = subprocess.run([sys.executable, 'tools/train.py', 'nope.py'],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
+def test_bad_config_path_is_a_clear_error(tool_in_process):
+    out = tool_in_process('tools/train.py', ['nope.py'], check=False)
     assert out.returncode != 0 and 'config nope.py not found' in out.stderr
 
 
-def test_test_tool_dumps_captions_as_coco_results(trained, toy_world):
+def test_test_tool_dumps_captions_as_coco_results(trained, toy_world,
+                                                  tool_in_process):
     config, ckpt, root = trained
     out = str(root / 'preds.json')
-    run([sys.executable, 'tools/test.py', config, ckpt, '--out', out,
-         '--out-item', 'pred', '--work-dir', str(root / 'test2')])
+    tool_in_process('tools/test.py', [config, ckpt, '--out', out,
+                                      '--out-item', 'pred', '--work-dir',
+                                      root / 'test2'])
     with open(out) as f:
         preds = json.load(f)
     with open(toy_world['test_gt']) as f:
@@ -131,31 +141,29 @@ def test_bad_input_launcher_without_arguments_prints_usage(script, usage):
 
 
 def test_bad_input_resume_without_checkpoint_is_an_error(toy_world,
-                                                          tmp_path):
+                                                          tmp_path,
+                                                          tool_in_process):
     config = str(tmp_path / 'toy_pcm.py')
     toy_config(toy_world, str(tmp_path / 'work'), max_epochs=1).dump(config)
-    out = subprocess.run([sys.executable, 'tools/train.py', config,
-                          '--resume'], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = tool_in_process('tools/train.py', [config, '--resume'],
+                          check=False)
     assert out.returncode != 0
     assert 'no checkpoint to resume in' in out.stderr
     assert 'Epoch(train)' not in out.stdout + out.stderr  # nothing trained
     (tmp_path / 'work').mkdir(exist_ok=True)
     (tmp_path / 'work' / 'last_checkpoint').write_text(
         str(tmp_path / 'work' / 'epoch_3.pth'))
-    out = subprocess.run([sys.executable, 'tools/train.py', config,
-                          '--resume'], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = tool_in_process('tools/train.py', [config, '--resume'],
+                          check=False)
     assert out.returncode != 0 and 'epoch_3.pth, which does not' in out.stderr
 
 
-def test_bad_input_unwritable_out_fails_before_testing(trained, tmp_path):
+def test_bad_input_unwritable_out_fails_before_testing(trained, tmp_path,
+                                                       tool_in_process):
     config, ckpt, _ = trained
     (tmp_path / 'a_file').write_text('not a folder')
-    out = subprocess.run([sys.executable, 'tools/test.py', config, ckpt,
-                          '--out', str(tmp_path / 'a_file' / 'm.json')],
-                         cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = tool_in_process('tools/test.py', [
+        config, ckpt, '--out', tmp_path / 'a_file' / 'm.json'], check=False)
     assert out.returncode != 0
     assert 'cannot create folder' in out.stderr
     assert 'Epoch(test)' not in out.stdout + out.stderr
@@ -247,7 +255,8 @@ def test_two_process_training_equals_one_process_with_the_same_batch(
 
 def train_one_and_two_processes(config, options, root):
     """One epoch of ``config`` (64 toy samples) by tools/train.py: 1
-    process x batch 16 and 2 processes (torchrun) x batch 8.
+    process (this one, ``main(argv)``) x batch 16 and 2 processes
+    (torchrun) x batch 8.
 
     Args:
         config (str): A dumped config of batch 8.
@@ -258,10 +267,9 @@ def train_one_and_two_processes(config, options, root):
         tuple[dict, dict]: The two final checkpoints (4 iterations each).
     """
     from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from tests.helpers import run_tool
-    run_tool('train.py', [config, '--work-dir', root / 'one',
-                          '--cfg-options', 'train_dataloader.batch_size=16',
-                          *options])
+    call_tool('tools/train.py', [config, '--work-dir', root / 'one',
+                                 '--cfg-options',
+                                 'train_dataloader.batch_size=16', *options])
     two = run_tool('train.py', [config, '--launcher', 'pytorch',
                                 '--work-dir', root / 'two',
                                 '--cfg-options', *options], torchrun=True)
