@@ -2,16 +2,18 @@
 ``--out`` holding what the console shows."""
 import json
 
-from tests.helpers import run_tool, write_images
+from tests.helpers import write_images
+
+TOOL = 'tools/caption_image.py'
 
 
 def test_stdout_holds_only_results_and_progress_is_plain_lines(
-        checkpoint, tmp_path):
+        checkpoint, tmp_path, tool_in_process):
     """``caption_image.py CFG CKPT one.jpg > out.tsv`` once got the
     progress bar glued to its first line."""
     config, ckpt, _ = checkpoint
     image = write_images(str(tmp_path), n=1)[0]
-    proc = run_tool('caption_image.py', [config, ckpt, image])
+    proc = tool_in_process(TOOL, [config, ckpt, image])
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f'{image}\t')
     assert lines[0].count('\t') == 1
@@ -19,12 +21,12 @@ def test_stdout_holds_only_results_and_progress_is_plain_lines(
     assert '\r' not in proc.stderr + proc.stdout
 
 
-def test_out_keeps_the_concepts(checkpoint, tmp_path):
+def test_out_keeps_the_concepts(checkpoint, tmp_path, tool_in_process):
     config, ckpt, _ = checkpoint
     images = write_images(str(tmp_path), n=2)
     out = tmp_path / 'captions.json'
-    proc = run_tool('caption_image.py', [config, ckpt, *images, '--concepts',
-                                         '--out', out])
+    proc = tool_in_process(TOOL, [config, ckpt, *images, '--concepts',
+                                  '--out', out])
     written = json.loads(out.read_text())
     printed = [line.split('\t') for line in proc.stdout.splitlines()]
     assert list(written) == images
@@ -32,7 +34,7 @@ def test_out_keeps_the_concepts(checkpoint, tmp_path):
         assert written[image] == dict(
             caption=caption, concepts=concepts.strip('[]').split(', '))
     plain = tmp_path / 'plain.json'
-    run_tool('caption_image.py', [config, ckpt, *images, '--out', plain])
+    tool_in_process(TOOL, [config, ckpt, *images, '--out', plain])
     assert json.loads(plain.read_text()) == {
         image: caption for image, caption, _ in printed}
 

@@ -2,13 +2,11 @@
 import glob
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.helpers import REPO_ROOT, write_images
+from tests.helpers import write_images
 
 
 def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,
@@ -45,15 +43,14 @@ def test_features_match_extraction_tool_and_captions(checkpoint, toy_world,
 
 @pytest.mark.real_data
 def test_captions_the_full_size_flickr_photos(checkpoint, shared_data,
-                                              tmp_path):
+                                              tmp_path, tool_in_process):
     config, ckpt, _ = checkpoint
     photos = sorted(glob.glob(osp.join(shared_data, 'flickr8k',
                                        'images_full', '*.jpg')))
     assert len(photos) == 24
     out = tmp_path / 'captions.json'
-    proc = subprocess.run(
-        [sys.executable, 'tools/caption_image.py', config, ckpt, *photos,
-         '--out', str(out)], cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = tool_in_process('tools/caption_image.py',
+                           [config, ckpt, *photos, '--out', out], check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     captions = json.loads(out.read_text())
     assert sorted(captions) == photos
@@ -61,7 +58,8 @@ def test_captions_the_full_size_flickr_photos(checkpoint, shared_data,
 
 
 def test_bad_input_one_unreadable_image_among_good_ones(checkpoint,
-                                                        tmp_path):
+                                                        tmp_path,
+                                                        tool_in_process):
     config, ckpt, model = checkpoint
     good = write_images(str(tmp_path), n=2)
     broken = tmp_path / 'broken.jpg'
@@ -69,31 +67,29 @@ def test_bad_input_one_unreadable_image_among_good_ones(checkpoint,
     missing = str(tmp_path / 'missing.png')
     out = tmp_path / 'captions.json'
     out.write_text('{"kept": "from before"}')
-    cmd = [sys.executable, 'tools/caption_image.py', config, ckpt, good[0],
-           str(broken), good[1], missing, '--out', str(out)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    args = [config, ckpt, good[0], broken, good[1], missing, '--out', out]
+    proc = tool_in_process('tools/caption_image.py', args, check=False)
     # Stops before any work, naming both bad files; --out untouched.
     assert proc.returncode != 0
     assert 'broken.jpg' in proc.stderr and 'missing.png' in proc.stderr
     assert '--skip-bad' in proc.stderr
     assert json.loads(out.read_text()) == {'kept': 'from before'}
-    proc = subprocess.run(cmd + ['--skip-bad'], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = tool_in_process('tools/caption_image.py', args + ['--skip-bad'],
+                           check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'skipped 2 unreadable image(s)' in proc.stderr
     assert sorted(json.loads(out.read_text())) == sorted(good)
 
 
 def test_bad_input_unwritable_out_fails_before_captioning(checkpoint,
-                                                          tmp_path):
+                                                          tmp_path,
+                                                          tool_in_process):
     config, ckpt, _ = checkpoint
     good = write_images(str(tmp_path), n=1)
     (tmp_path / 'a_file').write_text('not a folder')
-    proc = subprocess.run(
-        [sys.executable, 'tools/caption_image.py', config, ckpt, *good,
-         '--out', str(tmp_path / 'a_file' / 'c.json')],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = tool_in_process('tools/caption_image.py', [
+        config, ckpt, *good, '--out', tmp_path / 'a_file' / 'c.json'],
+        check=False)
     assert proc.returncode != 0 and 'cannot create folder' in proc.stderr
     assert proc.stdout == ''  # nothing was captioned first
 

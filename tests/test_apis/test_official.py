@@ -265,12 +265,9 @@ def test_sinusoid_is_the_decoders():
                                sinusoid_table(20, D).numpy(), atol=1e-6)
 
 
-def test_convert_tool_writes_a_folder_release(converted, tmp_path):
+def test_convert_tool_writes_a_folder_release(converted, tmp_path,
+                                              tool_in_process):
     import json
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO_ROOT
     W, _, one_file, manifest = converted
     source = manifest['source']
     # release.json records the files' names, not the converting
@@ -279,12 +276,10 @@ def test_convert_tool_writes_a_folder_release(converted, tmp_path):
                           vocabulary='vocabulary.txt', concept_bank='bank.npz',
                           config='arch.py', iteration=1234)
     out = tmp_path / 'release'
-    proc = subprocess.run(
-        [sys.executable, 'tools/convert_official_checkpoint.py',
-         *(str(tmp_path / source[key]) for key in (
-             'official_checkpoint', 'vocabulary', 'concept_bank')),
-         str(out), '--config', str(tmp_path / source['config'])],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = tool_in_process('tools/convert_official_checkpoint.py', [
+        *(tmp_path / source[key] for key in (
+            'official_checkpoint', 'vocabulary', 'concept_bank')),
+        out, '--config', tmp_path / source['config']], check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads((out / 'release.json').read_text())
     assert written['name'] == 'release'

@@ -1,11 +1,11 @@
-"""tools/publish_model.py as a user runs it: both release forms, and
+"""tools/publish_model.py from its command line: both release forms, and
 files that others on a shared machine can read."""
 import os
 import stat
 
 import pytest
 
-from tests.helpers import run_tool
+TOOL = 'tools/publish_model.py'
 
 
 @pytest.fixture
@@ -20,19 +20,21 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-def test_one_file_release_from_the_command_line(checkpoint, tmp_path):
+def test_one_file_release_from_the_command_line(checkpoint, tmp_path,
+                                               tool_in_process):
     config, ckpt, _ = checkpoint
     out = tmp_path / 'pcm-demo.safetensors'
-    proc = run_tool('publish_model.py', [config, ckpt, out])
+    proc = tool_in_process(TOOL, [config, ckpt, out])
     assert proc.stdout.strip() == \
         f'released pcm-demo to {out}: pcm-demo.safetensors'
     assert out.is_file()
 
 
-def test_folder_release_from_the_command_line(checkpoint, tmp_path):
+def test_folder_release_from_the_command_line(checkpoint, tmp_path,
+                                             tool_in_process):
     config, ckpt, _ = checkpoint
     out = tmp_path / 'pcm-demo'
-    proc = run_tool('publish_model.py', [config, ckpt, out])
+    proc = tool_in_process(TOOL, [config, ckpt, out])
     listed = proc.stdout.strip().split(': ', 1)[1].split(', ')
     assert sorted(listed + ['release.json']) == sorted(os.listdir(out))
     assert proc.stdout.startswith(f'released pcm-demo to {out}: ')

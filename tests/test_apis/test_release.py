@@ -3,13 +3,11 @@ import json
 import os
 import os.path as osp
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, write_images
+from tests.helpers import write_images
 
 
 def test_release_stands_alone_and_captions_like_the_checkpoint(
@@ -44,19 +42,20 @@ def test_release_stands_alone_and_captions_like_the_checkpoint(
         reference.model.mixup.concept_words
 
 
-def test_test_tool_and_caption_tool_take_a_release(checkpoint, tmp_path):
-    from tests.helpers import run_tool
+def test_test_tool_and_caption_tool_take_a_release(checkpoint, tmp_path,
+                                                   tool_in_process):
     config, ckpt, _ = checkpoint
     release = str(tmp_path / 'rel')
-    run_tool('publish_model.py', [config, ckpt, release])
+    tool_in_process('tools/publish_model.py', [config, ckpt, release])
     images = write_images(str(tmp_path), n=2)
-    a = run_tool('caption_image.py', [config, ckpt, *images]).stdout
-    b = run_tool('caption_image.py', [release, *images]).stdout
-    assert a == b and len(a.splitlines()) == 2
+    a = tool_in_process('tools/caption_image.py', [config, ckpt, *images])
+    b = tool_in_process('tools/caption_image.py', [release, *images])
+    assert a.stdout == b.stdout and len(a.stdout.splitlines()) == 2
     m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
-    run_tool('test.py', [config, ckpt, '--out', m1, '--work-dir',
-                         tmp_path / 't1'])
-    run_tool('test.py', [release, '--out', m2, '--work-dir', tmp_path / 't2'])
+    tool_in_process('tools/test.py', [config, ckpt, '--out', m1,
+                                      '--work-dir', tmp_path / 't1'])
+    tool_in_process('tools/test.py', [release, '--out', m2, '--work-dir',
+                                      tmp_path / 't2'])
     assert json.loads(m1.read_text()) == json.loads(m2.read_text())
 
 
@@ -73,15 +72,13 @@ def test_bad_input_publish_into_an_existing_folder_is_refused(checkpoint,
 
 
 def test_bad_input_publish_of_a_mismatched_checkpoint_writes_nothing(
-        checkpoint, tmp_path):
+        checkpoint, tmp_path, tool_in_process):
     config, _, _ = checkpoint
     bad = tmp_path / 'other.pth'
     torch.save(dict(state_dict={'decoder.embed.weight': torch.zeros(3, 3)}),
                bad)
-    proc = subprocess.run(
-        [sys.executable, 'tools/publish_model.py', config, str(bad),
-         str(tmp_path / 'rel')], cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=300)
+    proc = tool_in_process('tools/publish_model.py',
+                           [config, bad, tmp_path / 'rel'], check=False)
     assert proc.returncode != 0 and 'other.pth' in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
     assert not (tmp_path / 'rel').exists()

@@ -96,22 +96,21 @@ def test_get_model_by_zoo_name_with_a_one_file_release(one_file,
     assert model.tokenizer.get_vocab() == reference.tokenizer.get_vocab()
 
 
-def test_test_tool_takes_a_one_file_release(one_file, tmp_path):
+def test_test_tool_takes_a_one_file_release(one_file, tmp_path,
+                                            tool_in_process):
     import json
-
-    from tests.helpers import run_tool
     config, ckpt, out, _ = one_file
     m1, m2 = tmp_path / 'm1.json', tmp_path / 'm2.json'
-    run_tool('test.py', [config, ckpt, '--out', m1, '--work-dir',
-                         tmp_path / 't1'])
+    tool_in_process('tools/test.py', [config, ckpt, '--out', m1,
+                                      '--work-dir', tmp_path / 't1'])
     # The release's config names the training data; point it at the toy
     # test set as a user would.
     from mmengine.config import Config
     cfg = Config.fromfile(config)
-    run_tool('test.py', [out, '--out', m2, '--work-dir', tmp_path / 't2',
-                         '--cfg-options',
-                         f'test_dataloader.dataset.ann_file='
-                         f'{cfg.test_dataloader.dataset.ann_file}'])
+    tool_in_process('tools/test.py', [
+        out, '--out', m2, '--work-dir', tmp_path / 't2', '--cfg-options',
+        f'test_dataloader.dataset.ann_file='
+        f'{cfg.test_dataloader.dataset.ann_file}'])
     assert json.loads(m1.read_text()) == json.loads(m2.read_text())
     assert osp.isfile(osp.join(REPO_ROOT, 'configs', 'zoo',
                                'model-index.yml'))
