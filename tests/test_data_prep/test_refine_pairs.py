@@ -118,15 +118,18 @@ def test_pipeline_equals_the_algorithm_on_its_embeddings(
     assert report['moved_kept'] == moved
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_same_bytes_as_one(tiny_clip, sentence_model,
-                                               tmp_path):
+                                               tmp_path, tool_in_process):
     ann, store = write_pool(tmp_path, tiny_clip, captions(40))
     outs = []
     for torchrun in (False, True):
         out = tmp_path / f'out_{int(torchrun)}.json'
-        run_tool('refine_pairs.py', tool_args(ann, store, out, tiny_clip,
-                                              sentence_model),
-                 torchrun=torchrun)
+        args = tool_args(ann, store, out, tiny_clip, sentence_model)
+        if torchrun:
+            run_tool('refine_pairs.py', args, torchrun=True)
+        else:
+            tool_in_process('tools/refine_pairs.py', args)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
     assert len(read(tmp_path / 'out_1.json')['data_list']) == 36
@@ -146,6 +149,7 @@ refine_pairs({ann!r}, feature_dirs=[{store!r}], out_file={out!r},
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_bytes(tiny_clip, sentence_model,
                                               tmp_path):
     ann, store = write_pool(tmp_path, tiny_clip, captions(40))
@@ -230,10 +234,10 @@ def test_bad_input_duplicate_captions_are_counted_and_kept(
 
 
 def test_bad_input_the_input_annotations_are_never_overwritten(
-        tiny_clip, sentence_model, tmp_path):
+        tiny_clip, sentence_model, tmp_path, tool_in_process):
     ann, store = write_pool(tmp_path, tiny_clip, captions(12))
     before = open(ann, 'rb').read()
-    proc = run_tool('refine_pairs.py', tool_args(
+    proc = tool_in_process('tools/refine_pairs.py', tool_args(
         ann, store, ann, tiny_clip, sentence_model), check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(

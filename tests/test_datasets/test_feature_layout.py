@@ -1,15 +1,13 @@
 """model.mixup's patch_dim / global_dim / num_patches from the feature
 stores' index.json: filled when unset, one message when wrong."""
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from pcm_plugin.datasets.feature_layout import fill_feature_layout
 from pcm_plugin.datasets.feature_store import store_layout, write_feature_store
-from tests.helpers import REPO_ROOT, failed_run
+from tests.helpers import failed_run
 
 TOY = dict(patch_dim=48, global_dim=32, num_patches=49)  # the toy world's
 
@@ -98,11 +96,13 @@ def test_a_model_built_with_unset_keys_names_all_of_them():
         PCMMixup(global_dim=32, mode='none')
 
 
-def run_train(config_file, *options):
-    cmd = [sys.executable, 'tools/train.py', config_file, '--cfg-options',
-           'default_hooks.checkpoint.save_best=None', *options]
-    return cmd, subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True,
-                               text=True, timeout=600)
+def run_train(run, config_file, *options):
+    """``tools/train.py CONFIG --cfg-options ...`` by ``run`` (the
+    ``tool_in_process`` fixture); returns the command and the run."""
+    args = [config_file, '--cfg-options',
+            'default_hooks.checkpoint.save_best=None', *options]
+    return ['tools/train.py', *args], run('tools/train.py', args,
+                                           check=False)
 
 
 @pytest.fixture(scope='module')
@@ -114,9 +114,10 @@ def toy_config_file(toy_world, tmp_path_factory):
     return path, root
 
 
-def test_train_tool_fills_unset_keys_and_dumps_them(toy_config_file):
+def test_train_tool_fills_unset_keys_and_dumps_them(toy_config_file,
+                                                    tool_in_process):
     path, root = toy_config_file
-    cmd, proc = run_train(path, 'model.mixup.patch_dim=None',
+    cmd, proc = run_train(tool_in_process, path, 'model.mixup.patch_dim=None',
                           'model.mixup.global_dim=None',
                           'model.mixup.num_patches=None')
     assert proc.returncode == 0, failed_run(proc, cmd)
@@ -127,9 +128,9 @@ def test_train_tool_fills_unset_keys_and_dumps_them(toy_config_file):
 
 
 def test_train_tool_names_all_three_wrong_keys_in_one_line(
-        toy_config_file):
+        toy_config_file, tool_in_process):
     path, _ = toy_config_file
-    cmd, proc = run_train(path, 'model.mixup.patch_dim=768',
+    cmd, proc = run_train(tool_in_process, path, 'model.mixup.patch_dim=768',
                           'model.mixup.global_dim=512')
     assert proc.returncode == 1, failed_run(proc, cmd)
     last = proc.stderr.strip().splitlines()[-1]

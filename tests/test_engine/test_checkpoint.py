@@ -255,8 +255,8 @@ def test_bad_input_checkpoint_of_another_vocabulary_is_refused(tmp_path):
     check_checkpoint_matches(model, _save(bigger, tmp_path / 'big.pth'))
 
 
-def test_bad_input_test_tool_refuses_a_mismatched_checkpoint(toy_world,
-                                                             tmp_path):
+def test_bad_input_test_tool_refuses_a_mismatched_checkpoint(
+        toy_world, tmp_path, tool_in_process):
     from pcm_plugin.registry import MODELS
     from pcm_plugin.testing.toy_features import toy_config
     cfg = toy_config(toy_world, str(tmp_path / 'work'))
@@ -267,10 +267,8 @@ def test_bad_input_test_tool_refuses_a_mismatched_checkpoint(toy_world,
     state['decoder.predictor.1.weight'] = torch.cat([w, w[:1]])
     path = tmp_path / 'v_plus_1.pth'
     torch.save(dict(state_dict=state), path)
-    out = subprocess.run([sys.executable, 'tools/test.py', config, str(path),
-                          '--work-dir', str(tmp_path / 'test')],
-                         cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = tool_in_process('tools/test.py', [
+        config, path, '--work-dir', tmp_path / 'test'], check=False)
     assert out.returncode != 0
     assert 'v_plus_1.pth does not fit the model' in out.stderr
     assert 'Epoch(test)' not in out.stdout + out.stderr  # nothing tested

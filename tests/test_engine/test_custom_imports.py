@@ -1,6 +1,6 @@
 """An mmpretrain-style config switches each component on by custom_imports.
 
-Runs in a fresh interpreter so that nothing but the config's
+Runs in a fresh interpreter (marked slow) so that nothing but the config's
 ``custom_imports`` imports pcm_plugin.
 """
 import json
@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from tests.helpers import REPO_ROOT
 
@@ -57,6 +59,7 @@ print(json.dumps(dict(
 '''
 
 
+@pytest.mark.slow
 def test_components_build_from_mmpretrain_config(tmp_path, tiny_clip,
                                                   tiny_bank):
     config = tmp_path / 'my_captioner.py'

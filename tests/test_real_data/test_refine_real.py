@@ -7,8 +7,6 @@ import os.path as osp
 
 import pytest
 
-from tests.helpers import run_tool
-
 pytestmark = pytest.mark.real_data
 
 NUM_PHOTOS = 100
@@ -38,7 +36,8 @@ def flickr_pairs(shared_data: str):
 
 
 def test_refiner_runs_on_the_real_flickr8k_files(shared_data, tiny_clip,
-                                                 sentence_model, tmp_path):
+                                                 sentence_model, tmp_path,
+                                                 tool_in_process):
     from pcm_plugin.datasets import SynthCaptionDataset
     from pcm_plugin.datasets.transforms import LoadCLIPFeatures
     photos, names, pairs = flickr_pairs(shared_data)
@@ -50,7 +49,7 @@ def test_refiner_runs_on_the_real_flickr8k_files(shared_data, tiny_clip,
     name, ckpt = tiny_clip
     config = osp.join(osp.dirname(ckpt), f'{name}.json')
     store = tmp_path / 'features'
-    run_tool('extract_features.py', [
+    tool_in_process('tools/extract_features.py', [
         images, '--image-dir', photos, '--out-dir', store, '--clip-model',
         name, '--clip-checkpoint', ckpt, '--model-config', config,
         '--workers', 0, '--no-progress'])
@@ -58,7 +57,7 @@ def test_refiner_runs_on_the_real_flickr8k_files(shared_data, tiny_clip,
     ann.write_text(json.dumps(dict(metainfo=dict(split='train'),
                                    data_list=pairs)))
     out = tmp_path / 'train_sync.json'
-    proc = run_tool('refine_pairs.py', [
+    proc = tool_in_process('tools/refine_pairs.py', [
         ann, '--features', store, '--out', out, '--sentence-model',
         sentence_model, '--model-config', config, '--image-dir', photos,
         '--chunk-size', 128, '--no-progress'])
