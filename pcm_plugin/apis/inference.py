@@ -6,9 +6,8 @@ captions as strings. The features are computed exactly as
 before ``ln_post``, pooled for ViT-L/14, and the projected global
 embedding), so a model sees the same inputs it was evaluated on.
 """
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
-import torch
 from mmengine.config import Config
 
 from .inferencer import PCMCaptionInferencer
@@ -53,12 +52,6 @@ class ImageCaptioner(PCMCaptionInferencer):
                          clip_checkpoint=clip_checkpoint,
                          clip_pretrained=pretrained,
                          model_config=model_config, beam_size=beam_size)
-
-    @torch.no_grad()
-    def features(self, images: Sequence) -> dict:
-        """CLIP inputs of the captioner for image paths or PIL images."""
-        return self.clip_features(torch.stack(
-            [self.pipeline(image) for image in images]))
 
     def __call__(self, images, batch_size: int = 16) -> List[str]:
         """Captions, in input order, for one image (a path, a folder of

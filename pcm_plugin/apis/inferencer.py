@@ -1,35 +1,53 @@
 """Caption any images the OpenMMLab way: an mmpretrain inferencer.
 
-Images (paths, RGB arrays, PIL images, or a directory) go through the CLIP
-that extracted the training features — the same code as
-``tools/extract_features.py`` — and a trained PCM-Net, in batches with a
-progress bar. Optionally each result also names the concepts PCM retrieved
-for the image and the patches it wrote them into.
+One path, as mmpretrain's inferencers take it: each image (a path, an RGB
+array or a PIL image; a directory stands for its images) goes through the
+config's test pipeline, its feature loading replaced by
+:class:`~pcm_plugin.datasets.transforms.LoadCLIPImage`, and the batch
+through the model, whose image encoder
+(:class:`~pcm_plugin.models.OpenCLIPImageEncoder`) is the CLIP that
+extracted the training features, running the code of
+``tools/extract_features.py``. Batches run with a progress bar.
+Optionally each result also names the concepts PCM retrieved for the
+image and the patches it wrote them into.
 """
+import copy
 import math
 import os
-from typing import Callable, Iterator, List, Optional, Union
+import warnings
+from collections import Counter
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.dataset import Compose, default_collate
+from mmengine.runner import load_checkpoint
 from mmpretrain.apis.base import BaseInferencer
 from mmpretrain.structures import DataSample
 
-from .release import load_release_clip, names_a_release, resolve_release
+from pcm_plugin.clip.image_io import (
+    BadImageError,
+    describe_skipped,
+    expand_image_inputs,
+)
+from pcm_plugin.datasets.feature_layout import fill_feature_layout
+from pcm_plugin.engine.checkpoint import check_checkpoint_matches
+from pcm_plugin.engine.config_input import read_config
+from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+from pcm_plugin.registry import MODELS, TRANSFORMS
+from pcm_plugin.utils.progress import progress_bar
+
+from .release import names_a_release, resolve_release
+
+# The test pipeline's step that reads the model's inputs: the inferencer
+# reads image files (or takes images) instead.
+LOADERS = ('LoadCLIPFeatures', 'LoadCLIPImage')
 
 
 def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
                     ) -> tuple:
     """``(model, cfg)``: the model of ``config`` with ``checkpoint`` loaded
     after checking that it fits (a release folder brings both)."""
-    from mmengine.runner import load_checkpoint
-
-    import pcm_plugin  # noqa: F401  registers the components
-    from pcm_plugin.datasets.feature_layout import fill_feature_layout
-    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
-    from pcm_plugin.engine.config_input import read_config
-    from pcm_plugin.registry import MODELS
     if names_a_release(config):
         config, weights = resolve_release(config)
         checkpoint = checkpoint or weights
@@ -45,12 +63,48 @@ def build_captioner(config: Union[str, Config], checkpoint: Optional[str]
     return model.eval(), cfg
 
 
+def clip_image_encoder(cfg: Config, weights: Optional[str], *,
+                       clip_model: Optional[str] = None,
+                       clip_checkpoint: Optional[str] = None,
+                       clip_pretrained: Optional[str] = None,
+                       model_config: Optional[str] = None) -> dict:
+    """``model.image_encoder`` for the CLIP that extracted the training
+    features: the config's ``clip_model``, with the caller's overrides.
+
+    Args:
+        cfg (Config): The model's config.
+        weights (str, optional): The model's weights: the CLIP of a
+            one-file release whose ``clip_model.checkpoint`` is
+            ``'from_weights'`` (``--with-clip``) is read from them.
+        clip_model, clip_checkpoint, clip_pretrained, model_config: As
+            :class:`PCMCaptionInferencer` takes them.
+
+    Returns:
+        dict: An ``OpenCLIPImageEncoder`` config.
+    """
+    clip = cfg.get('clip_model') or {}
+    name = clip_model or clip.get('name')
+    if name is None:
+        raise ValueError('which open_clip model extracted the features? '
+                         'Pass clip_model (or --clip-model), or set '
+                         '`clip_model = dict(name=..., checkpoint=...)` '
+                         'in the config')
+    encoder = dict(type='OpenCLIPImageEncoder', pool=clip.get('pool', 'auto'))
+    checkpoint = None if clip_pretrained else \
+        clip_checkpoint or clip.get('checkpoint')
+    if checkpoint == FROM_WEIGHTS:  # a one-file release's own
+        return dict(encoder, release=weights)
+    return dict(encoder, name=name, checkpoint=checkpoint,
+                pretrained=clip_pretrained,
+                model_config=model_config or clip.get('model_config'))
+
+
 class PCMCaptionInferencer(BaseInferencer):
     """Images to captions with a trained PCM-Net.
 
     Args:
         model (str | Config): The model's config, or a released model folder
-            (``tools/publish_model.py``).
+            or file (``tools/publish_model.py``).
         pretrained (str, optional): The checkpoint (``.pth`` or
             ``.safetensors``); the release's weights when ``model`` is one.
         device (str): Torch device. Defaults to ``'cpu'``.
@@ -85,107 +139,84 @@ class PCMCaptionInferencer(BaseInferencer):
                  clip_pretrained: Optional[str] = None,
                  model_config: Optional[str] = None,
                  beam_size: Optional[int] = None) -> None:
-        from pcm_plugin.clip.clip_features import (
-            load_open_clip,
-            resolve_pool,
-        )
-        from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
         if names_a_release(model):
             model, weights = resolve_release(model)
             pretrained = pretrained or weights
-        captioner, cfg = build_captioner(model, pretrained)
-        clip_cfg = cfg.get('clip_model', {}) or {}
-        clip_model = clip_model or clip_cfg.get('name')
-        if clip_model is None:
-            raise ValueError('which open_clip model extracted the features? '
-                             'Pass clip_model (or --clip-model), or set '
-                             '`clip_model = dict(name=..., checkpoint=...)` '
-                             'in the config')
-        if not clip_pretrained:
-            clip_checkpoint = clip_checkpoint or clip_cfg.get('checkpoint')
-        if clip_checkpoint == FROM_WEIGHTS:  # a one-file release's own
-            self.clip, self.clip_preprocess = load_release_clip(
-                pretrained, device=device)
-        else:
-            self.clip, self.clip_preprocess, _ = load_open_clip(
-                clip_model, checkpoint=clip_checkpoint,
-                pretrained=clip_pretrained,
-                model_config=model_config or clip_cfg.get('model_config'),
-                device=device)
-        self.pool = resolve_pool(tuple(self.clip.visual.grid_size),
-                                 clip_cfg.get('pool', 'auto'))
-        self.device, self.beam_size = device, beam_size
+        cfg = copy.deepcopy(model) if isinstance(model, Config) else \
+            read_config(model)
+        cfg.model.image_encoder = clip_image_encoder(
+            cfg, pretrained, clip_model=clip_model,
+            clip_checkpoint=clip_checkpoint,
+            clip_pretrained=clip_pretrained, model_config=model_config)
+        captioner, _ = build_captioner(cfg, pretrained)
+        self.beam_size = beam_size
         self.skipped: List[tuple] = []
         super().__init__(captioner, pretrained=None, device=device)
 
     def _init_pipeline(self, cfg: Config) -> Callable:
-        """One image (path, RGB array or PIL) -> CLIP's input tensor."""
-        from pcm_plugin.clip.image_io import load_rgb_image
-
-        def pipeline(image) -> torch.Tensor:
-            if isinstance(image, str):
-                image = load_rgb_image(image)
-            elif isinstance(image, np.ndarray):
-                from PIL import Image
-                if image.ndim != 3 or image.shape[2] != 3:
-                    raise ValueError(f'an image array must be (H, W, 3) '
-                                     f'RGB, got shape {image.shape}')
-                image = Image.fromarray(image.astype(np.uint8))
-            else:
-                image = image.convert('RGB')
-            return self.clip_preprocess(image)  # (3, I, I)
-        return pipeline
+        """The config's test pipeline, reading the image instead of its
+        stored features: one input (``img_path``, or an in-memory
+        ``rgb_image``) -> ``inputs`` ``images`` (3, I, I) and a data
+        sample, preprocessed as the model's CLIP was."""
+        test = cfg.get('test_dataloader') or {}
+        steps = (test.get('dataset') or {}).get('pipeline') or \
+            [dict(type='PackCaptionInputs')]
+        load = dict(type='LoadCLIPImage',
+                    preprocess=self.model.image_encoder.preprocess_cfg)
+        return Compose([TRANSFORMS.build(step) for step in [load] + [
+            step for step in steps if step['type'] not in LOADERS]])
 
     def preprocess(self, inputs: List, batch_size: int = 1,
                    skip_bad: bool = False) -> Iterator[dict]:
-        """Batches of ``images`` (B, 3, I, I), their input positions
-        (``index``) and file paths (``paths``, None for in-memory images).
+        """Collated batches of the pipeline's output: ``inputs`` with
+        ``images`` (B, 3, I, I), and data samples whose ``image_id`` is
+        the input's position (and ``img_path`` its file).
 
         An unreadable image stops the run with its name, or with
         ``skip_bad`` is left out and listed in :attr:`skipped`.
         """
-        from pcm_plugin.clip.image_io import BadImageError
         self.skipped = []
-        batch, where, paths = [], [], []
-        for index, image in enumerate(inputs):
-            try:
-                batch.append(self.pipeline(image))
-            except BadImageError as err:
-                if not skip_bad:
-                    raise
-                self.skipped.append((index, str(err)))
-                continue
-            where.append(index)
-            paths.append(image if isinstance(image, str) else None)
-            if len(batch) == batch_size:
-                yield dict(images=torch.stack(batch), index=where,
-                           paths=paths)
-                batch, where, paths = [], [], []
-        if batch:
-            yield dict(images=torch.stack(batch), index=where, paths=paths)
+
+        def packed() -> Iterator[dict]:
+            for index, image in enumerate(inputs):
+                key = 'img_path' if isinstance(image, str) else 'rgb_image'
+                try:
+                    yield self.pipeline({'image_id': index, key: image})
+                except BadImageError as err:
+                    if not skip_bad:
+                        raise
+                    self.skipped.append((index, str(err)))
+        yield from map(default_collate,
+                       self._get_chunk_data(packed(), batch_size))
 
     @torch.no_grad()
-    def clip_features(self, images: torch.Tensor) -> dict:
-        """CLIP inputs of the captioner for a preprocessed batch."""
-        from pcm_plugin.clip.clip_features import extract_batch
-        patch, global_feat = extract_batch(self.clip, images.to(self.device),
-                                           pool=self.pool)
-        return dict(patch_feats=patch.to(self.device),
-                    global_feat=global_feat.to(self.device))
+    def encode_images(self, data: dict) -> Dict[str, torch.Tensor]:
+        """The captioner's inputs for a batch from :meth:`preprocess`:
+        ``patch_feats`` (B, N, Dv) and ``global_feat`` (B, Dg)."""
+        images = self.model.data_preprocessor(data)['inputs']['images']
+        return self.model.image_encoder(images)
+
+    def features(self, images: Sequence) -> Dict[str, torch.Tensor]:
+        """The captioner's inputs for ``images`` (paths, RGB arrays or PIL
+        images), as one batch."""
+        images = list(images)
+        return self.encode_images(next(self.preprocess(
+            images, batch_size=len(images))))
 
     @torch.no_grad()
     def forward(self, data: dict,
                 return_concepts: bool = False) -> List[DataSample]:
-        inputs = self.clip_features(data['images'])
+        inputs = self.encode_images(data)
         captions = self.model.generate(inputs, beam_size=self.beam_size)
         mixup = self.model.mixup
         # The mix-up runs again for its selection only when it is asked for.
         details = mixup(inputs['patch_feats'], inputs['global_feat']) \
             if return_concepts and mixup.mode != 'none' else None
         samples = []
-        for row, (index, path, caption) in enumerate(
-                zip(data['index'], data['paths'], captions)):
-            sample = DataSample(metainfo=dict(input_index=index, image=path))
+        for row, (packed, caption) in enumerate(
+                zip(data['data_samples'], captions)):
+            sample = DataSample(metainfo=dict(
+                input_index=packed.image_id, image=packed.get('img_path')))
             sample.pred_caption = caption
             if details is not None:
                 sample.set_field(details['concept_idx'][row].tolist(),
@@ -237,7 +268,6 @@ class PCMCaptionInferencer(BaseInferencer):
             dict's ``input_index`` says which input it belongs to, and
             ``image`` which file (None for an array or PIL image).
         """
-        from pcm_plugin.utils.progress import progress_bar
         if batch_size < 1:
             raise ValueError(f'batch_size must be at least 1, got '
                              f'{batch_size}')
@@ -258,13 +288,6 @@ class PCMCaptionInferencer(BaseInferencer):
     def _inputs_to_list(self, inputs) -> list:
         """A list of images; a directory stands for its image files (the
         other files of a directory are counted in a warning)."""
-        import warnings
-        from collections import Counter
-
-        from pcm_plugin.clip.image_io import (
-            describe_skipped,
-            expand_image_inputs,
-        )
         if not isinstance(inputs, (list, tuple)):
             inputs = [inputs]  # one path, folder, array or PIL image
         inputs = [os.fspath(entry) if isinstance(entry, os.PathLike)

@@ -9,6 +9,8 @@ from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
+from pcm_plugin.clip.release_tower import safetensors_metadata
+
 
 def model_card(cfg: Config, manifest: dict, *, out: str, vocab_size: int,
                num_concepts: Optional[int], with_clip: bool) -> str:
@@ -129,9 +131,9 @@ def read_model_card(release: str) -> str:
         FileNotFoundError: ``release`` has no card (published before
             releases carried one).
     """
-    from .release import CARD, MODEL_CARD_KEY, _metadata
+    from .release import CARD, MODEL_CARD_KEY
     if release.endswith('.safetensors') and osp.isfile(release):
-        card = _metadata(release).get(MODEL_CARD_KEY)
+        card = safetensors_metadata(release).get(MODEL_CARD_KEY)
     else:
         path = osp.join(release, CARD)
         card = open(path, encoding='utf-8').read() if osp.isfile(path) \

@@ -43,11 +43,17 @@ import json
 import os
 import os.path as osp
 import shutil
-import tempfile
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmengine.config import Config
+
+from pcm_plugin.clip.release_tower import (
+    CLIP_KEY,
+    CLIP_TOWER_PREFIX,
+    load_release_clip,
+    safetensors_metadata,
+)
 
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
@@ -59,7 +65,6 @@ MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 CONFIG_KEY = 'pcm_plugin.config.json'  # the config, as JSON
 PYTHON_CONFIG_KEY = 'pcm_plugin.config'  # the old format: Python text
 MANIFEST_KEY = 'pcm_plugin.release'
-CLIP_KEY = 'pcm_plugin.clip'  # --with-clip: how to rebuild the CLIP tower
 MODEL_CARD_KEY = 'pcm_plugin.model_card'
 # Config dicts whose ``type`` is an option, not a registered component.
 OPTION_TYPES = {'clip_grad': ('norm', 'value')}  # mmengine's OptimWrapper
@@ -76,15 +81,10 @@ def names_a_release(path) -> bool:
 def is_release(path: str) -> bool:
     """Whether ``path`` is a release written by :func:`publish_model`."""
     if osp.isfile(path) and path.endswith('.safetensors'):
-        return bool({CONFIG_KEY, PYTHON_CONFIG_KEY} & set(_metadata(path)))
+        return bool({CONFIG_KEY, PYTHON_CONFIG_KEY} &
+                    set(safetensors_metadata(path)))
     return osp.isdir(path) and osp.isfile(osp.join(path, WEIGHTS)) and \
         osp.isfile(osp.join(path, CONFIG))
-
-
-def _metadata(path: str) -> Dict[str, str]:
-    from safetensors import safe_open
-    with safe_open(path, framework='pt') as f:
-        return f.metadata() or {}
 
 
 def resolve_release(path: str) -> Tuple[Union[str, Config], str]:
@@ -96,7 +96,7 @@ def resolve_release(path: str) -> Tuple[Union[str, Config], str]:
             missing).
     """
     if osp.isfile(path) and path.endswith('.safetensors'):
-        meta = _metadata(path)
+        meta = safetensors_metadata(path)
         if CONFIG_KEY in meta:
             return config_from_json(meta[CONFIG_KEY], path), path
         if PYTHON_CONFIG_KEY in meta:
@@ -472,7 +472,6 @@ def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
     import open_clip
 
     from pcm_plugin.clip.clip_features import load_open_clip
-    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
     clip = _clip_of(cfg)
     checkpoint = clip.get('checkpoint')
     model, _, _ = load_open_clip(
@@ -487,108 +486,10 @@ def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
     return tensors, json.dumps(meta)
 
 
-def load_release_clip(path: str, device: str = 'cpu') -> tuple:
-    """The CLIP a one-file release carries (``--with-clip``).
-
-    The open_clip model is built from the release's model config with the
-    release's image tower (its text tower is not in the release and stays
-    untrained: captioning uses the image tower only).
-
-    Args:
-        path (str): The ``.safetensors`` release.
-        device (str): Torch device.
-
-    Returns:
-        tuple: ``(model, preprocess)``, the model in eval mode.
-
-    Raises:
-        ValueError: the release carries no CLIP, or its CLIP metadata is
-            not an open_clip ViT's.
-    """
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-    from safetensors import safe_open
-
-    from pcm_plugin.clip.clip_features import check_vit_layout
-    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
-    meta = _metadata(path)
-    if CLIP_KEY not in meta:
-        raise ValueError(
-            f'{path} carries no CLIP (it was published without '
-            '--with-clip): pass the CLIP that extracted its training '
-            'features with --clip-checkpoint (or clip_checkpoint=)')
-    name, config, preprocess = _clip_metadata(meta[CLIP_KEY], path)
-    with safe_open(path, framework='pt', device='cpu') as f:
-        tower = {k[len(CLIP_TOWER_PREFIX):]: f.get_tensor(k)
-                 for k in f.keys() if k.startswith(CLIP_TOWER_PREFIX)}
-    with tempfile.TemporaryDirectory() as folder:
-        _register_clip_config(name, config, folder)
-        model = _untrained_clip(name, preprocess)
-    model.visual.load_state_dict(tower, strict=True)
-    check_vit_layout(model, name)
-    transform = image_transform_v2(
-        PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
-    return model.to(device).eval(), transform
-
-
-def _clip_metadata(text: str, source: str) -> Tuple[str, dict, dict]:
-    """``(name, open_clip model config, preprocessing)`` of a release's
-    CLIP, checked to describe an open_clip model built from its config
-    alone (no timm or Hugging Face tower fetched by name)."""
-    try:
-        meta = json.loads(text)
-        name, config = meta['name'], meta['model_config']
-        preprocess = meta['preprocess']
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f'{source}: its CLIP metadata is damaged '
-                         f'({type(err).__name__}: {err})') from None
-    named_towers = {'timm_model_name', 'hf_model_name'}
-    if not (isinstance(name, str) and name and osp.basename(name) == name
-            and isinstance(config, dict) and isinstance(preprocess, dict)
-            and not any(named_towers & set(config.get(part) or {})
-                        for part in ('vision_cfg', 'text_cfg'))):
-        raise ValueError(f'{source}: its CLIP metadata does not describe '
-                         'an open_clip model built from its own config')
-    for key in ('size', 'mean', 'std'):
-        if isinstance(preprocess.get(key), list):  # JSON has no tuples
-            preprocess[key] = tuple(preprocess[key])
-    return name, config, preprocess
-
-
-def _register_clip_config(name: str, config: dict, folder: str) -> None:
-    """Make open_clip build ``name`` from ``config`` (it knows a config by
-    its file's stem); a model it knows with this config is left alone."""
-    import open_clip
-
-    from pcm_plugin.clip.clip_features import register_model_config
-    if name in open_clip.list_models() and \
-            open_clip.get_model_config(name) == config:
-        return
-    path = osp.join(folder, f'{name}.json')
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(config, f)
-    register_model_config(path)
-
-
-def _untrained_clip(name: str, preprocess: dict):
-    """``open_clip.create_model`` without weights, its warning that the
-    model is untrained silenced (the release's tower is loaded next)."""
-    import logging
-
-    import open_clip
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        return open_clip.create_model(name, pretrained=None,
-                                      force_preprocess_cfg=preprocess)
-    finally:
-        logging.disable(previous)
-
-
 def _check_tower_reproduces(path: str, tower: Dict[str, torch.Tensor]
                             ) -> None:
     """The release's CLIP, rebuilt from it alone, has the tower's tensors."""
-    from pcm_plugin.models.captioner import CLIP_TOWER_PREFIX
-    model, _ = load_release_clip(path)
+    model = load_release_clip(path)
     again = model.visual.state_dict()
     differ = [k for k, v in tower.items()
               if not torch.equal(again[k[len(CLIP_TOWER_PREFIX):]], v)]

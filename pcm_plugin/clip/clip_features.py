@@ -13,7 +13,7 @@ import json
 import os
 import os.path as osp
 import pickle
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +148,6 @@ def clip_preprocess(model_name: str, model_config: Optional[str] = None, *,
     ``preprocess`` for a local checkpoint (plus a cached tag's mean/std).
     """
     import open_clip
-    from open_clip.transform import PreprocessCfg, image_transform_v2
     if model_config:
         register_model_config(model_config)
     cfg = open_clip.get_model_config(model_name)
@@ -160,6 +159,21 @@ def clip_preprocess(model_name: str, model_config: Optional[str] = None, *,
         tag = open_clip.get_pretrained_cfg(model_name, pretrained) or {}
         settings.update({k: tag[k] for k in ('mean', 'std') if k in tag})
     settings['size'] = cfg['vision_cfg']['image_size']
+    return preprocess_transform(settings)
+
+
+def preprocess_transform(settings: Dict) -> Callable:
+    """open_clip's evaluation transform for its preprocessing settings.
+
+    Args:
+        settings (dict): ``PreprocessCfg`` fields (size, mean, std, ...),
+            e.g. a loaded model's ``visual.preprocess_cfg``, from which
+            open_clip builds the ``preprocess`` it returns.
+
+    Returns:
+        Callable: PIL image -> (3, I, I) float tensor.
+    """
+    from open_clip.transform import PreprocessCfg, image_transform_v2
     return image_transform_v2(PreprocessCfg(**settings), is_train=False)
 
 

@@ -13,6 +13,8 @@ import os.path as osp
 from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 # PIL's own default (~89.5 M pixels, a 9459x9459 image).
 DEFAULT_MAX_PIXELS = 89_478_485
 # What a folder of images may hold: every format the pinned PIL decodes that
@@ -80,7 +82,6 @@ def to_rgb(image):
         return Image.alpha_composite(background, rgba).convert('RGB')
     if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
         # 16/32-bit grayscale: scale to 8 bits instead of clipping at 255.
-        import numpy as np
         array = np.asarray(image, dtype=np.float64)
         wide = image.mode.startswith('I;16') or (array.size and
                                                  array.max() > 255)
@@ -128,6 +129,25 @@ def load_rgb_image(path: str, *,
             raise BadImageError(path, f'truncated or corrupt image data '
                                 f'({err})') from None
         return to_rgb(image)
+
+
+def as_rgb_image(image):
+    """An in-memory image as an RGB PIL image.
+
+    Args:
+        image (PIL.Image.Image | np.ndarray): A PIL image (converted with
+            ``convert('RGB')``) or an (H, W, 3) RGB array (cast to uint8).
+
+    Raises:
+        ValueError: An array of another shape.
+    """
+    from PIL import Image
+    if not isinstance(image, np.ndarray):
+        return image.convert('RGB')
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f'an image array must be (H, W, 3) RGB, got shape '
+                         f'{image.shape}')
+    return Image.fromarray(image.astype(np.uint8))
 
 
 class ImageListDataset:

@@ -7,8 +7,11 @@ import torch
 from mmcv.transforms import BaseTransform
 from mmpretrain.structures import DataSample
 
-from pcm_plugin.clip.clip_features import clip_preprocess
-from pcm_plugin.clip.image_io import load_rgb_image
+from pcm_plugin.clip.clip_features import (
+    clip_preprocess,
+    preprocess_transform,
+)
+from pcm_plugin.clip.image_io import as_rgb_image, load_rgb_image
 from pcm_plugin.registry import TRANSFORMS
 
 from .feature_store import open_feature_store
@@ -84,7 +87,8 @@ class PackCaptionInputs(BaseTransform):
     - inputs (dict): ``patch_feats`` (N, Dv) and ``global_feat`` (Dg,)
       tensors, or ``images`` (3, I, I) after :class:`LoadCLIPImage`.
     - data_samples (DataSample): ``gt_caption`` as a data field;
-      ``image_id``, ``clip_cos`` and ``feature_dir`` as metainfo.
+      ``image_id``, ``clip_cos``, ``feature_dir`` and ``img_path`` as
+      metainfo.
 
     The features keep their dtype (float16 from :class:`LoadCLIPFeatures`):
     the model's data preprocessor makes them float32.
@@ -98,8 +102,10 @@ class PackCaptionInputs(BaseTransform):
                           global_feat=_tensor(results['global_feat']))
         sample = DataSample()
         meta = dict(image_id=results['image_id'])
-        if 'feature_dir' in results:  # named if the features are bad
-            meta['feature_dir'] = results['feature_dir']
+        # feature_dir names bad features; img_path the file a result is for
+        for key in ('feature_dir', 'img_path'):
+            if key in results:
+                meta[key] = results[key]
         clip_cos = results.get('clip_cos')
         if clip_cos is not None and not math.isnan(clip_cos):
             meta['clip_cos'] = float(clip_cos)
@@ -125,25 +131,40 @@ class LoadCLIPImage(BaseTransform):
     """Read ``img_path`` and preprocess it exactly as the named CLIP does.
 
     For models with ``image_encoder`` (end to end, no precomputed
-    features). The preprocessing is open_clip's own for the model's config
-    (resize the short side, centre crop, normalise; a cached ``pretrained``
-    tag may set other mean/std), without loading its weights.
+    features) and the inferencer. The preprocessing is open_clip's own
+    (resize the short side, centre crop, normalise): for the model's config
+    (``clip_model``; a cached ``pretrained`` tag may set other mean/std),
+    without loading its weights, or given as open_clip's settings
+    (``preprocess``: the inferencer passes its image encoder's).
 
-    **Required Keys:** img_path. **Added Keys:** images (3, I, I) float.
+    **Required Keys:** img_path, or rgb_image (an in-memory image: a PIL
+    image or an (H, W, 3) RGB array). **Added Keys:** images (3, I, I)
+    float.
 
     Args:
-        clip_model (str): open_clip model name.
+        clip_model (str, optional): open_clip model name.
         model_config (str, optional): Custom open_clip JSON config.
         pretrained (str, optional): The open_clip tag whose mean/std apply.
+        preprocess (dict, optional): open_clip ``PreprocessCfg`` settings,
+            e.g. ``OpenCLIPImageEncoder.preprocess_cfg``, instead of
+            ``clip_model``.
     """
 
-    def __init__(self, *, clip_model: str,
+    def __init__(self, *, clip_model: Optional[str] = None,
                  model_config: Optional[str] = None,
-                 pretrained: Optional[str] = None) -> None:
-        self.preprocess = clip_preprocess(clip_model, model_config,
-                                          pretrained=pretrained)
+                 pretrained: Optional[str] = None,
+                 preprocess: Optional[dict] = None) -> None:
+        if (clip_model is None) == (preprocess is None):
+            raise ValueError('LoadCLIPImage takes clip_model= (an open_clip '
+                             'model name) or preprocess= (its settings), '
+                             'one of them')
+        self.preprocess = preprocess_transform(preprocess) if preprocess \
+            else clip_preprocess(clip_model, model_config,
+                                 pretrained=pretrained)
 
     def transform(self, results: dict) -> dict:
-        results['images'] = self.preprocess(
-            load_rgb_image(results['img_path']))  # (3, I, I)
+        image = results.get('rgb_image')
+        image = load_rgb_image(results['img_path']) if image is None else \
+            as_rgb_image(image)
+        results['images'] = self.preprocess(image)  # (3, I, I)
         return results

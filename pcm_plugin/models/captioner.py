@@ -8,6 +8,7 @@ from mmengine.model import BaseModel
 from mmpretrain.structures import DataSample
 from torch import nn
 
+from pcm_plugin.clip.release_tower import CLIP_TOWER_PREFIX
 from pcm_plugin.registry import MODELS
 from pcm_plugin.utils.keywords import (
     check_keywords,
@@ -27,9 +28,6 @@ from .tokenizer import (
 )
 
 TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
-# A one-file release may carry the CLIP image tower under this prefix, for
-# the inferencer; the captioner itself takes features and drops it.
-CLIP_TOWER_PREFIX = 'clip_tower.'
 
 
 def _build(cfg: Union[dict, nn.Module], key: str) -> nn.Module:
@@ -174,7 +172,8 @@ class PCMCaptioner(BaseModel):
     def _take_tokenizer(self, state_dict, prefix, *args) -> None:
         """Consume a tokenizer carried by the weights (single-file
         releases; used when the config asked for it), and drop the CLIP
-        image tower they may carry for the inferencer."""
+        image tower they may carry (``OpenCLIPImageEncoder(release=...)``
+        reads it; the captioner takes features)."""
         for key in [k for k in state_dict
                     if k.startswith(prefix + CLIP_TOWER_PREFIX)]:
             del state_dict[key]

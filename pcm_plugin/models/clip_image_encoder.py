@@ -6,7 +6,8 @@ tower itself, with exactly the code of ``tools/extract_features.py``
 (tokens before ``ln_post``, pooled for ViT-L/14, projected global
 embedding), so the captions equal the feature path's (test). The tower is
 frozen and kept out of the state dict: checkpoints stay the feature
-model's, and any feature-trained checkpoint loads.
+model's, and any feature-trained checkpoint loads. The inferencer
+captions images through it too.
 """
 from typing import Dict, Optional, Union
 
@@ -18,6 +19,7 @@ from pcm_plugin.clip.clip_features import (
     load_open_clip,
     resolve_pool,
 )
+from pcm_plugin.clip.release_tower import load_release_clip
 from pcm_plugin.registry import MODELS
 
 
@@ -26,27 +28,46 @@ class OpenCLIPImageEncoder(BaseModule):
     """Images (B, 3, I, I), preprocessed as CLIP expects, to features.
 
     Args:
-        name (str): open_clip model name (the CLIP that extracted the
-            training features).
+        name (str, optional): open_clip model name (the CLIP that
+            extracted the training features); not needed with ``release``,
+            which names its own.
         checkpoint (str, optional): Its local weights.
         pretrained (str, optional): A cached open_clip tag instead.
         model_config (str, optional): A custom open_clip JSON config.
+        release (str, optional): A one-file release published
+            ``--with-clip``: the tower it carries, instead of the above.
         pool (int | str): Patch pooling, ``'auto'`` as the extraction tool
             (2x2 for ViT-L/14's 16x16 grid).
     """
 
-    def __init__(self, *, name: str, checkpoint: Optional[str] = None,
+    def __init__(self, *, name: Optional[str] = None,
+                 checkpoint: Optional[str] = None,
                  pretrained: Optional[str] = None,
                  model_config: Optional[str] = None,
+                 release: Optional[str] = None,
                  pool: Union[int, str] = 'auto') -> None:
         super().__init__()
-        tower, _, _ = load_open_clip(name, checkpoint=checkpoint,
-                                     pretrained=pretrained,
-                                     model_config=model_config)
+        if release is not None:
+            tower = load_release_clip(release)
+        elif name is None:
+            raise ValueError('OpenCLIPImageEncoder needs name= (the open_clip '
+                             'model) or release= (a one-file release '
+                             'carrying its CLIP)')
+        else:
+            tower, _, _ = load_open_clip(name, checkpoint=checkpoint,
+                                         pretrained=pretrained,
+                                         model_config=model_config)
         tower.requires_grad_(False)
         # Not a registered submodule: its weights stay out of checkpoints.
         self.__dict__['tower'] = tower.eval()
         self.pool = resolve_pool(tuple(tower.visual.grid_size), pool)
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        """The tower's open_clip preprocessing settings (size, mean, std,
+        interpolation, ...): ``LoadCLIPImage(preprocess=...)`` turns an
+        image into what this tower takes."""
+        return dict(self.tower.visual.preprocess_cfg)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)

@@ -136,7 +136,7 @@ def save_mixup_figures(inferencer, images: Sequence[str], out_dir: str
     written = []
     for path in images:
         image = load_rgb_image(path)
-        feats = inferencer.clip_features(inferencer.pipeline(path)[None])
+        feats = inferencer.features([path])
         caption = inferencer.model.generate(
             feats, beam_size=inferencer.beam_size)[0]
         found = mixup_pairs(mixup, feats['patch_feats'],

@@ -4,7 +4,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.helpers import write_images
@@ -36,8 +35,7 @@ def test_concepts_and_mixed_patches_are_the_models_own(inferencer,
                                                        tmp_path):
     paths = write_images(str(tmp_path), n=2)
     results = inferencer(paths, return_concepts=True)
-    feats = inferencer.clip_features(torch.stack(
-        [inferencer.pipeline(p) for p in paths]))
+    feats = inferencer.features(paths)
     mixup = inferencer.model.mixup
     details = mixup(feats['patch_feats'], feats['global_feat'])
     for row, result in enumerate(results):

@@ -2,11 +2,12 @@
 
 The inferencer once loaded its own open_clip, preprocessed each image with
 open_clip's transform and ran the extraction code on the stacked batch.
-:func:`_reference` is that path, written out; the inferencer (the model's
-image encoder and the config's test pipeline) must give the same
-features, concepts and captions, bit for bit, for files, arrays and PIL
-images, from the training config and from one-file releases with and
-without the CLIP tower in them.
+:func:`_reference` is that path, written out (this test passed against
+that inferencer before it changed); the inferencer, now the config's test
+pipeline and the model's image encoder, must give the same features,
+concepts and captions, bit for bit, for files, arrays and PIL images, from
+the training config and from one-file releases with and without the CLIP
+tower in them.
 """
 import copy
 
@@ -24,6 +25,7 @@ from pcm_plugin.clip.clip_features import (
     resolve_pool,
 )
 from pcm_plugin.clip.image_io import load_rgb_image
+from pcm_plugin.models import OpenCLIPImageEncoder
 from pcm_plugin.models.tokenizer import EOS_ID
 from tests.helpers import write_images
 
@@ -111,6 +113,12 @@ def test_features_concepts_and_captions_equal_the_former_path(
     assert len(set(expected['captions'])) > 1  # they depend on the image
     args = (config, ckpt) if source == 'config' else (releases[source], )
     inferencer = PCMCaptionInferencer(*args)
+    # One path: the config's test pipeline reading images, the model's
+    # own image encoder (kept out of its state dict).
+    assert [type(t).__name__ for t in inferencer.pipeline.transforms] == \
+        ['LoadCLIPImage', 'PackCaptionInputs']
+    assert isinstance(inferencer.model.image_encoder, OpenCLIPImageEncoder)
+    assert set(inferencer.model.state_dict()) == set(model.state_dict())
     results = inferencer(images, return_concepts=True)
     assert [r['pred_caption'] for r in results] == expected['captions']
     assert [r['concepts'] for r in results] == expected['concepts']

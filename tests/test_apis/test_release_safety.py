@@ -127,13 +127,13 @@ def test_a_published_one_file_release_keeps_its_config_as_json(checkpoint,
     from pcm_plugin.apis.release import (
         CONFIG_KEY,
         PYTHON_CONFIG_KEY,
-        _metadata,
         publish_model,
     )
+    from pcm_plugin.clip.release_tower import safetensors_metadata
     config, ckpt, _ = checkpoint
     out = str(tmp_path / 'pcm-toy.safetensors')
     publish_model(config, ckpt, out)
-    meta = _metadata(out)
+    meta = safetensors_metadata(out)
     assert PYTHON_CONFIG_KEY not in meta
     stored = json.loads(meta[CONFIG_KEY])
     cfg, _ = resolve_release(out)

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import REPO_ROOT, run_tool, write_images
 
 CAPTION = """
-import json, sys, torch
+import json, sys
 from pcm_plugin.apis import PCMCaptionInferencer
 inferencer = PCMCaptionInferencer(sys.argv[1])
 print(json.dumps(_summary(inferencer, sys.argv[2:])))
@@ -28,10 +28,8 @@ print(json.dumps(_summary(inferencer, sys.argv[2:])))
 def _summary(inferencer, images) -> dict:
     """What a CLIP decides: the features, the concepts PCM retrieves from
     them, the captions (an untrained toy model's are often empty)."""
-    import torch
     results = inferencer(images, return_concepts=True)
-    feats = inferencer.clip_features(torch.stack(
-        [inferencer.pipeline(p) for p in images]))
+    feats = inferencer.features(images)
     return dict(captions=[r['pred_caption'] for r in results],
                 concepts=[r['concepts'] for r in results],
                 global_feat=feats['global_feat'].tolist())
@@ -114,7 +112,7 @@ def test_one_file_without_clip_names_the_fix(checkpoint, tmp_path):
     """Published without --with-clip, a one-file release says what to
     pass when it cannot find the training machine's CLIP."""
     from pcm_plugin.apis import publish_model
-    from pcm_plugin.apis.release import load_release_clip
+    from pcm_plugin.clip.release_tower import load_release_clip
     config, ckpt, _ = checkpoint
     out = str(tmp_path / 'bare.safetensors')
     publish_model(config, ckpt, out)
