@@ -1,4 +1,7 @@
-"""One training run per work dir; a killed run leaves no stale lock."""
+"""One training run per work dir; a killed run leaves no stale lock.
+
+The lock's holder is another process (it imports the package: marked
+slow); the refused train tool runs in-process."""
 import os
 import signal
 import subprocess
@@ -28,6 +31,7 @@ def holder(tmp_path):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_and_a_killed_holder_frees_the_dir(holder):
     work, proc = holder
     with pytest.raises(RuntimeError, match=(
@@ -40,6 +44,7 @@ def test_a_second_run_is_refused_and_a_killed_holder_frees_the_dir(holder):
     unlock_work_dir(work)
 
 
+@pytest.mark.slow
 def test_the_train_tool_refuses_a_busy_work_dir_in_one_line(holder, toy_world,
                                                             tmp_path):
     from pcm_plugin.testing.toy_features import toy_config

@@ -36,6 +36,7 @@ def test_tool_answers_before_heavy_imports(tool, args, status):
     assert loaded == [], f'{tool} {args[0]} imported {loaded}'
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole stack
 def test_import_pcm_plugin_adds_no_heavy_library():
     ours = modules_imported_by('pcm_plugin', REPO_ROOT)
     # mmengine.optim imports transformers (to register its optimizers), so
@@ -83,6 +84,7 @@ def _state_after(imports: str) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole stack
 def test_import_pcm_plugin_only_registers():
     """``import pcm_plugin`` changes nothing of the process that importing
     the same third-party modules would not: registering is its only
