@@ -85,13 +85,9 @@ def test_bad_input_odd_images_among_good_ones(inferencer, tmp_path):
 @pytest.mark.parametrize('source', [
     'generated', pytest.param('flickr8k', marks=pytest.mark.real_data)])
 def test_visualize_mixup_tool_draws_one_figure_per_image(
-        checkpoint, tmp_path, source, request):
+        checkpoint, tmp_path, source, request, tool_in_process):
     import glob
     import os.path as osp
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO_ROOT
     config, ckpt, _ = checkpoint
     if source == 'generated':
         images = write_images(str(tmp_path), n=2)
@@ -100,10 +96,8 @@ def test_visualize_mixup_tool_draws_one_figure_per_image(
         images = sorted(glob.glob(osp.join(shared, 'flickr8k',
                                            'images_full', '*.jpg')))[:2]
     out = tmp_path / 'figs'
-    proc = subprocess.run(
-        [sys.executable, 'tools/visualize_mixup.py', config, ckpt, *images,
-         '--out-dir', str(out)], cwd=REPO_ROOT, capture_output=True,
-        text=True, timeout=300)
+    proc = tool_in_process('tools/visualize_mixup.py', [
+        config, ckpt, *images, '--out-dir', out], check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = sorted(p.name for p in out.iterdir())
     assert written == sorted(osp.splitext(osp.basename(p))[0] +

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers import run_tool, write_images
+from tests.helpers import write_images
 
 
 def _python_config(marker) -> str:
@@ -87,12 +87,13 @@ def test_dotted_type_in_a_json_config_is_refused(dotted_type_release):
 @pytest.mark.parametrize('crafted', ['old_format_release',
                                      'dotted_type_release'])
 def test_tools_refuse_a_crafted_release_in_one_line(crafted, request,
-                                                    tmp_path):
+                                                    tmp_path,
+                                                    tool_in_process):
     path, marker = request.getfixturevalue(crafted)
     image = write_images(str(tmp_path), n=1)[0]
     for tool, args in (('caption_image.py', [path, image]),
                        ('test.py', [path, '--work-dir', tmp_path / 'w'])):
-        proc = run_tool(tool, args, check=False)
+        proc = tool_in_process(f'tools/{tool}', args, check=False)
         assert proc.returncode == 1, proc.stderr
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith('error: ') and 'evil.safetensors' in last
@@ -100,23 +101,28 @@ def test_tools_refuse_a_crafted_release_in_one_line(crafted, request,
 
 
 def test_caption_tool_reads_the_old_format_with_the_switch(
-        old_format_release, tmp_path):
+        old_format_release, tmp_path, tool_in_process):
     """--trust-checkpoint reaches the release's config (the crafted file
     then fails to build, after its code ran: that is what trust means)."""
     path, marker = old_format_release
     image = write_images(str(tmp_path), n=1)[0]
-    proc = run_tool('caption_image.py', [path, image, '--trust-checkpoint'],
-                    check=False)
+    proc = tool_in_process('tools/caption_image.py',
+                           [path, image, '--trust-checkpoint'], check=False)
     assert marker.read_text() == 'ran', proc.stderr
 
 
 def test_test_tool_reads_the_old_format_with_the_switch(old_format_release,
-                                                        tmp_path):
-    """tools/test.py too: the switch acts before the release is read."""
+                                                        tmp_path,
+                                                        tool_in_process):
+    """tools/test.py too: the switch acts before the release is read; in
+    this process, it is off again after the run."""
+    from pcm_plugin.engine.checkpoint import checkpoints_trusted
     path, marker = old_format_release
-    run_tool('test.py', [path, '--trust-checkpoint', '--work-dir',
-                         tmp_path / 'w'], check=False)
+    tool_in_process('tools/test.py', [path, '--trust-checkpoint',
+                                      '--work-dir', tmp_path / 'w'],
+                    check=False)
     assert marker.read_text() == 'ran'
+    assert not checkpoints_trusted()
 
 
 def test_a_published_one_file_release_keeps_its_config_as_json(checkpoint,
@@ -144,6 +150,7 @@ def test_a_published_one_file_release_keeps_its_config_as_json(checkpoint,
     assert stored['model']['tokenizer'] == 'from_weights'
 
 
+@pytest.mark.slow
 def test_crafted_release_through_a_fresh_interpreter(old_format_release,
                                                      tmp_path):
     """``ImageCaptioner(path)`` in a new process from another folder."""

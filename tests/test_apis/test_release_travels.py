@@ -4,7 +4,8 @@ Both forms are published from a config whose CLIP is a custom open_clip
 model (like the demo's mini CLIP) in a folder that is deleted afterwards;
 the releases are moved, and a fresh Python process started in another
 working directory captions with nothing but the release: the same
-captions as the training config and checkpoint gave.
+captions as the training config and checkpoint gave (those runs are fresh
+interpreters by design: marked slow).
 """
 import inspect
 import json
@@ -15,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_tool, write_images
+from tests.helpers import REPO_ROOT, call_tool, write_images
 
 CAPTION = """
 import json, sys
@@ -60,8 +61,8 @@ def travelled(checkpoint, toy_world, tmp_path_factory):
                                               ckpt), images)
     published = root / 'published'
     for out in ('pcm-toy', 'pcm-toy.safetensors'):
-        run_tool('publish_model.py', [root / 'train_cfg.py', ckpt,
-                                      published / out, '--with-clip'])
+        call_tool('tools/publish_model.py', [root / 'train_cfg.py', ckpt,
+                                             published / out, '--with-clip'])
     shutil.rmtree(clip_dir)  # the training machine's CLIP is gone
     releases = root / 'releases'
     shutil.move(str(published), str(releases))
@@ -78,6 +79,7 @@ def _fresh(cmd, cwd):
     return proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('release', ['pcm-toy', 'pcm-toy.safetensors'])
 def test_release_with_clip_captions_in_a_fresh_process(travelled, release):
     releases, images, reference, elsewhere = travelled
@@ -88,6 +90,7 @@ def test_release_with_clip_captions_in_a_fresh_process(travelled, release):
     assert json.loads(out) == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('release', ['pcm-toy', 'pcm-toy.safetensors'])
 def test_caption_tool_takes_the_release_alone(travelled, release):
     releases, images, reference, elsewhere = travelled
@@ -122,7 +125,7 @@ def test_one_file_without_clip_names_the_fix(checkpoint, tmp_path):
 
 
 def test_a_release_carrying_its_clip_still_tests_and_loads_cleanly(
-        travelled, tmp_path):
+        travelled, tmp_path, tool_in_process):
     """The tower's tensors are the inferencer's: the captioner drops them
     when it loads, so tools/test.py and mmengine see no unexpected keys."""
     import torch
@@ -133,7 +136,9 @@ def test_a_release_carrying_its_clip_still_tests_and_loads_cleanly(
     from pcm_plugin.registry import MODELS
     releases, _, _, _ = travelled
     one_file = str(releases / 'pcm-toy.safetensors')
-    proc = run_tool('test.py', [one_file, '--work-dir', tmp_path / 'w'])
+    proc = tool_in_process('tools/test.py',
+                           [one_file, '--work-dir', tmp_path / 'w'])
+    assert 'Epoch(test)' in proc.stdout + proc.stderr  # the log is read
     assert 'unexpected key' not in proc.stdout + proc.stderr
     cfg, weights = resolve_release(one_file)
     model = MODELS.build(Config(cfg.to_dict()).model)
