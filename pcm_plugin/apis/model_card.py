@@ -11,6 +11,10 @@ from mmengine.config import Config
 
 from pcm_plugin.clip.release_tower import safetensors_metadata
 
+CARD = 'README.md'  # the model card of a folder release
+# ... and its key in the safetensors metadata of a one-file release
+MODEL_CARD_KEY = 'pcm_plugin.model_card'
+
 
 def model_card(cfg: Config, manifest: dict, *, out: str, vocab_size: int,
                num_concepts: Optional[int], with_clip: bool) -> str:
@@ -131,7 +135,6 @@ def read_model_card(release: str) -> str:
         FileNotFoundError: ``release`` has no card (published before
             releases carried one).
     """
-    from .release import CARD, MODEL_CARD_KEY
     if release.endswith('.safetensors') and osp.isfile(release):
         card = safetensors_metadata(release).get(MODEL_CARD_KEY)
     else:

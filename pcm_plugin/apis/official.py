@@ -20,6 +20,22 @@ from typing import Dict, Optional
 
 import torch
 
+from pcm_plugin.data_prep.official_bank import read_official_bank
+from pcm_plugin.data_prep.official_records import read_official_vocabulary
+from pcm_plugin.engine.checkpoint import load_local_checkpoint
+from pcm_plugin.engine.config_input import read_config
+from pcm_plugin.models.concept_bank import load_concept_bank, save_concept_bank
+from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+from pcm_plugin.models.tokenizer import (
+    PAD_ID,
+    UNK_ID,
+    save_tokenizer,
+    tokenizer_from_official_words,
+)
+from pcm_plugin.registry import MODELS
+
+from .release import write_release
+
 NEVER = -1e4  # predictor bias of [UNK]/[PAD]: exp(-1e4) is 0 in float32
 
 
@@ -192,24 +208,6 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
     Returns:
         dict: The release manifest.
     """
-    import pcm_plugin  # noqa: F401
-    from pcm_plugin.data_prep.official_records import read_official_vocabulary
-    from pcm_plugin.engine.checkpoint import load_local_checkpoint
-    from pcm_plugin.engine.config_input import read_config
-    from pcm_plugin.models.concept_bank import (
-        load_concept_bank,
-        save_concept_bank,
-    )
-    from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
-    from pcm_plugin.models.tokenizer import (
-        PAD_ID,
-        UNK_ID,
-        save_tokenizer,
-        tokenizer_from_official_words,
-    )
-    from pcm_plugin.registry import MODELS
-
-    from .release import write_release
     raw = load_local_checkpoint(checkpoint, map_location='cpu')
     official = raw.get('model', raw) if isinstance(raw, dict) else raw
     state = convert_official_state(official)
@@ -227,7 +225,6 @@ def convert_official_checkpoint(checkpoint: str, vocabulary: str,
         save_tokenizer(tokenizer_from_official_words(words), tokenizer)
         bank = concept_bank
         if concept_bank.endswith(('.pickle', '.pkl')):
-            from pcm_plugin.data_prep.official_bank import read_official_bank
             bank = osp.join(tmp, 'concept_bank.npz')
             save_concept_bank(bank, *read_official_bank(concept_bank))
         bank_dim = load_concept_bank(bank)[1].shape[1]

@@ -45,27 +45,42 @@ import os.path as osp
 import shutil
 from typing import Dict, Optional, Tuple, Union
 
+import mmengine.registry as root_registries
 import torch
 from mmengine.config import Config
+from mmengine.registry import Registry
+from mmengine.runner import load_checkpoint
+from safetensors.torch import save_file
 
+from pcm_plugin.clip.clip_features import load_open_clip
 from pcm_plugin.clip.release_tower import (
     CLIP_KEY,
     CLIP_TOWER_PREFIX,
     load_release_clip,
     safetensors_metadata,
 )
+from pcm_plugin.datasets.feature_layout import fill_feature_layout
+from pcm_plugin.engine.checkpoint import (
+    TRUST_ENV,
+    check_checkpoint_matches,
+    checkpoints_trusted,
+)
+from pcm_plugin.models.clip_head import HEAD_KEYS
+from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+from pcm_plugin.registry import MODELS
+from pcm_plugin.utils.fileio import atomic_path, file_sha256
+
+from .model_card import CARD, MODEL_CARD_KEY, model_card
 
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
 MANIFEST = 'release.json'
-CARD = 'README.md'  # the model card of a folder release
 HERE = '{{ fileDirname }}'
 MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 # safetensors metadata of a one-file release
 CONFIG_KEY = 'pcm_plugin.config.json'  # the config, as JSON
 PYTHON_CONFIG_KEY = 'pcm_plugin.config'  # the old format: Python text
 MANIFEST_KEY = 'pcm_plugin.release'
-MODEL_CARD_KEY = 'pcm_plugin.model_card'
 # Config dicts whose ``type`` is an option, not a registered component.
 OPTION_TYPES = {'clip_grad': ('norm', 'value')}  # mmengine's OptimWrapper
 
@@ -158,12 +173,11 @@ def config_from_json(text: str, source: str) -> Config:
 def registered_types() -> Tuple[set, set]:
     """``(names, scopes)``: every name a ``type`` can take that some
     OpenMMLab registry holds (bare and ``scope.name``), and the scopes."""
-    import mmengine.registry as roots
-    from mmengine.registry import Registry
-
-    import pcm_plugin  # noqa: F401  registers the components
+    # `import pcm_plugin`, which runs before any of its modules, registered
+    # the components.
     names, scopes = set(), set()
-    pending = [r for r in vars(roots).values() if isinstance(r, Registry)]
+    pending = [r for r in vars(root_registries).values()
+               if isinstance(r, Registry)]
     while pending:
         registry = pending.pop()
         registry.import_from_location()
@@ -217,7 +231,6 @@ def check_registered_types(data, source: str) -> None:
 def _python_config(text: str, source: str) -> Config:
     """The config of an old one-file release (Python text, which runs
     when it is read): only behind the checkpoint trust switch."""
-    from pcm_plugin.engine.checkpoint import TRUST_ENV, checkpoints_trusted
     if not checkpoints_trusted():
         raise ValueError(
             f'{source} is a one-file release in the old format: its config '
@@ -253,7 +266,6 @@ def _release_config_text(cfg: Config, files: Dict[str, Optional[str]]
 
 
 def _sha256(path: str) -> str:
-    from pcm_plugin.utils.fileio import file_sha256
     return file_sha256(path)
 
 
@@ -262,7 +274,6 @@ def save_tensors(tensors: Dict[str, torch.Tensor], path: str,
     """safetensors' ``save_file``, the file then readable as the user's
     umask says: safetensors creates its files mode 0600 whatever the
     umask, and a release is written for others to read."""
-    from safetensors.torch import save_file
     save_file(tensors, path, metadata=metadata)
     umask = os.umask(0)
     os.umask(umask)
@@ -270,7 +281,6 @@ def save_tensors(tensors: Dict[str, torch.Tensor], path: str,
 
 
 def _save_clip_head(model, path: str) -> None:
-    from pcm_plugin.models.clip_head import HEAD_KEYS
     head = model.mixup.clip_head
     tensors = (head.ln_post.weight, head.ln_post.bias, head.proj)
     save_tensors({k: t.detach().clone().contiguous()
@@ -304,13 +314,6 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
     Returns:
         dict: The manifest written to ``release.json``.
     """
-    from mmengine.runner import load_checkpoint
-
-    import pcm_plugin  # noqa: F401  registers the components
-    from pcm_plugin.datasets.feature_layout import fill_feature_layout
-    from pcm_plugin.engine.checkpoint import check_checkpoint_matches
-    from pcm_plugin.registry import MODELS
-
     if osp.exists(out_dir):
         raise FileExistsError(f'{out_dir} exists; publish to a new path')
     cfg = Config.fromfile(config)
@@ -336,7 +339,6 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
 
     The tokenizer and concept bank are the files ``cfg.model`` names.
     """
-    from pcm_plugin.utils.fileio import atomic_path
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; publish to a new path')
     _record_names_only(manifest)
@@ -390,7 +392,6 @@ def _record_names_only(manifest: dict) -> None:
 
 def _card(cfg: Config, model, manifest: dict, out: str,
           with_clip: bool) -> str:
-    from .model_card import model_card
     words = getattr(model.mixup, 'concept_words', None)
     return model_card(cfg, manifest, out=out,
                       vocab_size=model.decoder.vocab_size,
@@ -403,8 +404,6 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
     """Weights + tokenizer + concept bank (+ the CLIP image tower) as
     tensors, the config (files ``'from_weights'``), the manifest and the
     model card as metadata, in one file."""
-    from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
-    from pcm_plugin.utils.fileio import atomic_path
     values = {key: None if path is None else FROM_WEIGHTS
               for key, path in _model_files(cfg).items()}
     values['model.decoder.vocab_size'] = model.decoder.vocab_size
@@ -469,9 +468,7 @@ def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
     """The config's CLIP image tower for a one-file release: its tensors
     (under :data:`CLIP_TOWER_PREFIX`) and the metadata that rebuilds it
     (open_clip name, model config, preprocessing) as JSON."""
-    import open_clip
-
-    from pcm_plugin.clip.clip_features import load_open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     clip = _clip_of(cfg)
     checkpoint = clip.get('checkpoint')
     model, _, _ = load_open_clip(
@@ -502,9 +499,6 @@ def _check_release_reproduces(path: str, state: dict, tokenizer=None,
                               concept_words=()) -> None:
     """Build the model from the release alone and compare every tensor
     (and the vocabulary of a one-file release)."""
-    from mmengine.runner import load_checkpoint
-
-    from pcm_plugin.registry import MODELS
     config, weights = resolve_release(path)
     model = MODELS.build((config if isinstance(config, Config)
                           else Config.fromfile(config)).model)

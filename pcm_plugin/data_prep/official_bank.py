@@ -29,6 +29,10 @@ import warnings
 from typing import Dict, List, Tuple
 
 import numpy as np
+import torch
+import torch._utils
+
+from pcm_plugin.utils.fileio import file_sha256
 
 from .safe_pickle import AdmittedGlobalsUnpickler, UnsafePickleError
 
@@ -42,7 +46,6 @@ def load_storage_bytes(data: bytes):
     Returns:
         torch.TypedStorage: on CPU.
     """
-    import torch
     with warnings.catch_warnings():
         # TypedStorage deprecation: the storage only lives until the
         # tensor is rebuilt from it.
@@ -52,7 +55,6 @@ def load_storage_bytes(data: bytes):
 
 
 def _admitted_globals() -> Dict[Tuple[str, str], object]:
-    import torch._utils
     return {
         ('torch._utils', '_rebuild_tensor_v2'):
         torch._utils._rebuild_tensor_v2,
@@ -84,7 +86,6 @@ def read_official_bank(path: str) -> Tuple[List[str], np.ndarray]:
         tuple: ``words`` (list of C str) and ``embeddings`` (C, D) in the
         file's dtype (float16 for the official files), bit-exact.
     """
-    import torch
     if not osp.isfile(path):
         raise FileNotFoundError(f'official concept bank {path} not found')
     with open(path, 'rb') as f:
@@ -117,7 +118,6 @@ def read_official_bank(path: str) -> Tuple[List[str], np.ndarray]:
 
 def official_bank_meta(path: str, embeddings: np.ndarray) -> Dict:
     """The ``meta`` recorded for an imported official bank."""
-    from pcm_plugin.utils.fileio import file_sha256
     name = osp.basename(path)
     return dict(
         source='tools/build_concepts.py import-official',

@@ -29,9 +29,15 @@ from contextlib import nullcontext
 from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 from mmengine.evaluator import BaseMetric
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice import spice
+from pycocoevalcap.spice.spice import Spice
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from pcm_plugin.registry import METRICS
 
+from .cider import FastCider
 from .coco_gt import References, check_references, load_coco_gt, to_image_id
 from .meteor import MeteorProcess
 
@@ -82,7 +88,6 @@ def require_java() -> None:
 
 def spice_lib_dir() -> str:
     """Directory where pycocoevalcap's SPICE looks for CoreNLP jars."""
-    from pycocoevalcap.spice import spice
     return osp.join(osp.dirname(osp.abspath(spice.__file__)), 'lib')
 
 
@@ -110,7 +115,6 @@ def ptb_tokenize(
         dict: Same keys; lower-cased, tokenized captions without
         punctuation, joined by single spaces.
     """
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
     require_java()
     wrapped = {
         key: [{'caption': c.translate(LINE_BREAKS)} for c in caps]
@@ -143,7 +147,6 @@ def run_scorer(name: str, gts: Dict, res: Dict,
         list: The scorer's corpus score(s), as pycocoevalcap returns them.
     """
     if name == 'bleu':
-        from pycocoevalcap.bleu.bleu import Bleu
         scores, _ = Bleu(4).compute_score(gts, res, verbose=0)
         return list(scores)
     if name == 'meteor':
@@ -152,12 +155,10 @@ def run_scorer(name: str, gts: Dict, res: Dict,
                 return [own.score(gts, res)]
         return [meteor.score(gts, res)]
     if name == 'rouge':
-        from pycocoevalcap.rouge.rouge import Rouge
         return [Rouge().compute_score(gts, res)[0]]
     if name == 'cider':
-        from .cider import FastCider  # pycocoevalcap's numbers, less CPU
+        # FastCider: pycocoevalcap's numbers, less CPU.
         return [FastCider().compute_score(gts, res)[0]]
-    from pycocoevalcap.spice.spice import Spice
     check_spice_jars()
     return [Spice().compute_score(gts, res)[0]]
 

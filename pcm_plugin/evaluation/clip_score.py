@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 
+from pcm_plugin.clip.clip_features import load_open_clip_text_model
 from pcm_plugin.registry import METRICS
 
 from .caption_metric import PAPER_SCALE
@@ -103,7 +104,6 @@ class CLIPScoreMetric(BaseMetric):
                  prefix: Optional[str] = None,
                  scale: float = PAPER_SCALE) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        from pcm_plugin.clip.clip_features import load_open_clip_text_model
         self.clip, self.tokenizer = load_open_clip_text_model(
             clip_model, clip_checkpoint, model_config, pretrained=pretrained)
         self.clip_name = clip_model

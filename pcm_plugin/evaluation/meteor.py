@@ -17,6 +17,9 @@ import tempfile
 import threading
 from typing import Dict, List, Optional, Sequence
 
+from pycocoevalcap.meteor import meteor
+from pycocoevalcap.meteor.meteor import METEOR_JAR
+
 __all__ = ['MeteorError', 'MeteorProcess', 'meteor_command']
 
 # JIT tier C1 only: METEOR's scoring loop is short-lived, and C2's
@@ -37,7 +40,6 @@ class MeteorError(RuntimeError):
 
 def meteor_jar_dir() -> str:
     """pycocoevalcap's ``meteor`` folder: the jar and its ``data/``."""
-    from pycocoevalcap.meteor import meteor
     return osp.dirname(osp.abspath(meteor.__file__))
 
 
@@ -47,7 +49,6 @@ def meteor_command() -> List[str]:
     Returns:
         list: The argv; run it in :func:`meteor_jar_dir`.
     """
-    from pycocoevalcap.meteor.meteor import METEOR_JAR
     return ['java', *JVM_FLAGS, '-jar', '-Xmx2G', METEOR_JAR, '-', '-',
             '-stdio', '-l', 'en', '-norm']
 

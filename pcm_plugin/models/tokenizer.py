@@ -11,6 +11,13 @@ import os.path as osp
 from collections import Counter
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+import torch
+from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+from tokenizers.models import WordLevel
+from transformers import PreTrainedTokenizerFast
+
+from pcm_plugin.utils.fileio import atomic_path
+
 EOS_TOKEN, UNK_TOKEN, PAD_TOKEN = '[EOS]', '[UNK]', '[PAD]'
 EOS_ID, UNK_ID, PAD_ID = 0, 1, 2
 SPECIAL_TOKENS = (EOS_TOKEN, UNK_TOKEN, PAD_TOKEN)
@@ -22,7 +29,6 @@ HF_TOKENIZER_CONFIG = 'tokenizer_config.json'
 
 
 def _normalizer():
-    from tokenizers import normalizers
     # Fold accents ('café' -> 'cafe'), lower-case, and drop every character
     # that is not a letter, digit or space (PTB-style punctuation removal).
     return normalizers.Sequence([
@@ -34,7 +40,6 @@ def _normalizer():
 
 
 def _regex(pattern: str):
-    from tokenizers import Regex
     return Regex(pattern)
 
 
@@ -90,7 +95,6 @@ def tokenizer_from_words(words: Sequence[str], *,
         ValueError: A repeated or special word, or an ``unknown_word`` that
             is not one of ``words``.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for word in words:
         if word in vocab:
@@ -101,7 +105,7 @@ def tokenizer_from_words(words: Sequence[str], *,
     if unknown_word is not None and unknown_word not in words:
         raise ValueError(f'unknown_word {unknown_word!r} is not a word of '
                          'the vocabulary')
-    tokenizer = Tokenizer(models.WordLevel(
+    tokenizer = Tokenizer(WordLevel(
         vocab=vocab, unk_token=unknown_word or UNK_TOKEN))
     tokenizer.normalizer = _normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -133,7 +137,6 @@ def tokenizer_from_official_words(words: Sequence[str]):
 
 def save_tokenizer(tokenizer, path: str) -> None:
     """Write ``tokenizer.json`` atomically."""
-    from pcm_plugin.utils.fileio import atomic_path
     with atomic_path(path) as tmp:
         tokenizer.save(tmp)
 
@@ -184,6 +187,7 @@ def load_hf_tokenizer(folder: str):
     Args:
         folder (str): Holds ``tokenizer_config.json`` and the vocabulary.
     """
+    # deferred: transformers' auto classes load only for a GPT-2 tokenizer
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     if tokenizer.eos_token_id is None:
@@ -201,8 +205,6 @@ def tokenizer_from_json_text(text: str, *, source: str = 'tokenizer'):
         text (str): The content of a ``tokenizer.json``.
         source (str): Named in errors.
     """
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(text), eos_token=EOS_TOKEN,
         bos_token=EOS_TOKEN, unk_token=UNK_TOKEN, pad_token=PAD_TOKEN)
@@ -236,7 +238,6 @@ def encode_captions(tokenizer, captions: Sequence[str], *, max_len: int = 20,
         tuple[LongTensor, LongTensor, BoolTensor]: ``input_ids`` (B, T),
         ``targets`` (B, T) and ``input_mask`` (B, T), T <= max_len + 1.
     """
-    import torch
     ids = tokenizer(list(captions), add_special_tokens=False)['input_ids']
     ids = [seq[:max_len] for seq in ids]
     eos_id = tokenizer.eos_token_id
