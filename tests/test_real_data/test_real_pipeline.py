@@ -7,10 +7,11 @@
   -> test on the real photos -> the metric against their real references;
 * bad input made by editing copies of the real files.
 
-Tools run as a user runs them (subprocesses, or ``main(argv)`` where only
-the error path is exercised), with ``OMP_NUM_THREADS=1``: on two cores
-shared with other jobs, torch's default of one intra-op thread per core
-makes these tiny models 10-40x slower (threads spin-wait on each other).
+Tools run through their ``main(argv)`` in this process, as their command
+lines would run them (``tests.helpers.call_tool``), on one torch thread as
+``OMP_NUM_THREADS=1`` gives: on two cores shared with other jobs, torch's
+default of one intra-op thread per core makes these tiny models 10-40x
+slower (threads spin-wait on each other).
 ``shared_data`` (tests/conftest.py) skips where ../shared/data is absent.
 """
 import glob
@@ -19,7 +20,6 @@ import os
 import os.path as osp
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -34,16 +34,10 @@ METRIC_KEYS = {'Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'METEOR', 'ROUGE_L',
                'CIDEr'}
 
 
-def tool_env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-                HF_HUB_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
-
-
-def run(*args) -> subprocess.CompletedProcess:
-    """Run ``python <args>`` from the repository root; it must succeed."""
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT,
-                          env=tool_env(), capture_output=True, text=True,
-                          timeout=600)
+def run(tool_run, *args) -> subprocess.CompletedProcess:
+    """``python <args>`` run in-process by ``tool_run`` (the
+    ``tool_in_process`` fixture); it must succeed."""
+    proc = tool_run(args[0], args[1:], check=False)
     assert proc.returncode == 0, (args[0], proc.stdout[-2000:],
                                   proc.stderr[-4000:])
     return proc
@@ -229,7 +223,8 @@ def by_hand_features(tiny_clip, photo: str):
 
 
 def test_extract_features_over_the_1000_flickr8k_photos(shared_data,
-                                                        tiny_clip, tmp_path):
+                                                        tiny_clip, tmp_path,
+                                                        tool_in_process):
     from pcm_plugin.datasets import FeatureStore
     photos = flickr_photos(shared_data)
     names = sorted(os.listdir(photos))
@@ -239,9 +234,9 @@ def test_extract_features_over_the_1000_flickr8k_photos(shared_data,
         data_list=[dict(image_id=str(k + 1), file_name=n, captions=[])
                    for k, n in enumerate(names)]))
     out = tmp_path / 'features'
-    proc = run('tools/extract_features.py', ann, '--image-dir', photos,
-               '--out-dir', out, *clip_args(tiny_clip), '--batch-size', 64,
-               '--workers', 0, '--no-progress')
+    proc = run(tool_in_process, 'tools/extract_features.py', ann,
+               '--image-dir', photos, '--out-dir', out, *clip_args(tiny_clip),
+               '--batch-size', 64, '--workers', 0, '--no-progress')
     summary = summary_of(proc)
     assert (summary['extracted'], summary['skipped_bad'],
             summary['num_items']) == (1000, 0, 1000)
@@ -268,10 +263,10 @@ def test_extract_features_over_the_1000_flickr8k_photos(shared_data,
 
 # -- slow: captions -> diffusion -> features -> train -> test --------------
 
-def convert_flickr8k(shared_data: str, out) -> dict:
+def convert_flickr8k(tool_run, shared_data: str, out) -> dict:
     """50 train / 50 test photos (the rest to val, unused); 250 captions."""
     photos = flickr_photos(shared_data)
-    proc = run('tools/data/convert_captions.py',
+    proc = run(tool_run, 'tools/data/convert_captions.py',
                osp.join(shared_data, 'flickr8k', 'captions.txt'), '--out',
                out, '--image-dir', photos, '--skip-bad', '--split',
                '50,rest,50', '--seed', 0)
@@ -292,13 +287,13 @@ def convert_flickr8k(shared_data: str, out) -> dict:
                 test_gt=str(ann / 'test_gt.json'))
 
 
-def synthesize(data: dict, model_dir: str, out) -> str:
+def synthesize(tool_run, data: dict, model_dir: str, out) -> str:
     from PIL import Image
     # 2 steps at 64 px, no classifier-free guidance (it only doubles the
     # cost): every caption still goes through the diffusers pipeline.
-    run('tools/synthesize.py', data['train_ann'], '--model-dir', model_dir,
-        '--out-dir', out, '--steps', 2, '--size', 64, '--guidance', 1.0,
-        '--batch-size', 25, '--no-progress')
+    run(tool_run, 'tools/synthesize.py', data['train_ann'], '--model-dir',
+        model_dir, '--out-dir', out, '--steps', 2, '--size', 64,
+        '--guidance', 1.0, '--batch-size', 25, '--no-progress')
     manifest = read(out / 'manifest.json')
     ids = [e['image_id'] for e in data['train']]
     assert manifest['complete'] and manifest['num_images'] == 250
@@ -310,10 +305,11 @@ def synthesize(data: dict, model_dir: str, out) -> str:
     return str(out / 'images')
 
 
-def extract(ann: str, image_dir: str, out, tiny_clip, entries) -> str:
+def extract(tool_run, ann: str, image_dir: str, out, tiny_clip,
+            entries) -> str:
     from pcm_plugin.datasets import FeatureStore
     summary = summary_of(run(
-        'tools/extract_features.py', ann, '--image-dir', image_dir,
+        tool_run, 'tools/extract_features.py', ann, '--image-dir', image_dir,
         '--out-dir', out, *clip_args(tiny_clip), '--workers', 0,
         '--no-progress'))
     assert (summary['extracted'], summary['skipped_bad']) == (len(entries),
@@ -327,16 +323,16 @@ def extract(ann: str, image_dir: str, out, tiny_clip, entries) -> str:
     return str(out)
 
 
-def build_text_side(data: dict, root, tiny_clip) -> dict:
+def build_text_side(tool_run, data: dict, root, tiny_clip) -> dict:
     from pcm_plugin.models.concept_bank import load_concept_bank
     stats = root / 'vocab_stats.json'
-    run('tools/build_vocab.py', data['train_ann'], '--coverage-ann',
-        data['test_ann'], '--stats-out', stats)
+    run(tool_run, 'tools/build_vocab.py', data['train_ann'],
+        '--coverage-ann', data['test_ann'], '--stats-out', stats)
     stats = read(stats)
     assert stats['num_captions'] == 250 and stats['vocab_words'] > 20
     assert 0.3 < stats['held_out'][data['test_ann']]['token_coverage'] < 1
     bank = root / 'concepts.npz'
-    run('tools/build_concepts.py', 'encode', *clip_args(tiny_clip),
+    run(tool_run, 'tools/build_concepts.py', 'encode', *clip_args(tiny_clip),
         '--out', bank)
     words, emb, _ = load_concept_bank(str(bank))
     assert len(words) == 446 and emb.shape == (446, 32)
@@ -352,22 +348,25 @@ def scores_from_test_log(work_dir) -> dict:
 
 @pytest.mark.slow
 def test_flickr8k_captions_to_real_photo_metrics(shared_data, tiny_clip,
-                                                 tmp_path):
+                                                 tmp_path, tool_in_process):
     from pcm_plugin.evaluation.caption_metric import score_captions
     from pcm_plugin.models.tokenizer import load_caption_tokenizer
     from pcm_plugin.testing import build_tiny_sd_pipeline
     from pcm_plugin.testing.toy_features import toy_config
-    data = convert_flickr8k(shared_data, tmp_path / 'flickr8k')
-    images = synthesize(data, build_tiny_sd_pipeline(str(tmp_path / 'sd')),
+    tool_run = tool_in_process
+    data = convert_flickr8k(tool_run, shared_data, tmp_path / 'flickr8k')
+    images = synthesize(tool_run, data,
+                        build_tiny_sd_pipeline(str(tmp_path / 'sd')),
                         tmp_path / 'synth')
     world = dict(
         train_ann=data['train_ann'], test_ann=data['test_ann'],
         test_gt=data['test_gt'], clip_head=tiny_clip[1],
-        train_feats=extract(data['train_ann'], images, tmp_path / 'f_train',
-                            tiny_clip, data['train']),
-        test_feats=extract(data['test_ann'], flickr_photos(shared_data),
-                           tmp_path / 'f_test', tiny_clip, data['test']),
-        **build_text_side(data, tmp_path, tiny_clip))
+        train_feats=extract(tool_run, data['train_ann'], images,
+                            tmp_path / 'f_train', tiny_clip, data['train']),
+        test_feats=extract(tool_run, data['test_ann'],
+                           flickr_photos(shared_data), tmp_path / 'f_test',
+                           tiny_clip, data['test']),
+        **build_text_side(tool_run, data, tmp_path, tiny_clip))
 
     cfg = toy_config(world, str(tmp_path / 'work'), max_epochs=1)
     # toy_config's peak lr (factor 2) collapses this 1-epoch model to empty
@@ -377,14 +376,14 @@ def test_flickr8k_captions_to_real_photo_metrics(shared_data, tiny_clip,
                               ann_file=data['test_gt'])  # all 4 scorers
     config = str(tmp_path / 'flickr8k_pcm.py')
     cfg.dump(config)
-    proc = run('tools/train.py', config, '--no-validate', '--cfg-options',
-               'default_hooks.checkpoint.save_best=None')
+    proc = run(tool_run, 'tools/train.py', config, '--no-validate',
+               '--cfg-options', 'default_hooks.checkpoint.save_best=None')
     # 250 captions, batch 8, drop_last: 31 iterations.
     assert 'Epoch(train) [1][31/31]' in proc.stdout + proc.stderr
     ckpt = tmp_path / 'work' / 'epoch_1.pth'
     preds_file = tmp_path / 'preds.json'  # COCO results format
-    run('tools/test.py', config, ckpt, '--out', preds_file, '--out-item',
-        'pred', '--work-dir', tmp_path / 'test')
+    run(tool_run, 'tools/test.py', config, ckpt, '--out', preds_file,
+        '--out-item', 'pred', '--work-dir', tmp_path / 'test')
 
     preds = {p['image_id']: p['caption'] for p in read(preds_file)}
     assert sorted(map(str, preds)) == sorted(str(e['image_id'])
