@@ -2,6 +2,7 @@
 from .caption_decoder import CaptionTransformerDecoder
 from .captioner import PCMCaptioner
 from .clip_image_encoder import OpenCLIPImageEncoder
+from .clip_reranker import CLIPReranker
 from .concept_bank import (
                            default_concept_words,
                            load_concept_bank,
@@ -18,7 +19,8 @@ from .vs_encoder import VisualSemanticEncoder
 
 __all__ = [
     'CaptionFeaturePreprocessor', 'CaptionTransformerDecoder',
-    'CLIPWeightedCELoss', 'GPT2PrefixDecoder', 'OpenCLIPImageEncoder',
+    'CLIPReranker', 'CLIPWeightedCELoss', 'GPT2PrefixDecoder',
+    'OpenCLIPImageEncoder',
     'PCMCaptioner', 'PCMMixup', 'PrefixLMCaptioner', 'PrefixMapper',
     'VisualSemanticEncoder',
     'clip_weighted_ce', 'default_concept_words', 'load_concept_bank',

@@ -28,10 +28,14 @@ from .decoder_cache import DecoderCache
 
 @torch.no_grad()
 def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
-                beam: int, steps: int) -> Tuple[Tensor, Tensor]:
+                beam: int, steps: int,
+                all_beams: bool = False) -> Tuple[Tensor, Tensor]:
     """Batched beam search with KV cache (beam 1 = greedy).
 
     Call with the decoder in eval mode for deterministic output.
+    ``all_beams`` returns every final beam instead of the best (for a
+    re-ranker, :mod:`.clip_reranker`); the search is the same, so the
+    first beam is the one returned without it.
 
     Args:
         decoder (CaptionTransformerDecoder): Gives ``init_cache``,
@@ -45,20 +49,29 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
         memory_mask (Tensor): ``(B, L)`` bool, True = visible.
         beam (int): Beam size W >= 1.
         steps (int): Decoding steps T >= 1.
+        all_beams (bool): Return the W final beams of each sample, best
+            first (``topk``'s order), instead of the best one. A beam
+            whose score is -inf (fewer than W finite candidates, tiny
+            vocabularies only) is returned with that score. Defaults to
+            False.
 
     Returns:
         tuple[Tensor, Tensor]: ``ids`` (B, T) long, without BOS, with the
         EOS token if emitted and ``eos_id`` after it; ``scores`` (B,)
         summed log-probabilities of the returned ids (EOS included,
-        padding not counted).
+        padding not counted). With ``all_beams``: ``ids`` (B, W, T) and
+        ``scores`` (B, W).
     """
     batch, vocab = memory.size(0), decoder.vocab_size
     device = memory.device
     cache = decoder.init_cache(memory, memory_mask, width=beam,
                                max_len=steps)
-    result_ids = torch.full((batch, steps), decoder.eos_id,
-                            dtype=torch.long, device=device)  # (B, T)
-    result_scores = torch.zeros(batch, device=device)  # (B,)
+    # Each sample's result: its best beam, or with all_beams every beam.
+    keep = keep_all if all_beams else keep_best
+    kept_shape = (batch, beam) if all_beams else (batch, )
+    result_ids = torch.full(kept_shape + (steps, ), decoder.eos_id,
+                            dtype=torch.long, device=device)  # (B, [W,] T)
+    result_scores = torch.zeros(kept_shape, device=device)  # (B, [W])
     # Search state of the B' samples still decoded; `samples` holds
     # their indices in the batch.
     samples = torch.arange(batch, device=device)  # (B',)
@@ -91,8 +104,8 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
         done = ~live.any(dim=1)  # (B',)
         kept = None
         if bool(done.any()):
-            keep_best(result_ids, result_scores, samples[done],
-                      ids[done], scores[done])
+            keep(result_ids, result_scores, samples[done], ids[done],
+                 scores[done])
             if bool(done.all()):
                 return result_ids, result_scores
             # The samples kept are the next step's B'.
@@ -108,7 +121,7 @@ def beam_search(decoder, memory: Tensor, memory_mask: Tensor, *,
         tokens = word.view(-1)  # (B' * W,)
         if slots is not None:
             tokens = tokens.index_select(0, slots)  # (R,)
-    keep_best(result_ids, result_scores, samples, ids, scores)
+    keep(result_ids, result_scores, samples, ids, scores)
     return result_ids, result_scores
 
 
@@ -200,3 +213,18 @@ def keep_best(result_ids: Tensor, result_scores: Tensor, samples: Tensor,
     index = torch.arange(samples.numel(), device=samples.device)
     result_ids[samples] = ids[index, best]  # (B', T)
     result_scores[samples] = scores[index, best]  # (B',)
+
+
+def keep_all(result_ids: Tensor, result_scores: Tensor, samples: Tensor,
+             ids: Tensor, scores: Tensor) -> None:
+    """Write each sample's beams, in their order, into the results.
+
+    Args:
+        result_ids (Tensor): ``(B, W, T)`` written in place.
+        result_scores (Tensor): ``(B, W)`` written in place.
+        samples (Tensor): ``(B',)`` the samples' batch indices.
+        ids (Tensor): ``(B', W, T)`` their beams.
+        scores (Tensor): ``(B', W)`` the beams' scores.
+    """
+    result_ids[samples] = ids
+    result_scores[samples] = scores

@@ -280,7 +280,8 @@ class CaptionTransformerDecoder(BaseModule):
     # ------------------------------------------------------------ search
     def generate(self, memory: Tensor, memory_mask: Tensor, *,
                  beam_size: Optional[int] = None,
-                 max_len: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                 max_len: Optional[int] = None,
+                 all_beams: bool = False) -> Tuple[Tensor, Tensor]:
         """Batched beam search with KV cache (beam_size 1 = greedy), see
         :func:`~pcm_plugin.models.beam_search.beam_search`.
 
@@ -290,15 +291,20 @@ class CaptionTransformerDecoder(BaseModule):
             beam_size (int, optional): Defaults to ``self.beam_size``.
             max_len (int, optional): Decoding steps T. Defaults to
                 ``self.max_len``.
+            all_beams (bool): Return the W final beams, best first,
+                instead of the best (a re-ranker's candidates). Defaults
+                to False.
 
         Returns:
             tuple[Tensor, Tensor]: ``ids`` (B, T) long, without BOS, with
             the EOS token if emitted and ``eos_id`` after it; ``scores``
-            (B,) summed log-probabilities of the returned ids.
+            (B,) summed log-probabilities of the returned ids. With
+            ``all_beams``: ``ids`` (B, W, T), ``scores`` (B, W).
         """
         beam = self.beam_size if beam_size is None else beam_size
         steps = self.max_len if max_len is None else max_len
         if beam < 1 or steps < 1:
             raise ValueError('CaptionTransformerDecoder.generate: beam_size '
                              f'({beam}) and max_len ({steps}) must be >= 1.')
-        return beam_search(self, memory, memory_mask, beam=beam, steps=steps)
+        return beam_search(self, memory, memory_mask, beam=beam, steps=steps,
+                           all_beams=all_beams)

@@ -16,6 +16,7 @@ from pcm_plugin.utils.keywords import (
     takes_any_keyword,
 )
 
+from .clip_reranker import scored_lengths
 from .data_preprocessor import INPUT_KEYS
 from .decoder_cache import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
@@ -95,6 +96,11 @@ class PCMCaptioner(BaseModel):
             ``images`` (B, 3, I, I) as inputs too and run the frozen CLIP
             tower inside (end to end; kept out of the state dict).
             Defaults to None (features only).
+        reranker (dict, optional): e.g. ``CLIPReranker``: at test time
+            keep the W final beams and return the one it picks by
+            log-probability and CLIP cosine (docs/inference.md). Kept out
+            of the state dict. Defaults to None (the best beam, as the
+            official code).
         data_preprocessor (dict, optional): Defaults to
             ``CaptionFeaturePreprocessor``.
         compile_layers (bool | dict): ``torch.compile`` each encoder and
@@ -116,6 +122,7 @@ class PCMCaptioner(BaseModel):
                  loss: Union[dict, nn.Module], tokenizer: str,
                  max_len: int = 20, clip_weighted: bool = True,
                  image_encoder: Optional[Union[dict, nn.Module]] = None,
+                 reranker: Optional[Union[dict, nn.Module]] = None,
                  data_preprocessor: Optional[dict] = None,
                  compile_layers: Union[bool, dict] = False,
                  init_cfg: Optional[dict] = None):
@@ -144,6 +151,8 @@ class PCMCaptioner(BaseModel):
         self.loss_module = _build(loss, 'loss')
         self.image_encoder = None if image_encoder is None else \
             _build(image_encoder, 'image_encoder')
+        self.reranker = None if reranker is None else \
+            _build(reranker, 'reranker')
         if self.tokenizer is not None:
             self._check_vocab(tokenizer)
         self.max_len, self.clip_weighted = max_len, clip_weighted
@@ -278,6 +287,13 @@ class PCMCaptioner(BaseModel):
         ``images``, with an ``image_encoder``): ``tokens`` (B, L, d),
         ``token_mask`` (B, L) and what else it returns (``PCMMixup``:
         ``replace_mask``, ``concept_idx``)."""
+        inputs = self.clip_features(inputs)
+        return self.mixup(inputs['patch_feats'], inputs['global_feat'])
+
+    def clip_features(self, inputs: Dict[str, torch.Tensor]
+                      ) -> Dict[str, torch.Tensor]:
+        """``patch_feats`` (B, N, Dv) and ``global_feat`` (B, Dg): the
+        inputs themselves, or the image encoder's on ``images``."""
         if 'images' in inputs:
             if self.image_encoder is None:
                 raise KeyError('the inputs are images but the model has no '
@@ -289,7 +305,7 @@ class PCMCaptioner(BaseModel):
         if missing:
             raise KeyError(f'model inputs lack {missing}; the pipeline must '
                            'end with LoadCLIPFeatures + PackCaptionInputs')
-        return self.mixup(inputs['patch_feats'], inputs['global_feat'])
+        return inputs
 
     def _clip_cos(self, data_samples: List[DataSample], device) -> Optional[
             torch.Tensor]:
@@ -326,11 +342,54 @@ class PCMCaptioner(BaseModel):
     @torch.no_grad()
     def generate(self, inputs: Dict[str, torch.Tensor],
                  beam_size: Optional[int] = None) -> List[str]:
-        """Captions for a batch of features (beam search by default)."""
+        """Captions for a batch of features (beam search by default; with
+        ``reranker``, its pick among the final beams)."""
+        if self.reranker is not None:
+            found = self.caption_candidates(inputs, beam_size=beam_size)
+            best = self.reranker(found['log_probs'], found['lengths'],
+                                 found['cosines'])  # (B,)
+            return [captions[i] for captions, i in zip(found['captions'],
+                                                       best.tolist())]
         memory, mask = self.encode(inputs, drop_masked=True)
         ids, _ = self.decoder.generate(memory, mask, beam_size=beam_size,
                                        max_len=self.max_len)
         return decode_ids(self._require_tokenizer(), ids)
+
+    @torch.no_grad()
+    def caption_candidates(self, inputs: Dict[str, torch.Tensor],
+                           beam_size: Optional[int] = None) -> Dict:
+        """The final beams of a batch and what the re-ranker scores them
+        by (:mod:`.clip_reranker`); ``tools/choose_rerank_weight.py``
+        keeps them to re-score at every fusion weight.
+
+        Args:
+            inputs (dict): As :meth:`forward` takes them.
+            beam_size (int, optional): Beams kept, W. Defaults to
+                ``reranker.num_candidates``.
+
+        Returns:
+            dict: ``captions`` (B lists of W strings, best beam first),
+            ``log_probs`` (B, W) summed log-probabilities, ``lengths``
+            (B, W) tokens they count, ``cosines`` (B, W) CLIP
+            image-caption cosines.
+        """
+        if self.reranker is None:
+            raise RuntimeError('caption_candidates needs model.reranker '
+                               "(e.g. dict(type='CLIPReranker', ...))")
+        inputs = self.clip_features(inputs)
+        memory, mask = self.encode(inputs, drop_masked=True)
+        width = beam_size or self.reranker.num_candidates
+        ids, log_probs = self.decoder.generate(
+            memory, mask, beam_size=width, max_len=self.max_len,
+            all_beams=True)  # (B, W, T), (B, W)
+        flat = decode_ids(self._require_tokenizer(),
+                          ids.flatten(0, 1))  # (B * W, T) -> B * W captions
+        captions = [flat[start:start + width]
+                    for start in range(0, len(flat), width)]
+        return dict(captions=captions, log_probs=log_probs,
+                    lengths=scored_lengths(ids, self.decoder.eos_id),
+                    cosines=self.reranker.cosines(inputs['global_feat'],
+                                                  captions))
 
     def predict(self, inputs: Dict[str, torch.Tensor],
                 data_samples: Optional[List[DataSample]] = None

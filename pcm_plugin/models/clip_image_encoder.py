@@ -23,8 +23,29 @@ from pcm_plugin.clip.release_tower import load_release_clip
 from pcm_plugin.registry import MODELS
 
 
+class FrozenCLIPModule(BaseModule):
+    """A module running a frozen open_clip model, ``self.tower``, that
+    stays out of its state dict (checkpoints are the captioner's alone)
+    and follows the module's ``.to()`` and never trains."""
+
+    def hold_tower(self, tower) -> None:
+        """Keep ``tower`` frozen, in eval mode, unregistered."""
+        tower.requires_grad_(False)
+        self.__dict__['tower'] = tower.eval()
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.tower._apply(fn, *args, **kwargs)  # .to(device) moves it too
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tower.eval()  # frozen: never in training mode
+        return self
+
+
 @MODELS.register_module()
-class OpenCLIPImageEncoder(BaseModule):
+class OpenCLIPImageEncoder(FrozenCLIPModule):
     """Images (B, 3, I, I), preprocessed as CLIP expects, to features.
 
     Args:
@@ -57,9 +78,7 @@ class OpenCLIPImageEncoder(BaseModule):
             tower, _, _ = load_open_clip(name, checkpoint=checkpoint,
                                          pretrained=pretrained,
                                          model_config=model_config)
-        tower.requires_grad_(False)
-        # Not a registered submodule: its weights stay out of checkpoints.
-        self.__dict__['tower'] = tower.eval()
+        self.hold_tower(tower)
         self.pool = resolve_pool(tuple(tower.visual.grid_size), pool)
 
     @property
@@ -68,16 +87,6 @@ class OpenCLIPImageEncoder(BaseModule):
         interpolation, ...): ``LoadCLIPImage(preprocess=...)`` turns an
         image into what this tower takes."""
         return dict(self.tower.visual.preprocess_cfg)
-
-    def _apply(self, fn, *args, **kwargs):
-        super()._apply(fn, *args, **kwargs)
-        self.tower._apply(fn, *args, **kwargs)  # .to(device) moves it too
-        return self
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.tower.eval()  # frozen: never in training mode
-        return self
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
