@@ -16,6 +16,9 @@ none: inherit by path there) and only from a folder below ``configs/``.
 import os.path as osp
 from typing import Optional
 
+from mmengine.config.utils import MODULE2PACKAGE
+from mmpretrain.apis.model import ModelHub
+
 PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # An installed wheel carries the index and configs in pcm_plugin/.mim
 # (setup.py copies them there, as mmpretrain ships its own); a clone or an
@@ -47,9 +50,6 @@ def register_model_zoo(index: Optional[str] = None) -> Optional[str]:
     Returns:
         Optional[str]: The index registered, or None when there is none.
     """
-    from mmengine.config.utils import MODULE2PACKAGE
-    from mmpretrain.apis.model import ModelHub
-
     # mmengine resolves `_base_ = 'PACKAGE::...'` only for the packages in
     # this table; it has no other way to add one.
     MODULE2PACKAGE.setdefault('pcm_plugin', 'pcm_plugin')

@@ -16,12 +16,16 @@ import os
 import os.path as osp
 import pickle
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
+from mmengine.model import is_model_wrapper
+from mmengine.registry import RUNNERS
+from mmengine.runner import find_latest_checkpoint
 
 import pcm_plugin  # noqa: F401  registers components + ckpt loader
 from pcm_plugin.apis.release import names_a_release, resolve_release
@@ -113,7 +117,6 @@ def check_resumable(work_dir: str) -> str:
         FileNotFoundError: No ``last_checkpoint`` in ``work_dir``, or it
             names a file that does not exist.
     """
-    from mmengine.runner import find_latest_checkpoint
     marker = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(marker):
         raise FileNotFoundError(
@@ -239,7 +242,6 @@ def end_distributed_run() -> None:
 def check_test_checkpoint(runner, checkpoint: str) -> None:
     """Refuse a checkpoint that does not fit the model (``ValueError``):
     mmengine would test the partly loaded model and exit 0."""
-    from mmengine.model import is_model_wrapper
     model = runner.model.module if is_model_wrapper(runner.model) \
         else runner.model
     check_checkpoint_matches(model, checkpoint)
@@ -288,7 +290,6 @@ def _keep_traceback(work_dir: Optional[str]) -> str:
     """Write the traceback being handled to ``<work_dir>/error[-rank<r>].log``
     and return `` (traceback in <file>)``; ``''`` without a work dir or
     when it cannot be written."""
-    import traceback
     if work_dir is None:
         return ''
     rank = os.environ.get('RANK', '0')
@@ -306,7 +307,6 @@ def _keep_traceback(work_dir: Optional[str]) -> str:
 def build_runner(cfg: Config):
     """:class:`ToolRunner` ``.from_cfg`` (or the configured runner type)."""
     if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
     return ToolRunner.from_cfg(cfg)
 

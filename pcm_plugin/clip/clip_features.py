@@ -23,7 +23,7 @@ PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 def register_model_config(path: str) -> str:
     """Make an open_clip config JSON known by its file stem; return it."""
-    import open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     if not osp.isfile(path):
         raise FileNotFoundError(f'--model-config {path} not found')
     try:
@@ -70,7 +70,7 @@ def load_open_clip(model_name: str, *, checkpoint: Optional[str] = None,
     Returns:
         tuple: ``(model, preprocess, tokenizer)``, model in eval mode.
     """
-    import open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     if model_config:
         register_model_config(model_config)
     if precision not in PRECISIONS:
@@ -147,7 +147,7 @@ def clip_preprocess(model_name: str, model_config: Optional[str] = None, *,
     its config (no weights loaded): what :func:`load_open_clip` returns as
     ``preprocess`` for a local checkpoint (plus a cached tag's mean/std).
     """
-    import open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     if model_config:
         register_model_config(model_config)
     cfg = open_clip.get_model_config(model_name)
@@ -173,12 +173,14 @@ def preprocess_transform(settings: Dict) -> Callable:
     Returns:
         Callable: PIL image -> (3, I, I) float tensor.
     """
+    # deferred: open_clip loads only where CLIP runs
     from open_clip.transform import PreprocessCfg, image_transform_v2
     return image_transform_v2(PreprocessCfg(**settings), is_train=False)
 
 
 def check_vit_layout(model, name: str) -> None:
     """Refuse image towers whose ``ln_post`` input is not (B, 1+N, W)."""
+    # deferred: open_clip loads only where CLIP runs
     from open_clip.transformer import VisionTransformer
     visual = getattr(model, 'visual', None)
     if not isinstance(visual, VisionTransformer):

@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 # PIL's own default (~89.5 M pixels, a 9459x9459 image).
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -52,7 +53,6 @@ def resolve_path(candidates: Sequence[str]) -> str:
 
 
 def _open(path: str, max_pixels: Optional[int]):
-    from PIL import Image
     # PIL's global bomb limit is replaced by the explicit check below, so
     # that --max-pixels works both ways and the message names the flag.
     old_limit = Image.MAX_IMAGE_PIXELS
@@ -73,7 +73,6 @@ def _open(path: str, max_pixels: Optional[int]):
 
 def to_rgb(image):
     """RGB copy of a PIL image; transparency is composited on white."""
-    from PIL import Image
     if image.mode == 'P' and 'transparency' in image.info:
         image = image.convert('RGBA')
     if image.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
@@ -106,7 +105,6 @@ def load_rgb_image(path: str, *,
     Raises:
         BadImageError: Missing, empty, unreadable, truncated or too large.
     """
-    from PIL import Image, UnidentifiedImageError
     if not osp.isfile(path):
         raise BadImageError(path, 'image file not found')
     if os.path.getsize(path) == 0:
@@ -141,7 +139,6 @@ def as_rgb_image(image):
     Raises:
         ValueError: An array of another shape.
     """
-    from PIL import Image
     if not isinstance(image, np.ndarray):
         return image.convert('RGB')
     if image.ndim != 3 or image.shape[2] != 3:

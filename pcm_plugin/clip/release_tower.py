@@ -91,7 +91,7 @@ def _clip_metadata(text: str, source: str) -> Tuple[str, dict, dict]:
 def _register_clip_config(name: str, config: dict, folder: str) -> None:
     """Make open_clip build ``name`` from ``config`` (it knows a config by
     its file's stem); a model it knows with this config is left alone."""
-    import open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     if name in open_clip.list_models() and \
             open_clip.get_model_config(name) == config:
         return
@@ -104,7 +104,7 @@ def _register_clip_config(name: str, config: dict, folder: str) -> None:
 def _untrained_clip(name: str, preprocess: dict):
     """``open_clip.create_model`` without weights, its warning that the
     model is untrained silenced (the release's tower is loaded next)."""
-    import open_clip
+    import open_clip  # deferred: open_clip loads only where CLIP runs
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:

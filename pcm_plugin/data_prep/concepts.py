@@ -10,6 +10,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from pcm_plugin.clip.clip_features import load_open_clip_text_model
 from pcm_plugin.models.concept_bank import (
@@ -105,7 +106,6 @@ def encode_concepts(model, tokenizer, words: Sequence[str],
     Returns:
         np.ndarray: (C, D) float32, unit rows.
     """
-    import torch
     total = None
     with torch.no_grad(), progress_bar(
             total=len(words) * len(templates), desc='prompts',

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from pcm_plugin.clip.clip_features import (
     caption_cosine,
@@ -258,7 +259,6 @@ def extract_features(ann_file: str, *, image_dir: str, out_dir: str,
 
 def _device(s: ExtractionSettings, world: int, local_rank: int) -> str:
     """The rank's device; fp16 is refused on CPU."""
-    import torch
     device = s.device
     if device is None:
         device = (f'cuda:{local_rank}' if torch.cuda.is_available()
@@ -314,7 +314,6 @@ class _ShardRunner:
 
     def run(self, pending, preprocess, *, batch_size, workers, max_pixels,
             progress) -> None:
-        import torch
         if not pending:
             return
         dataset = ImageListDataset(
@@ -355,7 +354,6 @@ class _ShardRunner:
             self.skipped_bad += 1
         if not good:
             return
-        import torch
         dtype = self.model.visual.conv1.weight.dtype
         images = torch.stack([t for _, t in good])  # (B, 3, I, I)
         images = images.to(self.device, dtype)

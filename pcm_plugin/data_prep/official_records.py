@@ -16,12 +16,18 @@ names (:data:`ADMITTED`), so a crafted file is refused before anything is
 called; :func:`caption_word_ids` checks every row the way the official
 loader and loss read it.
 """
+import _codecs
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .safe_pickle import AdmittedGlobalsUnpickler, UnsafePickleError
+
+try:
+    from numpy._core import multiarray, numeric
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray, numeric
 
 # PCM-Net's clipscore is 2.5 x the CLIP cosine (the loss divides it out).
 CLIP_SCORE_SCALE = 2.5
@@ -39,11 +45,6 @@ def _numpy_globals() -> Dict:
     """``(module, name) -> object`` for what numpy 1.x and 2.x write when
     pickling arrays and scalars (protocols 2 to 5), and ``_codecs.encode``
     that protocol 2 uses for bytes."""
-    import _codecs
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
     admitted = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
                 ('_codecs', 'encode'): _codecs.encode}
     for core in ('numpy.core', 'numpy._core'):

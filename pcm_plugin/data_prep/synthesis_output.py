@@ -23,6 +23,8 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from PIL import Image
+
 from pcm_plugin.utils.fileio import (
     atomic_write_bytes,
     atomic_write_json,
@@ -152,7 +154,6 @@ def _png_bytes(image) -> bytes:
 
 
 def _png_verifies(path: str) -> bool:
-    from PIL import Image
     try:
         with Image.open(path) as image:
             image.verify()

@@ -21,6 +21,13 @@ import numpy as np
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+try:
+    from numpy._core import multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray
 
 TRUST_ENV = 'PCM_TRUST_CHECKPOINT'
 
@@ -115,10 +122,6 @@ def safe_globals() -> List:
     Returns:
         list: entries for :func:`torch.serialization.safe_globals`.
     """
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
     dtypes = {type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDG'}
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray,
             np.dtype, *sorted(dtypes, key=str),
@@ -203,8 +206,6 @@ def _unpickler_reason(err: Exception) -> str:
 def _load_safetensors(filename: str, map_location=None) -> dict:
     """A released model's weights (tools/publish_model.py): plain tensors,
     nothing to unpickle."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     device = map_location if isinstance(map_location, str) else 'cpu'
     try:
         return dict(state_dict=load_file(filename, device=device))

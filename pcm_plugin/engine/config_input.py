@@ -10,9 +10,11 @@ reaches torch's optimizer as a string and fails in a comparison deep in
 the build. Both are checked here, before any work.
 """
 import os.path as osp
+import sys
 import traceback
 from typing import Any, Dict, Optional
 
+import mmengine
 from mmengine.config import Config
 
 
@@ -57,9 +59,6 @@ def _load_failure(err: Exception, path: str) -> str:
 def _config_frame(err: Exception) -> Optional[tuple]:
     """(file, line) of the innermost frame outside mmengine, this package
     and the Python installation: the config line that raised."""
-    import sys
-
-    import mmengine
     skip = tuple(osp.dirname(osp.abspath(m)) for m in (
         mmengine.__file__, osp.dirname(__file__)))
     skip += tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})

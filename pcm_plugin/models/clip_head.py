@@ -9,6 +9,7 @@ import os.path as osp
 from typing import Dict
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 HEAD_KEYS = ('visual.ln_post.weight', 'visual.ln_post.bias', 'visual.proj')
@@ -16,7 +17,6 @@ HEAD_KEYS = ('visual.ln_post.weight', 'visual.ln_post.bias', 'visual.proj')
 
 def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
         return load_file(path)
     state = torch.load(path, map_location='cpu', weights_only=True)
     if isinstance(state, dict) and 'state_dict' in state:

@@ -19,6 +19,7 @@ key/value tensors and reorders their rows for the beams.
 Shape letters: docs/method.md §3.0, with Q (prefix positions) and D (the
 language model's width) as in :mod:`.prefix_captioner`.
 """
+import os.path as osp
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -244,9 +245,9 @@ class GPT2PrefixDecoder(BaseModule):
 def build_gpt2(lm_path: Optional[str], lm_config: Optional[dict],
                vocab_size: int, attn_impl: str):
     """``GPT2LMHeadModel`` from a local folder, or with random weights."""
+    # deferred: transformers' GPT-2 loads only for a GPT-2 decoder
     from transformers import GPT2Config, GPT2LMHeadModel
     if lm_path is not None:
-        import os.path as osp
         if not osp.isfile(osp.join(lm_path, 'config.json')):
             raise FileNotFoundError(
                 f'GPT-2 folder {lm_path} has no config.json: download GPT-2 '

@@ -12,6 +12,7 @@ The selection maths is the pure function :func:`salient_patch_mixup` (in
 CLIP head, the concept bank, the trainable token embedding (projections,
 positions, token types) and CapDec noise on the global token.
 """
+import json
 from contextlib import contextmanager
 from typing import Dict, Optional, Tuple, Union
 
@@ -199,7 +200,6 @@ class PCMMixup(BaseModule):
         embeds = state_dict.pop(prefix + BANK_EMBEDS_KEY, None)
         if words is None or embeds is None or not self._bank_from_weights:
             return
-        import json
         self.set_concept_bank((
             json.loads(bytes(words.tolist()).decode('utf-8')),
             embeds.float().numpy()))
@@ -207,7 +207,6 @@ class PCMMixup(BaseModule):
     def bank_state(self) -> Dict[str, torch.Tensor]:
         """The concept bank as tensors, to carry inside released weights
         (keys relative to this module)."""
-        import json
         words = json.dumps(self.concept_words).encode('utf-8')
         return {BANK_WORDS_KEY: torch.tensor(list(words), dtype=torch.uint8),
                 BANK_EMBEDS_KEY: self.concept_embeds.detach().cpu().clone()}

@@ -11,6 +11,8 @@ import os
 import os.path as osp
 from typing import Dict, Tuple
 
+import torch
+
 from pcm_plugin.clip.clip_features import register_model_config
 
 # Two layouts mirroring the real backbones' token grids at toy width:
@@ -62,8 +64,7 @@ def build_tiny_open_clip(out_dir: str, name: str = 'pcm-tiny-vit-b32',
         tuple[str, str]: The model name and the checkpoint path (a state dict
         that ``open_clip.create_model(name, pretrained=path)`` loads).
     """
-    import open_clip
-    import torch
+    import open_clip  # deferred: loads only where a tiny CLIP is written
     write_model_config(name, TINY_CLIP_CONFIGS[name], out_dir)
     torch.manual_seed(seed)
     model = open_clip.create_model(name, pretrained=None)

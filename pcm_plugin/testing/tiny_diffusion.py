@@ -14,6 +14,8 @@ import os
 import os.path as osp
 from typing import List, Tuple
 
+import torch
+
 # 49152 - 256 - 2 + 1: the merge lines CLIP keeps (open_clip and transformers
 # both slice the BPE file this way).
 _NUM_MERGE_LINES = 49152 - 256 - 2 + 1
@@ -21,6 +23,7 @@ _NUM_MERGE_LINES = 49152 - 256 - 2 + 1
 
 def _clip_bpe_vocab_and_merges() -> Tuple[List[str], List[str]]:
     """Vocabulary and merge lines of CLIP's BPE, from open_clip's file."""
+    # deferred: open_clip loads only where a tiny pipeline is written
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
     with gzip.open(default_bpe()) as f:
         lines = f.read().decode('utf-8').split('\n')
@@ -67,7 +70,8 @@ def build_tiny_sd_pipeline(out_dir: str, seed: int = 0) -> str:
     Returns:
         str: ``out_dir``.
     """
-    import torch
+    # deferred: diffusers and transformers' CLIP text model load only where
+    # a tiny pipeline is written
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,

@@ -10,6 +10,10 @@ import os
 import os.path as osp
 from typing import Sequence
 
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers.processors import TemplateProcessing
+
 SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]')
 
 
@@ -26,9 +30,7 @@ def build_tiny_sentence_model(folder: str, words: Sequence[str], *,
     Returns:
         str: ``folder``.
     """
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from tokenizers.processors import TemplateProcessing
+    # deferred: transformers' BERT loads only where a tiny model is written
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
     vocab = {w: i for i, w in enumerate(
         list(SPECIALS) + sorted(set(words) - set(SPECIALS)))}

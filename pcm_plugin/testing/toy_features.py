@@ -12,6 +12,8 @@ import os.path as osp
 from typing import Dict, Tuple
 
 import numpy as np
+import torch
+from mmengine.config import Config
 
 from pcm_plugin.data_prep.annotations import TRAIN_ID_START
 from pcm_plugin.datasets.feature_store import write_feature_store
@@ -58,7 +60,6 @@ def make_toy_feature_world(root: str, *, clip_checkpoint: str,
         dict: paths ``train_ann``, ``test_ann``, ``test_gt``, ``train_feats``,
         ``test_feats``, ``tokenizer``, ``concept_bank``.
     """
-    import torch
     rng = np.random.default_rng(seed)
     state = torch.load(clip_checkpoint, map_location='cpu', weights_only=True)
     proj = state['visual.proj'].numpy()  # (Dv, Dg)
@@ -122,7 +123,6 @@ def toy_config(world: Dict[str, str], work_dir: str, *, max_epochs: int = 2,
     Returns:
         mmengine.Config: Ready for ``Runner.from_cfg`` or ``cfg.dump``.
     """
-    from mmengine.config import Config
     repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     cfg = Config.fromfile(osp.join(repo, base))
     small = dict(embed_dim=64, num_layers=1, num_heads=2, ffn_dim=128)

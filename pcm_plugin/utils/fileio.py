@@ -13,6 +13,7 @@ import os.path as osp
 import re
 import shutil
 import stat
+import tempfile
 from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
@@ -269,7 +270,6 @@ def check_writable_dir(folder: str, what: str) -> None:
         FileNotFoundError: naming ``what`` (e.g. ``'--out m.json'``), the
             folder and why.
     """
-    import tempfile
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:

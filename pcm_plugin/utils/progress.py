@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Iterable, Optional, TextIO
 
+from tqdm import tqdm
+
 
 def progress_bar(iterable: Optional[Iterable] = None, *,
              total: Optional[int] = None, desc: str = '', unit: str = 'it',
@@ -37,7 +39,6 @@ def progress_bar(iterable: Optional[Iterable] = None, *,
     """
     stream = sys.stderr if stream is None else stream
     if _is_terminal(stream):
-        from tqdm import tqdm
         return tqdm(iterable, total=total, desc=desc, unit=unit,
                     initial=initial, disable=disable, file=stream,
                     dynamic_ncols=True)

@@ -26,7 +26,7 @@ def declare_torchvision_ops() -> None:
     spec = importlib.util.find_spec('torchvision')
     if spec is None or spec.origin is None:
         return
-    import torch
+    import torch  # deferred: this module loads at every interpreter start
     try:
         torch.ops.load_library(
             os.path.join(os.path.dirname(spec.origin), '_C.so'))

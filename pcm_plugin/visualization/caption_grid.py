@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from PIL import Image, ImageDraw, ImageFont
 
 from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.registry import HOOKS
@@ -23,7 +24,6 @@ FONT_SIZE, LINE_HEIGHT = 13, 17
 def caption_font():
     """Pillow's scalable default font: its bitmap one is so tight that
     "a photo of a" reads "a photoofa"."""
-    from PIL import ImageFont
     return ImageFont.load_default(size=FONT_SIZE)
 
 
@@ -43,7 +43,6 @@ def draw_caption_grid(items: Sequence[Tuple[str, str, Optional[str]]],
     Returns:
         str: ``out_png``.
     """
-    from PIL import Image, ImageDraw
     if not items:
         raise ValueError('no images to draw')
     font = caption_font()

@@ -60,6 +60,7 @@ def plot_curves(path: str, out: str, *,
     Returns:
         list[str]: The keys drawn.
     """
+    # deferred: matplotlib loads only where a figure is drawn
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

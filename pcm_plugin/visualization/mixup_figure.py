@@ -9,10 +9,13 @@ the image: CLIP's centre crop divided into its patch grid, each mixed patch
 tinted and labelled with its concept, the caption and the K concepts below.
 """
 import math
+import os
+import os.path as osp
 import textwrap
 from typing import List, Sequence, Tuple
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from pcm_plugin.clip.image_io import load_rgb_image
 from pcm_plugin.models.mixup_selection import select_pairs
@@ -76,7 +79,6 @@ def draw_mixup(image, pairs: Sequence[Tuple[int, int]],
     Returns:
         PIL.Image: The figure.
     """
-    from PIL import Image, ImageDraw, ImageFont
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
         raise ValueError(f'{num_patches} patches do not form a square grid')
@@ -126,8 +128,6 @@ def save_mixup_figures(inferencer, images: Sequence[str], out_dir: str
     Returns:
         list[str]: The written files.
     """
-    import os
-    import os.path as osp
     mixup = inferencer.model.mixup
     if mixup.mode == 'none':
         raise ValueError('this model has no mix-up (mixup.mode=none): there '

@@ -6,6 +6,8 @@ import os.path as osp
 import textwrap
 from typing import Dict, List, Optional
 
+from PIL import Image
+
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
@@ -58,10 +60,10 @@ def draw_repaired_examples(refined_file: str, *, image_dir: str,
         str | None: The PNG written, None when no caption moved or no
         image file was found.
     """
+    # deferred: matplotlib loads only where a figure is drawn
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from PIL import Image
     with open(refined_file, encoding='utf-8') as f:
         refined = json.load(f)
     file_names = source_file_names(refined)
