@@ -3,4 +3,4 @@
 ``setup.py`` reads this file as text (building must not import the package
 and its heavy dependencies) and ``pcm_plugin.__version__`` re-exports it.
 """
-__version__ = '0.1.0'
+__version__ = '0.2.0'
