@@ -122,6 +122,9 @@ def remove_stale_temp_files(directory: str,
       this machine. A live writer may be another run's save in progress
       (a checkpoint folder two runs share).
 
+    Only regular files and folders are removed: a link or a device node
+    under such a name is not a writer's leftover.
+
     Args:
         directory (str): Where to look (absent: nothing to do).
         owned (Sequence[str], optional): Final names the caller owns.
@@ -139,13 +142,17 @@ def remove_stale_temp_files(directory: str,
             continue
         final, pid = parsed
         stale = final in owned if owned is not None else not _running(pid)
-        if stale:
-            path = osp.join(directory, name)
-            if osp.isdir(path) and not osp.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-            removed.append(path)
+        path = osp.join(directory, name)
+        # Only what a writer leaves, a regular file or a folder: never a
+        # link or a device that happens to carry such a name.
+        kind = os.lstat(path).st_mode
+        if not stale or not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+            continue
+        if stat.S_ISDIR(kind):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        removed.append(path)
     return removed
 
 

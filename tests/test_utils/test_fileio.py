@@ -176,10 +176,13 @@ def test_unowned_temp_files_go_only_when_their_writer_is_gone(tmp_path):
         (tmp_path / f'epoch_4.pth.tmp{live.pid}').write_bytes(b'saving')
         (tmp_path / 'epoch_2.pth').write_bytes(b'kept')
         (tmp_path / 'notes.tmpx').write_bytes(b'not ours')
+        # A link under a writer's name is not a leftover (not followed).
+        (tmp_path / f'epoch_5.pth.tmp{gone.pid}').symlink_to('epoch_2.pth')
         removed = remove_stale_temp_files(str(tmp_path))
     finally:
         live.kill()
     assert [osp.basename(p) for p in removed] == [
         f'epoch_3.pth.tmp{gone.pid}', f'release.tmp{gone.pid}']
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
-        'epoch_2.pth', f'epoch_4.pth.tmp{live.pid}', 'notes.tmpx'])
+        'epoch_2.pth', f'epoch_4.pth.tmp{live.pid}', 'notes.tmpx',
+        f'epoch_5.pth.tmp{gone.pid}'])
