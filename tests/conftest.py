@@ -5,32 +5,17 @@ downloaded. The constants and functions the tests share are in
 :mod:`tests.helpers`.
 """
 import os.path as osp
-import re
 
 import pytest
 
-# The tools' start-up, first: offline defaults and the pinned stack's known
-# warnings quiet, here and in the processes the tests start.
-import tools._cli as tool_start  # noqa: I001
-
-# After the start-up: the helpers import torch and mmengine, which may
-# import Hugging Face libraries.
-from tests.helpers import (  # noqa: E402
+# The helpers import torch and mmengine (and through them Hugging Face
+# libraries): after the start-up, which the repository's conftest.py runs.
+from tests.helpers import (
     CAPTIONS,
     SHARED_DATA,
     call_tool,
     random_unit_rows,
 )
-
-
-def pytest_configure(config) -> None:
-    """The tools' list of known, harmless warnings is the one list: pytest
-    resets the warning filters for every test, so it goes in as ini lines
-    (their message is a regular expression)."""
-    for prefix, category in tool_start.KNOWN_HARMLESS_WARNINGS:
-        config.addinivalue_line(
-            'filterwarnings',
-            f'ignore:{re.escape(prefix)}:{category.__name__}')
 
 
 @pytest.fixture(scope='session')
