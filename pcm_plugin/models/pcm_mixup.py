@@ -13,8 +13,10 @@ CLIP head, the concept bank, the trainable token embedding (projections,
 positions, token types) and CapDec noise on the global token.
 """
 import json
+import os.path as osp
 from contextlib import contextmanager
-from typing import Dict, Optional, Tuple, Union
+from importlib import resources
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -26,7 +28,12 @@ from pcm_plugin.registry import MODELS
 
 from .clip_head import FrozenCLIPHead
 from .concept_bank import load_concept_bank
-from .mixup_selection import salient_patch_mixup, unit
+from .mixup_selection import (
+    SELECTIONS,
+    salient_patch_mixup,
+    unit,
+    writable_concepts,
+)
 
 MODES = ('top', 'random', 'none')
 # A file setting (tokenizer, concept bank, CLIP head) whose content comes
@@ -34,6 +41,37 @@ MODES = ('top', 'random', 'none')
 FROM_WEIGHTS = 'from_weights'
 BANK_WORDS_KEY = 'concept_bank.words_json'  # uint8 UTF-8 JSON list
 BANK_EMBEDS_KEY = 'concept_bank.embeds'  # (C, Dg)
+# The stuff words of COCO's 446-word bank, shipped with the package.
+COCO_STUFF_WORDS = 'coco_stuff_words.txt'
+
+
+def read_word_list(source: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    """Words from a list, or from a text file of one word a line.
+
+    Args:
+        source (str | Sequence[str]): The words; or a file path, or the
+            name of a file in ``pcm_plugin/resources/`` (e.g.
+            :data:`COCO_STUFF_WORDS`). In a file, ``#`` starts a comment
+            and blank lines are skipped.
+
+    Returns:
+        tuple[str]: The words, in their order.
+    """
+    if not isinstance(source, str):
+        return tuple(source)
+    if osp.isfile(source):
+        with open(source, encoding='utf-8') as f:
+            text = f.read()
+    else:
+        packaged = resources.files('pcm_plugin').joinpath(
+            'resources', source)
+        if not packaged.is_file():
+            raise FileNotFoundError(
+                f'word list {source!r} is neither a file nor one of '
+                "pcm_plugin/resources/ (e.g. 'coco_stuff_words.txt')")
+        text = packaged.read_text(encoding='utf-8')
+    lines = (line.split('#', 1)[0].strip() for line in text.splitlines())
+    return tuple(line for line in lines if line)
 
 
 @contextmanager
@@ -126,6 +164,21 @@ class PCMMixup(BaseModule):
             selection (and the token types) but make every textual patch
             zero, so a selected token carries no concept content. Defaults
             to False.
+        selection (str): Which patches ``mode='top'`` mixes, in training
+            (replaced) and at test (appended) alike. ``'official'`` (the
+            default) is the official code's behaviour: the top-M (patch,
+            concept) pairs of all N*K. ``'per_concept'`` is ours, beyond
+            the paper: each retrieved concept writes its own vector into
+            one patch of its own, at most one concept per patch, so at
+            most min(M, K) patches (``mixup_selection.per_concept_pairs``).
+        excluded_words (str | Sequence[str], optional): Ours, beyond the
+            paper: bank words still retrieved (they keep their K slots)
+            but never written: no pair selects them and no textual patch
+            mixes them, under either rule. A list of words, a word-list
+            file, or ``'coco_stuff_words.txt'`` for the COCO bank's
+            background words (:func:`read_word_list`); words absent from
+            the bank are ignored. Defaults to None (the official code's:
+            every word may be written).
         init_cfg (dict, optional): mmengine init config.
     """
 
@@ -138,7 +191,8 @@ class PCMMixup(BaseModule):
                  threshold: float = 0.0, random_prob: float = 0.5,
                  noise_var: float = 0.016, dropout: float = 0.5,
                  norm_eps: float = 1e-5, eval_mode: str = 'append',
-                 zero_textual: bool = False,
+                 zero_textual: bool = False, selection: str = 'official',
+                 excluded_words: Optional[Union[str, Sequence[str]]] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         _check_layout_set(patch_dim=patch_dim, global_dim=global_dim,
@@ -149,6 +203,12 @@ class PCMMixup(BaseModule):
         if eval_mode not in ('append', 'replace'):
             raise ValueError("PCMMixup.eval_mode must be 'append' or "
                              f"'replace', got {eval_mode!r}")
+        if selection not in SELECTIONS:
+            raise ValueError(f'PCMMixup.selection must be one of '
+                             f'{tuple(SELECTIONS)}, got {selection!r}')
+        if selection != 'official' and mode != 'top':
+            raise ValueError(f'PCMMixup.selection={selection!r} chooses the '
+                             f"patches of mode='top', not of mode={mode!r}")
         self.patch_dim, self.global_dim = patch_dim, global_dim
         self.num_patches = num_patches
         self.mode, self.eval_mode = mode, eval_mode
@@ -156,6 +216,12 @@ class PCMMixup(BaseModule):
         self.temperature, self.threshold = temperature, threshold
         self.random_prob, self.noise_var = random_prob, noise_var
         self.zero_textual = zero_textual
+        self.selection = selection
+        # None, not an empty tuple, is the official code's setting: the
+        # selection then runs exactly as before the option existed.
+        self.excluded_words = (None if excluded_words is None
+                               else read_word_list(excluded_words))
+        self.concept_writable: Optional[torch.Tensor] = None  # (C,) bool
 
         self.patch_proj = nn.Linear(patch_dim, embed_dim)
         # Built only where a mode uses it: an unused parameter breaks DDP
@@ -235,6 +301,30 @@ class PCMMixup(BaseModule):
                              f'than top_k={self.top_k}')
         self.concept_words = list(words)
         self.concept_embeds = embeds.to(self.pos_embed.device)
+        if self.excluded_words is not None:
+            if self.excluded_words and not set(self.excluded_words) & set(
+                    self.concept_words):
+                # Some may be missing (one list serves several banks);
+                # all missing is a list meant for another bank.
+                raise ValueError(
+                    f'{source}: none of the {len(self.excluded_words)} '
+                    'excluded_words is a word of this concept bank '
+                    f'(e.g. {self.excluded_words[0]!r}); the list is for '
+                    'another bank')
+            # A plain attribute, not a buffer: checkpoints stay as they were.
+            self.concept_writable = writable_concepts(
+                self.concept_words, self.excluded_words).to(
+                    self.pos_embed.device)  # (C,)
+
+    def selection_settings(self) -> Dict:
+        """The keyword arguments of
+        :func:`~pcm_plugin.models.mixup_selection.salient_patch_mixup` and
+        ``select_pairs`` this module selects with (figures and diagnostics
+        recompute its pairs with them)."""
+        return dict(top_k=self.top_k, top_m=self.top_m,
+                    temperature=self.temperature, threshold=self.threshold,
+                    selection=self.selection,
+                    writable=self.concept_writable)
 
     def _check_inputs(self, patch_feats: torch.Tensor,
                       global_feat: torch.Tensor) -> None:
@@ -272,8 +362,7 @@ class PCMMixup(BaseModule):
                                              enabled=False):
             textual, mask, concept_idx = salient_patch_mixup(
                 self.clip_head(patch_feats), global_feat, self.concept_embeds,
-                top_k=self.top_k, top_m=self.top_m,
-                temperature=self.temperature, threshold=self.threshold)
+                **self.selection_settings())
             if self.zero_textual:
                 textual = torch.zeros_like(textual)  # (B, N, Dg)
             if self.mode == 'random':

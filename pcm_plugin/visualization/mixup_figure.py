@@ -40,10 +40,11 @@ def mixup_pairs(mixup, patch_feats: torch.Tensor, global_feat: torch.Tensor
         ``pairs``: ``(patch index, concept slot)`` of the top-M pairs whose
         concept was kept, best first.
     """
+    # The module's own settings, its selection rule and excluded words
+    # included: the figure shows the pairs the model mixes.
     concept_idx, pair_idx, pair_ok = select_pairs(
         mixup.clip_head(patch_feats), global_feat, mixup.concept_embeds,
-        top_k=mixup.top_k, top_m=mixup.top_m, temperature=mixup.temperature,
-        threshold=mixup.threshold)  # (B, K), (B, M), (B, M)
+        **mixup.selection_settings())  # (B, K), (B, M), (B, M)
     K = concept_idx.shape[1]
     out = []
     for b in range(len(concept_idx)):

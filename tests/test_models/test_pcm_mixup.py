@@ -6,19 +6,13 @@ import torch
 
 from pcm_plugin.models import PCMMixup, salient_patch_mixup
 from pcm_plugin.registry import MODELS
+from tests.test_models.mixup_checks import tiny_features as features
+from tests.test_models.mixup_checks import tiny_mixup_cfg
 
 
 @pytest.fixture
 def mixup_cfg(tiny_clip, tiny_bank):
-    return dict(type='PCMMixup', patch_dim=48, global_dim=32, num_patches=49,
-                embed_dim=64, concept_bank=tiny_bank, clip_head=tiny_clip[1],
-                top_k=3, top_m=5, dropout=0.0, noise_var=0.0)
-
-
-def features(batch=2, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 49, 48, generator=gen), torch.randn(
-        batch, 32, generator=gen)
+    return tiny_mixup_cfg(tiny_clip, tiny_bank)
 
 
 def expected_tokens(module, proj, positions, types):
