@@ -13,7 +13,11 @@ Each variant is a config in ``configs/`` (so any cell can be rerun with
   captions: an upper bound no text-only method can beat;
 * ``cxe_nofocal`` / ``full_nofocal`` — opt-in (``pcm_shapes_cxe_nofocal.py``,
   ``pcm_shapes_nofocal.py``): the CLIP weights without the official code's
-  batch focal factor (paper Eq. 11), to separate the two parts of CXE.
+  batch focal factor (paper Eq. 11), to separate the two parts of CXE;
+* ``full_perconcept`` / ``full_nostuff`` — opt-in
+  (``pcm_shapes_perconcept.py``, ``pcm_shapes_nostuff.py``): full PCM-Net
+  with the mix-up's other selection rules (one patch per retrieved
+  concept; the world's backgrounds never written), against ``full``.
 
 Each is trained per defect rate and seed and tested on the real test
 renders; results are appended to a JSON-lines file as they finish, so an

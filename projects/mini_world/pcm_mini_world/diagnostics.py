@@ -14,7 +14,7 @@ Three questions the ablation needs answered before reading its numbers:
 """
 import json
 import os.path as osp
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -109,7 +109,9 @@ def nearest_neighbour_cider(root: str) -> Dict[str, float]:
 
 def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
                        top_m: float = 5, temperature: float = 0.01,
-                       min_cover: float = 0.25) -> Dict[str, Dict]:
+                       min_cover: float = 0.25, selection: str = 'official',
+                       excluded_words: Sequence[str] = ()
+                       ) -> Dict[str, Dict]:
     """Where the mix-up's selected (patch, concept) pairs land.
 
     Runs PCM-Net's own selection
@@ -124,6 +126,12 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
             0.01).
         min_cover (float): A patch is "on" an object when the object covers
             at least this fraction of it.
+        selection (str): The mix-up's selection rule, ``'official'`` (the
+            official code's top-M pairs) or ``'per_concept'``
+            (``PCMMixup(selection=...)``).
+        excluded_words (Sequence[str]): Words retrieved but never written
+            (``PCMMixup(excluded_words=...)``, e.g. the world's
+            backgrounds). Defaults to none.
 
     Returns:
         dict: :func:`~.localisation.localisation_stats`.
@@ -133,7 +141,10 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
     from pcm_plugin.datasets.feature_store import FeatureStore
     from pcm_plugin.models.clip_head import FrozenCLIPHead
     from pcm_plugin.models.concept_bank import load_concept_bank
-    from pcm_plugin.models.mixup_selection import select_pairs
+    from pcm_plugin.models.mixup_selection import (
+        select_pairs,
+        writable_concepts,
+    )
 
     from .localisation import localisation_stats
 
@@ -152,9 +163,12 @@ def mixup_localisation(root: str, split: str = 'test', *, top_k: int = 5,
     head.load_from_file(osp.join(root, world['clip']['checkpoint']))
     with torch.no_grad():
         patch_proj = head(patches)  # (n, N, Dg)
+    writable = (writable_concepts(words, excluded_words) if excluded_words
+                else None)  # (C,) bool
     concept_idx, pair_idx, pair_ok = select_pairs(
         patch_proj, glob, torch.from_numpy(embeds).float(), top_k=top_k,
-        top_m=top_m, temperature=temperature)
+        top_m=top_m, temperature=temperature, selection=selection,
+        writable=writable)
     return localisation_stats(list(scenes.values()), words, concept_idx,
                               pair_idx, pair_ok,
                               num_patches=patches.shape[1],

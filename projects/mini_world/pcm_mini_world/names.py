@@ -25,6 +25,10 @@ VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
     'real': ('pcm_shapes_base.py', 'real_train'),
     'cxe_nofocal': ('pcm_shapes_cxe_nofocal.py', None),
     'full_nofocal': ('pcm_shapes_nofocal.py', None),
+    # Full PCM-Net under the mix-up's other selection rules (issue 26 §3):
+    # one patch per retrieved concept, and the backgrounds never written.
+    'full_perconcept': ('pcm_shapes_perconcept.py', None),
+    'full_nostuff': ('pcm_shapes_nostuff.py', None),
     # The second host: a CLIP-prefix GPT-2 captioner without and with
     # PCM + CXE, beside PCMCaptioner's base and full.
     'prefix_base': ('pcm_viecap_shapes_base.py', None),
