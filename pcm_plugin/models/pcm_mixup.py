@@ -165,12 +165,14 @@ class PCMMixup(BaseModule):
             zero, so a selected token carries no concept content. Defaults
             to False.
         selection (str): Which patches ``mode='top'`` mixes, in training
-            (replaced) and at test (appended) alike. ``'official'`` (the
-            default) is the official code's behaviour: the top-M (patch,
-            concept) pairs of all N*K. ``'per_concept'`` is ours, beyond
-            the paper: each retrieved concept writes its own vector into
-            one patch of its own, at most one concept per patch, so at
-            most min(M, K) patches (``mixup_selection.per_concept_pairs``).
+            (replaced) and at test (appended) alike; the other modes ignore
+            it (so a checkpoint can be re-tested with ``mode='none'``).
+            ``'official'`` (the default) is the official code's behaviour:
+            the top-M (patch, concept) pairs of all N*K. ``'per_concept'``
+            is ours, beyond the paper: each retrieved concept writes its
+            own vector into one patch of its own, at most one concept per
+            patch, so at most min(M, K) patches
+            (``mixup_selection.per_concept_pairs``).
         excluded_words (str | Sequence[str], optional): Ours, beyond the
             paper: bank words still retrieved (they keep their K slots)
             but never written: no pair selects them and no textual patch
@@ -206,9 +208,6 @@ class PCMMixup(BaseModule):
         if selection not in SELECTIONS:
             raise ValueError(f'PCMMixup.selection must be one of '
                              f'{tuple(SELECTIONS)}, got {selection!r}')
-        if selection != 'official' and mode != 'top':
-            raise ValueError(f'PCMMixup.selection={selection!r} chooses the '
-                             f"patches of mode='top', not of mode={mode!r}")
         self.patch_dim, self.global_dim = patch_dim, global_dim
         self.num_patches = num_patches
         self.mode, self.eval_mode = mode, eval_mode
