@@ -33,5 +33,8 @@ VARIANTS: Dict[str, Tuple[str, Optional[str]]] = {
     # PCM + CXE, beside PCMCaptioner's base and full.
     'prefix_base': ('pcm_viecap_shapes_base.py', None),
     'prefix_full': ('pcm_viecap_shapes.py', None),
+    # The same two without ViECap's hard prompt of retrieved concepts.
+    'prefix_noprompt_base': ('pcm_viecap_shapes_noprompt_base.py', None),
+    'prefix_noprompt_full': ('pcm_viecap_shapes_noprompt.py', None),
 }
 DEFAULT_VARIANTS = ('base', 'pcm', 'cxe', 'full', 'real')
