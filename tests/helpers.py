@@ -337,3 +337,19 @@ def make_char_device(path) -> None:
         os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except PermissionError:
         pytest.skip('mknod needs root')
+
+
+def tiny_captioner_cfg(tiny_clip, tiny_bank, tiny_tokenizer, *,
+                       beam_size: int) -> dict:
+    """A PCMCaptioner config of width 32 over the conftest's tiny CLIP,
+    concept bank and tokenizer (the fixtures' values)."""
+    small = dict(embed_dim=32, num_layers=1, num_heads=2, ffn_dim=64)
+    return dict(
+        type='PCMCaptioner', tokenizer=tiny_tokenizer, max_len=8,
+        mixup=dict(type='PCMMixup', patch_dim=48, global_dim=32,
+                   num_patches=49, embed_dim=32, concept_bank=tiny_bank,
+                   clip_head=tiny_clip[1], top_k=3),
+        encoder=dict(type='VisualSemanticEncoder', **small),
+        decoder=dict(type='CaptionTransformerDecoder', max_len=8,
+                     beam_size=beam_size, **small),
+        loss=dict(type='CLIPWeightedCELoss', alpha=2.5))

@@ -5,21 +5,13 @@ from mmpretrain.structures import DataSample
 
 from pcm_plugin.models.tokenizer import decode_ids
 from pcm_plugin.registry import MODELS
-from tests.helpers import CAPTIONS
+from tests.helpers import CAPTIONS, tiny_captioner_cfg
 
 
 @pytest.fixture
 def cfg(tiny_clip, tiny_bank, tiny_tokenizer):
-    small = dict(embed_dim=32, num_layers=1, num_heads=2, ffn_dim=64)
-    return dict(
-        type='PCMCaptioner', tokenizer=tiny_tokenizer, max_len=8,
-        mixup=dict(type='PCMMixup', patch_dim=48, global_dim=32,
-                   num_patches=49, embed_dim=32, concept_bank=tiny_bank,
-                   clip_head=tiny_clip[1], top_k=3),
-        encoder=dict(type='VisualSemanticEncoder', **small),
-        decoder=dict(type='CaptionTransformerDecoder', max_len=8,
-                     beam_size=2, **small),
-        loss=dict(type='CLIPWeightedCELoss', alpha=2.5))
+    return tiny_captioner_cfg(tiny_clip, tiny_bank, tiny_tokenizer,
+                              beam_size=2)
 
 
 def batch(n=3, with_cos=True):

@@ -14,6 +14,7 @@ from pcm_plugin.models.clip_reranker import (
 )
 from pcm_plugin.models.tokenizer import decode_ids
 from pcm_plugin.registry import MODELS
+from tests.helpers import tiny_captioner_cfg
 from tests.test_models.decoder_checks import (
     all_sequences,
     make_decoder,
@@ -34,16 +35,8 @@ COSINES = torch.tensor([[0.0, 0.5]])
 
 @pytest.fixture
 def cfg(tiny_clip, tiny_bank, tiny_tokenizer):
-    small = dict(embed_dim=32, num_layers=1, num_heads=2, ffn_dim=64)
-    return dict(
-        type='PCMCaptioner', tokenizer=tiny_tokenizer, max_len=8,
-        mixup=dict(type='PCMMixup', patch_dim=48, global_dim=32,
-                   num_patches=49, embed_dim=32, concept_bank=tiny_bank,
-                   clip_head=tiny_clip[1], top_k=3),
-        encoder=dict(type='VisualSemanticEncoder', **small),
-        decoder=dict(type='CaptionTransformerDecoder', max_len=8,
-                     beam_size=3, **small),
-        loss=dict(type='CLIPWeightedCELoss', alpha=2.5))
+    return tiny_captioner_cfg(tiny_clip, tiny_bank, tiny_tokenizer,
+                              beam_size=3)
 
 
 def reranker_cfg(tiny_clip, **settings):
