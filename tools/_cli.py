@@ -120,6 +120,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                                                'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument('--no-pin-memory', action='store_true')
+    add_trust_checkpoint_arg(parser)
+
+
+def add_trust_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint``, the one switch that allows full unpickling
+    (:func:`pcm_plugin.engine.checkpoint.trust_checkpoints`)."""
     parser.add_argument(
         '--trust-checkpoint', action='store_true',
         help='allow full unpickling of a checkpoint that needs it (it can '

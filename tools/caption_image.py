@@ -12,7 +12,10 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from tools._cli import positive_int  # noqa: E402
+from tools._cli import (  # noqa: E402  the tools' start-up
+    add_trust_checkpoint_arg,
+    positive_int,
+)
 
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).
@@ -41,11 +44,7 @@ def main(argv=None) -> None:
     parser.add_argument('--skip-bad', action='store_true',
                         help='caption the readable images and report (and '
                         'count) the unreadable ones instead of stopping')
-    parser.add_argument(
-        '--trust-checkpoint', action='store_true',
-        help='allow full unpickling of a checkpoint that needs it (it can '
-        'run code from the file: only for files you trust). Without it such '
-        'files are refused; mmengine checkpoints do not need it')
+    add_trust_checkpoint_arg(parser)
     args = parser.parse_args(argv)
     from pcm_plugin.apis.release import is_release
     from pcm_plugin.cli.launch import INPUT_ERRORS

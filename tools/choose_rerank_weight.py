@@ -20,7 +20,10 @@ import shlex
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from tools._cli import positive_int  # noqa: E402
+from tools._cli import (  # noqa: E402  the tools' start-up
+    add_trust_checkpoint_arg,
+    positive_int,
+)
 
 # pcm_plugin is imported after parse_args: --help and argument errors
 # answer at once (tools/_cli.py says why).
@@ -48,10 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--out', help='write the choice and the grid here '
                         '(JSON)')
-    parser.add_argument(
-        '--trust-checkpoint', action='store_true',
-        help='allow full unpickling of a checkpoint that needs it (it can '
-        'run code from the file: only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -16,7 +16,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import tools._cli  # noqa: E402,F401  the tools' start-up
+from tools._cli import add_trust_checkpoint_arg  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,8 +32,7 @@ def main(argv=None) -> int:
                         'configs/pcm_coco_vitl14.py, configs/pcm_flickr.py '
                         'or configs/pcm_flickr_vitl14.py')
     parser.add_argument('--name', help="the release's name")
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of the official file')
+    add_trust_checkpoint_arg(parser)
     args = parser.parse_args(argv)
     from pcm_plugin.apis.official import convert_official_checkpoint
     from pcm_plugin.cli.launch import INPUT_ERRORS

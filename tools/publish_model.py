@@ -18,7 +18,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import tools._cli  # noqa: E402,F401  the tools' start-up
+from tools._cli import add_trust_checkpoint_arg  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,9 +35,7 @@ def main(argv=None) -> int:
                         'nothing else')
     parser.add_argument('--metrics', help='a metrics JSON (tools/test.py '
                         '--out) to record in release.json')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of a checkpoint that '
-                        'needs it (only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     args = parser.parse_args(argv)
     from pcm_plugin.apis.release import publish_model
     from pcm_plugin.cli.launch import INPUT_ERRORS
