@@ -138,7 +138,10 @@ def check_world_has(world: Dict, rates: Sequence[float],
             f'--root {world["root"]} '
             f'--seed {s["seed"]} --clip {s.get("clip", "weak")} '
             f'--num-train {s["num_train"]} --num-val {s["num_val"]} '
-            f'--num-test {s["num_test"]} --defect-rates '
+            f'--num-test {s["num_test"]} '
+            + (f'--captions-per-scene {s["captions_per_scene"]} '
+               if s.get('captions_per_scene', 1) != 1 else '')
+            + '--defect-rates '
             + ' '.join(str(r) for r in rates_all)
             + (' --real-train' if 'real' in variants or s['real_train']
                else '') + '`')

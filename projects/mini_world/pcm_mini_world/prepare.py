@@ -28,6 +28,7 @@ from .mini_clip import CONCEPT_TEMPLATES, MINI_CLIP_NAME
 from .world import (
     WorldSettings,
     check_identity,
+    check_settings,
     extend_with_prepared,
     resolve_clip,
     synth_name,
@@ -68,6 +69,7 @@ def prepare_world(settings: WorldSettings, *, progress: bool = True,
         dict: The content of ``world.json``: absolute ``root`` and the
         paths of every artefact relative to it.
     """
+    check_settings(settings)
     root = osp.abspath(settings.root)
     identity = world_identity(settings)
     with world_lock(root):
@@ -103,10 +105,12 @@ class _WorldBuilder:
 
     def corpus(self) -> Dict:
         s = self.s
-        return self.step('corpus', 'corpus', dict(
-            seed=s.seed, num_train=s.num_train, num_val=s.num_val,
-            num_test=s.num_test, refs=s.refs),
-            partial(build_corpus, s=s, progress=self.progress))
+        settings = dict(seed=s.seed, num_train=s.num_train,
+                        num_val=s.num_val, num_test=s.num_test, refs=s.refs)
+        if s.captions_per_scene != 1:  # absent at 1: old stamps still match
+            settings['captions_per_scene'] = s.captions_per_scene
+        return self.step('corpus', 'corpus', settings,
+                         partial(build_corpus, s=s, progress=self.progress))
 
     def real_images(self, corpus: Dict) -> Dict:
         return self.step(

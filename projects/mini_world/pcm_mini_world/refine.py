@@ -4,8 +4,10 @@ The world knows what no real dataset does: which synthetic images are
 defective (``images/synth_dXXX/defects.json``). So besides refining, this
 module counts what the refinement did to the defective pairs: dropped,
 kept with their own (defective) image, or moved to a clean or to another
-defective image; and how many captions moved to an image drawn for the very
-same caption text.
+defective image; how many captions moved to an image drawn for the very
+same caption text; and, in a world with several captions per scene, how
+many moved to another render of their own scene (a scene-mate's caption's
+image: the move SynC's premise expects).
 
 The refined file of rate r is ``<world>/refined/synth_dXXX/train.json``;
 ``projects/mini_world/tools/ablation.py --refined`` trains on it.
@@ -18,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from pcm_plugin.utils.fileio import atomic_write_json
 
 from .world import load_world, synth_name
+from .world_steps import train_scene
 
 
 def refined_annotation(world: Dict, rate: float) -> str:
@@ -36,8 +39,10 @@ def defect_outcomes(world: Dict, rate: float, refined_file: str) -> Dict:
     Returns:
         dict: per ``defective`` / ``clean`` (the caption's own image): how
         many pairs were ``dropped``, ``kept_own`` image, moved ``to_clean``
-        or ``to_defective`` image; and ``to_same_caption`` (moved to an
-        image rendered for an identical caption).
+        or ``to_defective`` image; ``to_same_caption`` (moved to an
+        image rendered for an identical caption); and, where the world has
+        several captions per scene, ``to_scene_mate`` (moved to another
+        render of the caption's own scene).
     """
     root = world['root']
     defects = _read(osp.join(root, world['images'][synth_name(rate)],
@@ -47,6 +52,7 @@ def defect_outcomes(world: Dict, rate: float, refined_file: str) -> Dict:
     caption_of = {str(e['image_id']): e['caption'] for e in entries}
     chosen = {(e['source_image_id'], e['caption']): str(e['image_id'])
               for e in _read(refined_file)['data_list']}
+    per_scene = world.get('settings', {}).get('captions_per_scene', 1)
     counts = {'defective': Counter(), 'clean': Counter()}
     for entry in entries:
         own = str(entry['image_id'])
@@ -60,6 +66,9 @@ def defect_outcomes(world: Dict, rate: float, refined_file: str) -> Dict:
         else:
             side['to_defective' if defects.get(new) else 'to_clean'] += 1
             side['to_same_caption'] += caption_of[new] == entry['caption']
+            if per_scene > 1:
+                side['to_scene_mate'] += (train_scene(new, per_scene) ==
+                                          train_scene(own, per_scene))
     return {side: dict(sorted(c.items())) for side, c in counts.items()}
 
 

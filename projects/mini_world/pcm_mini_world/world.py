@@ -27,6 +27,13 @@ class WorldSettings:
         num_val (int): Validation images.
         num_test (int): Test images.
         refs (int): Reference captions per val/test image (at most 7).
+        captions_per_scene (int): Training captions per training scene
+            (1-7; ``num_train`` must be a multiple): ``num_train / N``
+            scenes, each described N times and each caption rendered as its
+            own synthetic image with its own defect draw, as COCO has five
+            captions per image (SynC's premise: a caption's paraphrases
+            have renders to be re-paired with). 1, the default, is every
+            world prepared before the option existed.
         defect_rates (list[float]): Synthetic training sets to build.
         real_train (bool): Also render and extract the training scenes
             with the real renderer (the train-on-real upper bound).
@@ -45,6 +52,7 @@ class WorldSettings:
     num_val: int = 200
     num_test: int = 1000
     refs: int = 5
+    captions_per_scene: int = 1
     defect_rates: List[float] = field(default_factory=lambda: [0.3])
     real_train: bool = False
     clip: str = DEFAULT_CLIP_KIND
@@ -56,8 +64,15 @@ class WorldSettings:
 # Settings that define a world: a prepared world with other values is a
 # different world, never rebuilt in place without an explicit ``rebuild``.
 # (Defect rates and the real training set only add feature stores.)
-IDENTITY_KEYS = ('seed', 'num_train', 'num_val', 'num_test', 'refs', 'clip',
-                 'clip_checkpoint_sha256')
+IDENTITY_KEYS = ('seed', 'num_train', 'num_val', 'num_test', 'refs',
+                 'captions_per_scene', 'clip', 'clip_checkpoint_sha256')
+# Identity settings added after worlds were prepared, with the value every
+# older world has: an identity leaves them out at that value (so an old
+# world.json's identity is this one's, key for key, and nothing is
+# rebuilt) and an identity that lacks them reads as that value.
+IDENTITY_DEFAULTS = {'captions_per_scene': 1}
+# describe_many's distinct templates: 7 describe a three-object scene.
+MAX_CAPTIONS_PER_SCENE = 7
 
 
 class WorldConflict(ValueError):
@@ -68,11 +83,37 @@ def world_identity(settings: WorldSettings) -> Dict:
     """The identity settings of a world (what :data:`IDENTITY_KEYS` names),
     with the CLIP given by the checksum of its weights."""
     _, checkpoint = resolve_clip(settings)
-    identity = {k: getattr(settings, k) for k in IDENTITY_KEYS[:-2]}
+    identity = {k: getattr(settings, k) for k in IDENTITY_KEYS[:-2]
+                if k not in IDENTITY_DEFAULTS
+                or getattr(settings, k) != IDENTITY_DEFAULTS[k]}
     identity['clip'] = settings.clip if settings.clip_checkpoint is None \
         else 'custom'
     identity['clip_checkpoint_sha256'] = file_sha256(checkpoint)
     return identity
+
+
+def full_identity(identity: Dict) -> Dict:
+    """An identity with every :data:`IDENTITY_DEFAULTS` key present."""
+    return dict(IDENTITY_DEFAULTS, **identity)
+
+
+def check_settings(settings: WorldSettings) -> None:
+    """Refuse settings no world can be built from.
+
+    Raises:
+        ValueError: naming the setting and the fix.
+    """
+    n = settings.captions_per_scene
+    if not 1 <= n <= MAX_CAPTIONS_PER_SCENE:
+        raise ValueError(
+            f'--captions-per-scene {n}: the templates give 1-'
+            f'{MAX_CAPTIONS_PER_SCENE} distinct captions per scene')
+    if settings.num_train % n:
+        nearest = max(n, settings.num_train // n * n)
+        raise ValueError(
+            f'--num-train {settings.num_train} is not a multiple of '
+            f'--captions-per-scene {n}: the training captions are {n} per '
+            f'scene; pass e.g. --num-train {nearest}')
 
 
 def resolve_clip(settings: WorldSettings) -> tuple:
@@ -101,13 +142,14 @@ def check_identity(root: str, identity: Dict) -> None:
     with open(path, encoding='utf-8') as f:
         prepared = json.load(f)
     # Worlds prepared before identities existed: compare their settings.
-    old = prepared.get('identity') or {
+    old = full_identity(prepared.get('identity') or {
         k: prepared.get('settings', {}).get(k)
-        for k in ('seed', 'num_train', 'num_val', 'num_test', 'refs')}
-    differing = [k for k in old if old[k] != identity.get(k)]
+        for k in ('seed', 'num_train', 'num_val', 'num_test', 'refs')})
+    asked = full_identity(identity)
+    differing = [k for k in old if old[k] != asked.get(k)]
     if not differing:
         return
-    diff = ', '.join(f'{k}: prepared {old[k]!r} vs asked {identity[k]!r}'
+    diff = ', '.join(f'{k}: prepared {old[k]!r} vs asked {asked[k]!r}'
                      for k in differing)
     raise WorldConflict(
         f'{root} holds another prepared world ({diff}). Use another --root, '
@@ -153,8 +195,12 @@ def load_world(root: str) -> Dict:
 
 
 def world_name(identity: Dict) -> str:
-    """A short name for result rows: ``'<clip>-seed<seed>'``."""
-    return f'{identity["clip"]}-seed{identity["seed"]}'
+    """A short name for result rows: ``'<clip>-seed<seed>'``, with
+    ``'-c<N>'`` for N captions per scene (N > 1): another world's rows must
+    not pass for this one's finished cells."""
+    name = f'{identity["clip"]}-seed{identity["seed"]}'
+    per_scene = full_identity(identity)['captions_per_scene']
+    return name if per_scene == 1 else f'{name}-c{per_scene}'
 
 
 def extend_with_prepared(root: str, settings: WorldSettings,
@@ -165,7 +211,7 @@ def extend_with_prepared(root: str, settings: WorldSettings,
         return settings
     with open(path, encoding='utf-8') as f:
         old = json.load(f)
-    if old.get('identity') != identity:
+    if full_identity(old.get('identity') or {}) != full_identity(identity):
         return settings
     rates = sorted(set(settings.defect_rates) |
                    set(old['settings']['defect_rates']))

@@ -10,7 +10,7 @@ import os
 import os.path as osp
 import shutil
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -88,8 +88,52 @@ def _image_id(split: str, index: int) -> str:
     return str(ID_START[split] + index)
 
 
+def train_scene(image_id: str, captions_per_scene: int) -> int:
+    """The scene a training image (= caption) was drawn for."""
+    return (int(image_id) - ID_START['train']) // captions_per_scene
+
+
+def training_corpus(s: WorldSettings) -> Tuple[List[Scene], List[str]]:
+    """The training captions and the scene of each (one render each).
+
+    With ``captions_per_scene`` N = 1 (every world prepared before the
+    option): one scene per caption and a caption from a random template
+    (:func:`~.scenes.describe`), the corpus of those worlds exactly. With
+    N > 1: ``num_train / N`` scenes, each described by
+    :func:`~.scenes.describe_many`, the function that writes the val/test
+    references, so a scene's N captions come from N distinct templates,
+    each phrased with its own draws: they differ in wording and in which
+    attributes they pin (size named or not, a relation or absolute
+    positions, the background or none), as COCO's five captions of one
+    image do, and each is still true of the scene. Each of them is drawn
+    from a uniform template as a :func:`~.scenes.describe` caption is, so a
+    training caption alone is distributed as in an N = 1 world; what N
+    changes is that captions share scenes. Scene k of an N > 1 world is
+    scene k of the N = 1 world of the same seed (its stream draws the scene
+    first).
+
+    Args:
+        s (WorldSettings): ``seed``, ``num_train``, ``captions_per_scene``.
+
+    Returns:
+        tuple[list[Scene], list[str]]: ``num_train`` scenes (scene-mates
+        repeated, consecutive) and their captions; caption ``i`` is image
+        ``i`` and its scene is ``i // N`` (:func:`train_scene`).
+    """
+    n = s.captions_per_scene
+    scenes, captions = generate_split('train', s.num_train // n, seed=s.seed,
+                                      refs=0 if n == 1 else n)
+    return ([scene for scene in scenes for _ in range(n)],
+            [c for per_scene in captions for c in per_scene])
+
+
 def build_corpus(folder: str, s: WorldSettings, progress: bool) -> Dict:
-    """Scenes, annotation files and COCO ground truth of all splits."""
+    """Scenes, annotation files and COCO ground truth of all splits.
+
+    Training entries are one per caption, each with its own image id (one
+    render per caption, as SynC pairs COCO); ``scenes/train.json`` maps
+    every training image id to its scene.
+    """
     from pcm_plugin.data_prep.annotations import (
         ImageCaptions,
         coco_ground_truth,
@@ -104,24 +148,28 @@ def build_corpus(folder: str, s: WorldSettings, progress: bool) -> Dict:
     bar = progress_bar(total=sum(sizes.values()), desc='corpus',
                        unit='scene', disable=not progress)
     for split, num in sizes.items():
-        refs = 0 if split == 'train' else s.refs
-        scenes, captions = generate_split(split, num, seed=s.seed,
-                                          refs=refs)
-        bar.update(num)
         ids = [_image_id(split, i) for i in range(num)]
         meta = dict(dataset='mini_world', split=split, seed=s.seed,
-                    num_images=num,
-                    num_captions=sum(len(c) for c in captions))
+                    num_images=num)
         if split == 'train':
-            data_list = [dict(image_id=i, caption=c[0])
+            scenes, captions = training_corpus(s)
+            data_list = [dict(image_id=i, caption=c)
                          for i, c in zip(ids, captions)]
+            meta['num_captions'] = num
+            if s.captions_per_scene != 1:
+                meta.update(captions_per_scene=s.captions_per_scene,
+                            num_scenes=num // s.captions_per_scene)
         else:
+            scenes, refs = generate_split(split, num, seed=s.seed,
+                                          refs=s.refs)
+            meta['num_captions'] = sum(len(c) for c in refs)
             images = [ImageCaptions(image_id=i, file_name=f'{split}/{i}.png',
                                     captions=c)
-                      for i, c in zip(ids, captions)]
+                      for i, c in zip(ids, refs)]
             data_list = eval_entries(images)
             atomic_write_json(osp.join(ann_dir, f'{split}_gt.json'),
                               coco_ground_truth(images, 'mini world'))
+        bar.update(num)
         atomic_write_json(osp.join(ann_dir, f'{split}.json'),
                           dict(metainfo=meta, data_list=data_list))
         atomic_write_json(osp.join(scene_dir, f'{split}.json'),
@@ -162,11 +210,12 @@ def build_real_images(folder: str, corpus_dir: str, splits: Sequence[str],
 
 def synthetic_image(scene: Scene, index: int, *, rate: float,
                     seed: int) -> tuple:
-    """The synthetic image of training scene ``index`` and its defect.
+    """The synthetic image of training caption ``index`` and its defect.
 
     The style stream depends on ``(seed, index)`` only, the defect on
     :func:`~.defects.plan_defect`; so two rates give identical images
-    except where one has a defect and the other has not.
+    except where one has a defect and the other has not, and the renders
+    of one scene's several captions have their own styles and defects.
     """
     defect = plan_defect(index, len(scene.objects), rate=rate, seed=seed)
     sprites = apply_defect(scene, scene_sprites(scene), defect)

@@ -3,6 +3,9 @@
     python projects/mini_world/tools/prepare.py         # defect rate 0.3
     python projects/mini_world/tools/prepare.py --defect-rates 0 0.3 0.6 \
         --real-train
+    python projects/mini_world/tools/prepare.py --clip weak \
+        --root data/mini_world_weak_c5 --num-train 24000 \
+        --captions-per-scene 5 --defect-rates 0.6
 
 Builds ``data/mini_world/``: captions and annotation files, real val/test
 renders, synthetic training renders per defect rate, the mini CLIP, CLIP
@@ -45,6 +48,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--num-test', type=int)
     parser.add_argument('--refs', type=int,
                         help='reference captions per val/test image (1-7)')
+    parser.add_argument('--captions-per-scene', type=int,
+                        help='training captions per scene, each rendered as '
+                        'its own synthetic image with its own defects (1-7, '
+                        'default 1; --num-train stays the caption count and '
+                        'must be a multiple): SynC\'s premise, as COCO has '
+                        '5 captions per image')
     parser.add_argument('--defect-rates', type=float, nargs='+',
                         help='one synthetic training set per rate')
     parser.add_argument('--real-train', action='store_true',
