@@ -32,8 +32,15 @@ demo: $(STAMP)
 dry-run: $(STAMP)
 	$(PY) tools/data/dry_run.py --out work_dirs/dry_run
 
+# Tests run on TEST_WORKERS processes (pytest-xdist; 0 runs them in this
+# one), a file's tests on one worker (module fixtures are built once, the
+# README tier keeps its order), each with one torch thread: two threads in
+# each of two workers would oversubscribe two cores.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest tests projects -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest tests projects -q
+	$(PYTEST)
 
 # ruff, and the floor plan of docs/architecture.md (.importlinter).
 lint: $(STAMP)
@@ -46,7 +53,7 @@ bench: $(STAMP)
 	$(PY) projects/benchmarks/tools/benchmark.py --out work_dirs/benchmark.json $(if $(SHARED_DATA),--shared-data $(SHARED_DATA))
 
 test-fast: $(STAMP)
-	$(PY) -m pytest tests projects -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)
