@@ -1,11 +1,12 @@
 """The re-ranking plan's table (PLAN.md): paired differences against the
-plain beam-3 arm, per variant, mean ± standard error over training seeds;
+plain beam-3 arm, per world and variant, mean ± standard error over
+training seeds;
 and the test-time cost from the tools' logs (the mean seconds of a test
 iteration, re-ranked over plain, per checkpoint).
 
     python docs/results/rerank_mini_world/analyse.py \
         docs/results/rerank_mini_world/rows.jsonl \
-        [--runs work_dirs/design_v3_r2/weak-seed0]
+        [--runs work_dirs/design_v3_r2/weak-seed0 ...]
 """
 import argparse
 import glob
@@ -33,10 +34,18 @@ def test_iteration_seconds(run_dir: str, arm: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('rows')
-    parser.add_argument('--runs', help='the cells\' folder, for the cost')
+    parser.add_argument('--runs', nargs='+', default=[],
+                        help='the cells\' folders (one per world), for the '
+                        'cost')
     args = parser.parse_args()
     with open(args.rows, encoding='utf-8') as f:
         rows = [json.loads(line) for line in f if line.strip()]
+    for world in sorted({r['world'] for r in rows}):
+        print(f'\n## {world}\n')
+        report_world([r for r in rows if r['world'] == world], args.runs)
+
+
+def report_world(rows, run_folders) -> None:
     by = {(r['variant'], r['seed'], r['arm']): r for r in rows}
     print('| variant | arm | seeds | CIDEr − plain, per seed | mean ± s.e. '
           '| CLIPScore − plain, mean ± s.e. | plain CIDEr, mean |')
@@ -45,6 +54,8 @@ def main() -> None:
         seeds = [s for s in range(5) if all(
             (variant, s, a) in by for a in ('plain', 'rerank',
                                             'length_only'))]
+        if not seeds:
+            continue
         plain = statistics.fmean(by[variant, s, 'plain']['CIDEr']
                                  for s in seeds)
         for arm in ('rerank', 'length_only'):
@@ -62,13 +73,14 @@ def main() -> None:
         if arm == 'rerank':
             print(f'  {variant} s{seed}: w={row["weight"]}, '
                   f'a={row["length_penalty"]}')
-    if args.runs:
-        ratios = []
-        for (variant, seed, arm), row in sorted(by.items()):
-            if arm == 'rerank':
-                run = osp.join(args.runs, row['run'])
-                ratios.append(test_iteration_seconds(run, 'rerank')
-                              / test_iteration_seconds(run, 'plain'))
+    ratios = []
+    for (variant, seed, arm), row in sorted(by.items()):
+        runs = [osp.join(folder, row['run']) for folder in run_folders
+                if osp.isdir(osp.join(folder, row['run'], 'rerank_plain'))]
+        if arm == 'rerank' and runs:
+            ratios.append(test_iteration_seconds(runs[0], 'rerank')
+                          / test_iteration_seconds(runs[0], 'plain'))
+    if ratios:
         print(f'\ntest iteration time, re-ranked (W=5 + CLIP text tower) / '
               f'plain beam-3: median {statistics.median(ratios):.2f}x over '
               f'{len(ratios)} cells (range {min(ratios):.2f}-'
