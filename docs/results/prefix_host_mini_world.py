@@ -7,6 +7,9 @@ epochs), training seeds 0-4, all four arms run in the same session on the
 same code. Per host, the gain full - Base is paired by training seed
 (mean ± standard error over seeds); the difference of the two hosts' gains
 is paired by seed too. CIDEr ×100 on the 1,000 real test renders.
+The localized world (localized-seed0, same size, budget and rate) gets the
+same analysis, on its own (rows of one world are paired only with rows of
+that world).
 
     python docs/results/prefix_host_mini_world.py \
         docs/results/prefix_host_mini_world.jsonl
@@ -29,8 +32,15 @@ def mean_se(values):
 def main(path: str) -> None:
     with open(path, encoding='utf-8') as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    cider = {(r['variant'], r['seed']): r['CIDEr'] for r in rows
-             if r['rate'] == 0.6 and r['world'] == 'weak-seed0'}
+    for world in ('weak-seed0', 'localized-seed0'):
+        cider = {(r['variant'], r['seed']): r['CIDEr'] for r in rows
+                 if r['rate'] == 0.6 and r['world'] == world}
+        if cider:
+            print(f'\n## {world}, defect rate 0.6\n')
+            report_world(cider)
+
+
+def report_world(cider) -> None:
     print('| host | arm | CIDEr per seed | mean ± std |')
     print('|---|---|---|---|')
     gains = {}
