@@ -353,3 +353,44 @@ def tiny_captioner_cfg(tiny_clip, tiny_bank, tiny_tokenizer, *,
         decoder=dict(type='CaptionTransformerDecoder', max_len=8,
                      beam_size=beam_size, **small),
         loss=dict(type='CLIPWeightedCELoss', alpha=2.5))
+
+
+def save_tiny_gpt2_folder(folder: str, *, lm: dict, seed: int = 5) -> str:
+    """A tiny random GPT-2 saved as a user's local download would be: its
+    weights and ``config.json``, and a byte-level BPE tokenizer trained on
+    :data:`CAPTIONS` (300 entries) with ``<|endoftext|>`` after them
+    (id 300), last as in GPT-2.
+
+    Args:
+        folder (str): Where to save it (created).
+        lm (dict): ``GPT2Config`` keywords of the architecture, e.g.
+            ``dict(n_embd=24, n_layer=2, n_head=2, n_positions=48)``.
+        seed (int): Seed of the random weights. Defaults to 5.
+
+    Returns:
+        str: ``folder``.
+    """
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(CAPTIONS, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.add_special_tokens(['<|endoftext|>'])
+    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe,
+                                  eos_token='<|endoftext|>',
+                                  bos_token='<|endoftext|>')
+    tokenizer.save_pretrained(folder)
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(GPT2Config(**lm, vocab_size=len(tokenizer),
+                               bos_token_id=eos, eos_token_id=eos)
+                    ).save_pretrained(folder)
+    return folder

@@ -9,7 +9,9 @@ from::
       model.safetensors      every model tensor (the frozen CLIP head too)
       config.py              the config, its model files pointing into
                              this folder through {{ fileDirname }}
-      tokenizer.json         the caption vocabulary
+      tokenizer.json         the caption vocabulary (a language model's
+                             own tokenizer: a folder tokenizer/ of its
+                             tokenizer files)
       concept_bank.npz       the concept bank (swappable for cross-domain
                              tests: set model.mixup.concept_bank)
       clip_head.safetensors  CLIP's ln_post + proj, to build the model
@@ -67,6 +69,7 @@ from pcm_plugin.engine.checkpoint import (
 )
 from pcm_plugin.models.clip_head import HEAD_KEYS
 from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
+from pcm_plugin.models.tokenizer import HF_TOKENIZER_CONFIG, tokenizer_files
 from pcm_plugin.registry import MODELS
 from pcm_plugin.utils.fileio import atomic_path, file_sha256
 
@@ -75,6 +78,7 @@ from .model_card import CARD, MODEL_CARD_KEY, model_card
 WEIGHTS = 'model.safetensors'
 CONFIG = 'config.py'
 MANIFEST = 'release.json'
+TOKENIZER_DIR = 'tokenizer'  # a language model's tokenizer files
 HERE = '{{ fileDirname }}'
 MARKER = '@@RELEASE_DIR@@'  # stands for HERE while the config is edited
 # safetensors metadata of a one-file release
@@ -337,27 +341,33 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
     or one file when ``out`` ends in ``.safetensors``), check that it
     reproduces the model, and return the manifest (with file hashes).
 
-    The tokenizer and concept bank are the files ``cfg.model`` names.
+    The tokenizer is the model's own (its files: a word tokenizer's
+    ``tokenizer.json``, a language model's tokenizer folder), the concept
+    bank the file ``cfg.model`` names; a component's ``release_config()``
+    changes its config so that it rebuilds from the release alone.
     """
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; publish to a new path')
     _record_names_only(manifest)
+    cfg = _rebuildable_config(cfg, model)
     card = _card(cfg, model, manifest, out, with_clip)
     out_dir = out
     if out_dir.endswith('.safetensors'):
         _publish_one_file(cfg, model, out_dir, manifest, card,
                           with_clip=with_clip)
         return manifest
+    tokenizer = tokenizer_files(model._require_tokenizer())
     files = {key: None if path is None else target for (key, path), target
              in zip(_model_files(cfg).items(),
-                    ('tokenizer.json', 'concept_bank.npz',
+                    (TOKENIZER_DIR if HF_TOKENIZER_CONFIG in tokenizer
+                     else 'tokenizer.json', 'concept_bank.npz',
                      'clip_head.safetensors'))}
     state = {k: v.detach().clone().contiguous()
              for k, v in model.state_dict().items()}
     with atomic_path(out_dir) as tmp:
         os.makedirs(tmp)
         save_tensors(state, osp.join(tmp, WEIGHTS))
-        shutil.copyfile(cfg.model.tokenizer, osp.join(tmp, 'tokenizer.json'))
+        _write_tokenizer(tokenizer, osp.join(tmp, files['model.tokenizer']))
         if files['model.mixup.concept_bank']:
             shutil.copyfile(cfg.model.mixup.concept_bank,
                             osp.join(tmp, 'concept_bank.npz'))
@@ -368,12 +378,47 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
             f.write(_release_config_text(cfg, files))
         with open(osp.join(tmp, CARD), 'w', encoding='utf-8') as f:
             f.write(card)
-        _check_release_reproduces(tmp, state)
-        manifest['files'] = {f: _sha256(osp.join(tmp, f))
-                             for f in sorted(os.listdir(tmp))}
+        _check_release_reproduces(tmp, state, model)
+        manifest['files'] = {name: _sha256(osp.join(tmp, name))
+                             for name in _files_under(tmp)}
         with open(osp.join(tmp, MANIFEST), 'w') as f:
             json.dump(manifest, f, indent=2)
     return manifest
+
+
+def _rebuildable_config(cfg: Config, model) -> Config:
+    """A copy of ``cfg`` with what each model component says it needs to
+    be rebuilt from a release alone (its ``release_config()``, e.g. a
+    pretrained GPT-2's architecture as data in place of its folder, whose
+    weights are in the release's weights)."""
+    cfg = Config(cfg.to_dict())
+    for name, part in model.named_children():
+        changes = getattr(part, 'release_config', None)
+        if callable(changes) and isinstance(cfg.model.get(name), dict):
+            for key, value in changes().items():
+                cfg.model[name][key] = value  # replaced, not merged
+    return cfg
+
+
+def _write_tokenizer(files: Dict[str, bytes], path: str) -> None:
+    """A tokenizer's files (``tokenizer_files``): a word tokenizer's
+    ``tokenizer.json`` at ``path``, a language model's files in the folder
+    ``path``."""
+    if HF_TOKENIZER_CONFIG in files:
+        os.makedirs(path)
+        paths = {name: osp.join(path, name) for name in files}
+    else:
+        paths = {'tokenizer.json': path}
+    for name, target in paths.items():
+        with open(target, 'wb') as f:
+            f.write(files[name])
+
+
+def _files_under(folder: str) -> list:
+    """Every file under ``folder``, as sorted '/'-separated relative
+    paths."""
+    return sorted(osp.relpath(osp.join(root, name), folder).replace(
+        os.sep, '/') for root, _, names in os.walk(folder) for name in names)
 
 
 def _record_names_only(manifest: dict) -> None:
@@ -411,7 +456,7 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
     release_cfg.merge_from_dict(values)
     state = {k: v.detach().clone().contiguous()
              for k, v in model.state_dict().items()}
-    state.update(model.files_state())
+    files = model.files_state()  # tokenizer and concept bank as tensors
     metadata = {MANIFEST_KEY: json.dumps(manifest), MODEL_CARD_KEY: card}
     tower = {}
     if with_clip:
@@ -421,10 +466,8 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
             pool=cfg.clip_model.get('pool', 'auto'))
     metadata[CONFIG_KEY] = config_to_json(release_cfg)
     with atomic_path(out, suffix='.safetensors') as tmp:
-        save_tensors({**state, **tower}, tmp, metadata=metadata)
-        _check_release_reproduces(
-            tmp, state, tokenizer=model.tokenizer,
-            concept_words=getattr(model.mixup, 'concept_words', []))
+        save_tensors({**state, **files, **tower}, tmp, metadata=metadata)
+        _check_release_reproduces(tmp, state, model)
         if tower:
             _check_tower_reproduces(tmp, tower)
 
@@ -495,25 +538,33 @@ def _check_tower_reproduces(path: str, tower: Dict[str, torch.Tensor]
                            f'image tower ({differ[:3]}); nothing written')
 
 
-def _check_release_reproduces(path: str, state: dict, tokenizer=None,
-                              concept_words=()) -> None:
-    """Build the model from the release alone and compare every tensor
-    (and the vocabulary of a one-file release)."""
+def _check_release_reproduces(path: str, state: dict, model) -> None:
+    """Build the model from the release alone and compare every tensor,
+    the tokenizer (vocabulary, special tokens, its whole definition) and
+    the concept bank's words with ``model``'s."""
     config, weights = resolve_release(path)
-    model = MODELS.build((config if isinstance(config, Config)
+    again = MODELS.build((config if isinstance(config, Config)
                           else Config.fromfile(config)).model)
-    load_checkpoint(model, weights, map_location='cpu', logger='silent',
+    load_checkpoint(again, weights, map_location='cpu', logger='silent',
                     strict=True)
-    if tokenizer is not None:
-        state = {k: v for k, v in state.items()
-                 if k in model.state_dict()}  # files came back as files
-        if model.tokenizer.get_vocab() != tokenizer.get_vocab() or \
-                model.mixup.concept_words != concept_words:
-            raise RuntimeError(f'the release {path} does not reproduce the '
-                               'vocabulary or concept bank; nothing written')
-    again = model.state_dict()
-    differ = [k for k in state if k not in again
-              or not torch.equal(again[k], state[k])]
-    if differ or set(again) != set(state):
+    if _vocabulary(again) != _vocabulary(model):
+        raise RuntimeError(f'the release {path} does not reproduce the '
+                           'vocabulary or concept bank; nothing written')
+    tensors = again.state_dict()
+    differ = [k for k in state if k not in tensors
+              or not torch.equal(tensors[k], state[k])]
+    if differ or set(tensors) != set(state):
         raise RuntimeError(f'the release {path} does not reproduce the '
                            f'checkpoint ({differ[:3]}); nothing written')
+
+
+def _vocabulary(model) -> tuple:
+    """What a release must give back of a model besides its tensors: its
+    tokenizer's kind, vocabulary, special tokens and definition (the
+    backend's JSON: normaliser, merges, ...), and its concept words."""
+    tokenizer = model._require_tokenizer()
+    backend = getattr(tokenizer, 'backend_tokenizer', None)
+    return (type(tokenizer).__name__, tokenizer.get_vocab(),
+            tokenizer.special_tokens_map, tokenizer.all_special_ids,
+            None if backend is None else backend.to_str(),
+            getattr(model.mixup, 'concept_words', None))

@@ -21,14 +21,19 @@ from .data_preprocessor import INPUT_KEYS
 from .decoder_cache import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
 from .tokenizer import (
-    EOS_ID,
     decode_ids,
     encode_captions,
+    is_word_tokenizer,
     load_caption_tokenizer,
-    tokenizer_from_json_text,
+    tokenizer_files,
+    tokenizer_from_files,
 )
 
-TOKENIZER_KEY = 'tokenizer_json'  # uint8 UTF-8 tokenizer.json in releases
+# A tokenizer inside single-file releases' weights, as uint8 file contents:
+# a word tokenizer's tokenizer.json under TOKENIZER_KEY, a language model's
+# tokenizer folder one file per key under TOKENIZER_FILES_KEY + '.' + name.
+TOKENIZER_KEY = 'tokenizer_json'
+TOKENIZER_FILES_KEY = 'tokenizer_files'
 
 
 def _build(cfg: Union[dict, nn.Module], key: str) -> nn.Module:
@@ -186,13 +191,19 @@ class PCMCaptioner(BaseModel):
         for key in [k for k in state_dict
                     if k.startswith(prefix + CLIP_TOWER_PREFIX)]:
             del state_dict[key]
+        files = {}
         text = state_dict.pop(prefix + TOKENIZER_KEY, None)
-        if text is None or self.tokenizer is not None:
+        if text is not None:
+            files['tokenizer.json'] = bytes(text.tolist())
+        folder = prefix + TOKENIZER_FILES_KEY + '.'
+        for key in [k for k in state_dict if k.startswith(folder)]:
+            files[key[len(folder):]] = bytes(state_dict.pop(key).tolist())
+        if not files or self.tokenizer is not None:
             return
-        self.tokenizer = tokenizer_from_json_text(
-            bytes(text.tolist()).decode('utf-8'),
-            source='the tokenizer in the weights')
+        self.tokenizer = tokenizer_from_files(
+            files, source='the tokenizer in the weights')
         self._check_vocab('in the weights')
+        self._check_agreement()  # the tokenizer's [EOS] is known now
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
@@ -204,10 +215,17 @@ class PCMCaptioner(BaseModel):
 
     def files_state(self) -> Dict[str, torch.Tensor]:
         """Tokenizer and concept bank as tensors, to carry inside released
-        weights (single-file releases)."""
-        text = self._require_tokenizer().backend_tokenizer.to_str()
-        state = {TOKENIZER_KEY: torch.tensor(list(text.encode('utf-8')),
-                                             dtype=torch.uint8)}
+        weights (single-file releases): the tokenizer's files
+        (``tokenizer_files``) as uint8 bytes, a word tokenizer's under
+        :data:`TOKENIZER_KEY`, a language model's one per
+        ``TOKENIZER_FILES_KEY.NAME``."""
+        tokenizer = self._require_tokenizer()
+        files = {name: torch.tensor(list(data), dtype=torch.uint8)
+                 for name, data in tokenizer_files(tokenizer).items()}
+        state = {TOKENIZER_KEY: files['tokenizer.json']} \
+            if is_word_tokenizer(tokenizer) else \
+            {f'{TOKENIZER_FILES_KEY}.{name}': data
+             for name, data in files.items()}
         if hasattr(self.mixup, 'bank_state') and getattr(
                 self.mixup, 'clip_head', None) is not None:
             state.update({f'mixup.{k}': v
@@ -224,8 +242,10 @@ class PCMCaptioner(BaseModel):
             raise ValueError(
                 f'model widths disagree: {known}; set the same embed_dim in '
                 'model.mixup, model.encoder and model.decoder')
-        eos = EOS_ID if self.tokenizer is None else \
-            self.tokenizer.eos_token_id  # a language model's: not 0
+        # A tokenizer that comes with the weights is checked when it comes
+        # (_take_tokenizer): its [EOS] is a language model's, not 0.
+        eos = None if self.tokenizer is None else \
+            self.tokenizer.eos_token_id
         checks = (('max_len', getattr(self.decoder, 'max_len', None),
                    self.max_len, 'model.max_len'),
                   ('eos_id', getattr(self.decoder, 'eos_id', None), eos,
@@ -234,7 +254,7 @@ class PCMCaptioner(BaseModel):
                    f'the tokenizer\'s [EOS] id {eos} (it starts every '
                    'caption)'))
         for name, value, expected, source in checks:
-            if value is not None and value != expected:
+            if None not in (value, expected) and value != expected:
                 raise ValueError(
                     f'model.decoder.{name}={value} disagrees with {source} '
                     f'({expected}); leave it out of the decoder config or '

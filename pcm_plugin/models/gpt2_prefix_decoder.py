@@ -96,6 +96,7 @@ class GPT2PrefixDecoder(BaseModule):
                  attn_impl: str = 'eager', init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.lm = build_gpt2(lm_path, lm_config, vocab_size, attn_impl)
+        self.lm_path = lm_path
         config = self.lm.config
         if config.vocab_size != vocab_size:
             raise ValueError(
@@ -114,6 +115,18 @@ class GPT2PrefixDecoder(BaseModule):
         self.max_positions = config.n_positions
         if freeze:
             self.lm.requires_grad_(False)
+
+    def release_config(self) -> dict:
+        """The config keys that rebuild this decoder from a released
+        model alone (``pcm_plugin.apis.release``): a pretrained GPT-2's
+        architecture as data (``lm_config``) in place of ``lm_path``, a
+        folder of the publishing machine (the release's weights hold its
+        weights), and the BOS/EOS ids the folder gave. Nothing to change
+        for random weights (``lm_config`` already)."""
+        if self.lm_path is None:
+            return {}
+        return dict(lm_path=None, lm_config=gpt2_architecture(self.lm.config),
+                    bos_id=self.bos_id, eos_id=self.eos_id)
 
     def init_weights(self) -> None:
         """Leave the language model as built: pretrained weights must not
@@ -240,6 +253,20 @@ class GPT2PrefixDecoder(BaseModule):
             raise ValueError('GPT2PrefixDecoder.generate: beam_size '
                              f'({beam}) and max_len ({steps}) must be >= 1.')
         return beam_search(self, memory, memory_mask, beam=beam, steps=steps)
+
+
+# GPT2Config entries that describe a saved folder, not the architecture;
+# vocab_size is the decoder's own argument.
+NOT_ARCHITECTURE = ('vocab_size', 'transformers_version', 'torch_dtype',
+                    'architectures', 'model_type')
+
+
+def gpt2_architecture(config) -> dict:
+    """``lm_config`` keywords that build ``config``'s model (its entries
+    other than GPT2Config's defaults), as JSON data: no file name, no
+    path."""
+    return {key: value for key, value in config.to_diff_dict().items()
+            if key not in NOT_ARCHITECTURE and not key.startswith('_')}
 
 
 def build_gpt2(lm_path: Optional[str], lm_config: Optional[dict],

@@ -49,7 +49,8 @@ class PrefixLMCaptioner(PCMCaptioner):
         tokenizer (str): The word tokenizer's ``tokenizer.json``
             (random-weight GPT-2: its vocabulary is the model's), or the
             pretrained GPT-2 folder (its BPE tokenizer, to go with its
-            weights).
+            weights; a release carries its tokenizer files), or
+            ``'from_weights'`` (a one-file release's).
         encoder (dict | nn.Module, optional): e.g.
             ``VisualSemanticEncoder`` between the mix-up and the mapper.
             Defaults to None (ViECap has none).

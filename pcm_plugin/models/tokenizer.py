@@ -8,8 +8,9 @@ Hugging Face ``tokenizers`` library, so the file loads offline through
 """
 import json
 import os.path as osp
+import tempfile
 from collections import Counter
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
@@ -189,7 +190,11 @@ def load_hf_tokenizer(folder: str):
     """
     # deferred: transformers' auto classes load only for a GPT-2 tokenizer
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+    # The folder may come inside someone else's release: a tokenizer class
+    # of its own (tokenizer_config.json's auto_map) would be code to run.
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
+                                              trust_remote_code=False)
     if tokenizer.eos_token_id is None:
         raise ValueError(f'tokenizer {folder} has no eos_token; set one in '
                          f'its {HF_TOKENIZER_CONFIG} (GPT-2: '
@@ -214,6 +219,72 @@ def tokenizer_from_json_text(text: str, *, source: str = 'tokenizer'):
             f'{source}: special tokens {SPECIAL_TOKENS} must have ids 0, 1, '
             f'2 but have {ids}; rebuild it with tools/build_vocab.py')
     return tokenizer
+
+
+def is_word_tokenizer(tokenizer) -> bool:
+    """Whether ``tokenizer`` is a word tokenizer of
+    :func:`load_caption_tokenizer` (``[EOS]`` its end token), not a
+    language model's own (a Hugging Face tokenizer folder's)."""
+    return tokenizer.eos_token == EOS_TOKEN
+
+
+def tokenizer_files(tokenizer) -> Dict[str, bytes]:
+    """The files that rebuild ``tokenizer`` (:func:`tokenizer_from_files`),
+    file name -> content, to carry in a released model.
+
+    A word tokenizer is its ``tokenizer.json`` (as :func:`save_tokenizer`
+    writes it). A language model's tokenizer is what Hugging Face saves of
+    it (a fast one: ``tokenizer.json``, ``tokenizer_config.json``,
+    ``special_tokens_map.json``): the tokenizer of the folder it came
+    from, without that folder's model weights, and with no path of this
+    machine.
+    """
+    if is_word_tokenizer(tokenizer):
+        return {'tokenizer.json': tokenizer.backend_tokenizer.to_str(
+            pretty=True).encode('utf-8')}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Fast tokenizers: tokenizer.json alone, not also the slow
+        # tokenizer's vocab.json + merges.txt it repeats.
+        written = tokenizer.save_pretrained(
+            tmp, legacy_format=False if tokenizer.is_fast else None)
+        files = {}
+        for path in written:
+            with open(path, 'rb') as f:
+                files[osp.basename(path)] = f.read()
+    return files
+
+
+def tokenizer_from_files(files: Dict[str, bytes], *,
+                         source: str = 'tokenizer'):
+    """The tokenizer of :func:`tokenizer_files`' files: a Hugging Face
+    tokenizer folder (they hold ``tokenizer_config.json``), read offline
+    from a temporary folder, or a word tokenizer's ``tokenizer.json``.
+
+    Args:
+        files (dict[str, bytes]): File name -> content.
+        source (str): Named in errors.
+
+    Raises:
+        ValueError: a file name that is not a plain name (it would be
+            written outside the temporary folder), or no
+            ``tokenizer.json`` for a word tokenizer.
+    """
+    bad = [name for name in files
+           if name in ('', '.', '..') or osp.basename(name) != name]
+    if bad:
+        raise ValueError(f'{source}: tokenizer file names must be plain '
+                         f'file names, got {bad[:3]}')
+    if HF_TOKENIZER_CONFIG not in files:
+        if 'tokenizer.json' not in files:
+            raise ValueError(f'{source}: holds neither a tokenizer.json nor '
+                             f'a {HF_TOKENIZER_CONFIG}, but {sorted(files)}')
+        return tokenizer_from_json_text(
+            files['tokenizer.json'].decode('utf-8'), source=source)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            with open(osp.join(tmp, name), 'wb') as f:
+                f.write(data)
+        return load_hf_tokenizer(tmp)
 
 
 def encode_captions(tokenizer, captions: Sequence[str], *, max_len: int = 20,
@@ -265,7 +336,7 @@ def decode_ids(tokenizer, ids) -> List[str]:
     ``[EOS]``) joins its pieces by its own decoder, special tokens left
     out.
     """
-    if tokenizer.eos_token != EOS_TOKEN:
+    if not is_word_tokenizer(tokenizer):
         eos_id = tokenizer.eos_token_id
         return [tokenizer.decode(
             row[:row.index(eos_id)] if eos_id in row else row,

@@ -8,7 +8,7 @@ from mmpretrain.structures import DataSample
 
 from pcm_plugin.models.tokenizer import decode_ids, encode_captions
 from pcm_plugin.registry import MODELS
-from tests.helpers import CAPTIONS
+from tests.helpers import CAPTIONS, save_tiny_gpt2_folder
 from tests.test_models.decoder_checks import (
     assert_large_beam_is_exhaustive,
     assert_search_matches_recomputation,
@@ -256,30 +256,9 @@ def test_gpt2_folder_with_its_own_bpe_tokenizer(cfg, tmp_path):
     tokenizer, saved by transformers as a download would be): the
     captioner loads weights and tokenizer from it offline, keeps the
     weights through mmengine's init_weights, trains and decodes."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        trainers,
-    )
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(CAPTIONS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=['<|endoftext|>'],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe,
-                                  eos_token='<|endoftext|>',
-                                  bos_token='<|endoftext|>')
-    folder = str(tmp_path / 'gpt2')
-    tokenizer.save_pretrained(folder)
-    eos = tokenizer.eos_token_id
-    torch.manual_seed(5)
-    GPT2LMHeadModel(GPT2Config(**LM, vocab_size=len(tokenizer),
-                               bos_token_id=eos, eos_token_id=eos)
-                    ).save_pretrained(folder)
+    from transformers import GPT2LMHeadModel
+    folder = save_tiny_gpt2_folder(str(tmp_path / 'gpt2'), lm=LM)
+    eos = 300  # after the 300 BPE entries, as GPT-2's 50256
     model = build(cfg, tokenizer=folder, max_len=12,  # in BPE pieces
                   decoder=dict(type='GPT2PrefixDecoder', lm_path=folder))
     saved = GPT2LMHeadModel.from_pretrained(folder).state_dict()
