@@ -9,6 +9,7 @@ realistic size. Scores are ×100, as papers report them.
 Example::
 
     .venv/bin/python tools/analysis/coco_human_agreement.py \\
+        --ann-file data/coco/annotations/captions_val2014.json \\
         --out work_dirs/coco_human_agreement.json
 """
 import argparse
@@ -22,17 +23,12 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)  # run from a clone without installing
 import tools._cli  # noqa: E402,F401  the tools' start-up
 
-DEFAULT_ANN = osp.join(
-    osp.dirname(REPO), 'shared', 'data', 'coco-val2014-captions',
-    'captions_val2014_subset.json')
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument(
-        '--ann-file', default=DEFAULT_ANN,
-        help='COCO caption annotation JSON (default: the shared val2014 '
-        'subset)')
+        '--ann-file', required=True,
+        help='COCO caption annotation JSON (e.g. captions_val2014.json)')
     parser.add_argument(
         '--scorers', nargs='+', default=['bleu', 'meteor', 'rouge', 'cider'],
         help='scorers to run (bleu meteor rouge cider [spice])')
