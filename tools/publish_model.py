@@ -3,6 +3,10 @@
     python tools/publish_model.py CONFIG CHECKPOINT OUT_DIR [--with-clip]
     python tools/publish_model.py CONFIG CHECKPOINT OUT.safetensors
 
+A config with a CLIP re-ranker (``model.reranker``) is published
+``--with-clip`` (the release re-ranks on its own) or
+``--without-reranker`` (plain beam search); otherwise it is refused.
+
 A folder holds the weights as safetensors (nothing is unpickled when it is
 loaded), the config, tokenizer, concept bank and CLIP head; a
 ``.safetensors`` path gives one file with all of it (tokenizer and bank as
@@ -32,7 +36,12 @@ def main(argv=None) -> int:
     parser.add_argument('--with-clip', action='store_true',
                         help='also copy the open_clip files named by '
                         'clip_model, so captioning raw images needs '
-                        'nothing else')
+                        'nothing else (and the CLIP of model.reranker: a '
+                        'model that re-ranks with CLIP needs it)')
+    parser.add_argument('--without-reranker', action='store_true',
+                        help="leave the config's model.reranker out: the "
+                        'release captions by plain beam search (and needs '
+                        'no --with-clip)')
     parser.add_argument('--metrics', help='a metrics JSON (tools/test.py '
                         '--out) to record in release.json')
     add_trust_checkpoint_arg(parser)
@@ -49,6 +58,7 @@ def main(argv=None) -> int:
                 metrics = json.load(f)
         manifest = publish_model(args.config, args.checkpoint, args.out_dir,
                                  name=args.name, with_clip=args.with_clip,
+                                 with_reranker=not args.without_reranker,
                                  metrics=metrics)
     except INPUT_ERRORS as err:
         sys.exit(f'error: {err}')

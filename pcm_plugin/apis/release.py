@@ -40,6 +40,16 @@ Captioning raw images needs the CLIP image tower named by ``clip_model``;
 ``--with-clip`` ships it (a folder gets a copy of the open_clip files, one
 file the image tower's weights, open_clip config and preprocessing), so
 the release captions images with no other file.
+
+A model that re-ranks its beams with CLIP (``model.reranker``) needs that
+CLIP's text tower at test time, so it is released only ``--with-clip``,
+and then re-ranks on its own: a folder's ``model.reranker`` points at the
+copied open_clip files (one copy when they are ``clip_model``'s), one file
+carries the text tower as tensors (``clip_text_tower.*``) with the
+architecture as data in its config. Without ``--with-clip`` publishing is
+refused (the config would name CLIP files of the publishing machine),
+unless the re-ranker is left out (``with_reranker=False``,
+``--without-reranker``): the release then captions with plain beam search.
 """
 import json
 import os
@@ -68,6 +78,7 @@ from pcm_plugin.engine.checkpoint import (
     checkpoints_trusted,
 )
 from pcm_plugin.models.clip_head import HEAD_KEYS
+from pcm_plugin.models.clip_reranker import TEXT_TOWER_PREFIX
 from pcm_plugin.models.pcm_mixup import FROM_WEIGHTS
 from pcm_plugin.models.tokenizer import HF_TOKENIZER_CONFIG, tokenizer_files
 from pcm_plugin.registry import MODELS
@@ -293,6 +304,7 @@ def _save_clip_head(model, path: str) -> None:
 
 def publish_model(config: str, checkpoint: str, out_dir: str, *,
                   name: Optional[str] = None, with_clip: bool = False,
+                  with_reranker: bool = True,
                   metrics: Optional[dict] = None) -> dict:
     """Write a released model folder from a training checkpoint.
 
@@ -312,7 +324,11 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
             captioning raw images needs nothing else: a folder gets a copy
             of its open_clip checkpoint (and JSON config, if any), a
             one-file release its image tower's weights, open_clip config
-            and preprocessing. Defaults to False.
+            and preprocessing; and the re-ranker's CLIP, if the config has
+            ``model.reranker`` (:func:`write_release`). Defaults to False.
+        with_reranker (bool): Keep the config's ``model.reranker``; False
+            releases the model without it (captions by plain beam search),
+            which needs no ``with_clip``. Defaults to True.
         metrics (dict, optional): Scores to record in ``release.json``.
 
     Returns:
@@ -321,6 +337,8 @@ def publish_model(config: str, checkpoint: str, out_dir: str, *,
     if osp.exists(out_dir):
         raise FileExistsError(f'{out_dir} exists; publish to a new path')
     cfg = Config.fromfile(config)
+    if not with_reranker:
+        cfg.model.pop('reranker', None)
     # The release's config carries the values: it travels without stores.
     fill_feature_layout(cfg)
     model = MODELS.build(cfg.model)
@@ -345,9 +363,14 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
     ``tokenizer.json``, a language model's tokenizer folder), the concept
     bank the file ``cfg.model`` names; a component's ``release_config()``
     changes its config so that it rebuilds from the release alone.
+
+    A model with a CLIP re-ranker is released only ``with_clip``
+    (:func:`_check_reranker_travels`): the release then carries the
+    re-ranker's CLIP too and re-ranks as the model did.
     """
     if osp.exists(out):
         raise FileExistsError(f'{out} exists; publish to a new path')
+    _check_reranker_travels(model, with_clip)
     _record_names_only(manifest)
     cfg = _rebuildable_config(cfg, model)
     card = _card(cfg, model, manifest, out, with_clip)
@@ -384,6 +407,28 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
         with open(osp.join(tmp, MANIFEST), 'w') as f:
             json.dump(manifest, f, indent=2)
     return manifest
+
+
+def _check_reranker_travels(model, with_clip: bool) -> None:
+    """Refuse to release a CLIP re-ranker without its CLIP.
+
+    The re-ranker's text tower is not among the model's tensors; its
+    config names open_clip files of the publishing machine, so a release
+    keeping those paths would load only there (or silently depend on
+    them). Refusing asks for one of the two releases a user can mean:
+    re-ranking (``--with-clip`` carries the CLIP) or plain beam search
+    (``--without-reranker``).
+
+    Raises:
+        ValueError: ``model`` has a re-ranker and ``with_clip`` is False.
+    """
+    if getattr(model, 'reranker', None) is not None and not with_clip:
+        raise ValueError(
+            'the model re-ranks its beams with CLIP (model.reranker), whose '
+            'text tower a release carries only with --with-clip '
+            '(with_clip=True); publish with --with-clip, or without the '
+            're-ranker (--without-reranker, with_reranker=False: captions '
+            'by plain beam search)')
 
 
 def _rebuildable_config(cfg: Config, model) -> Config:
@@ -446,9 +491,10 @@ def _card(cfg: Config, model, manifest: dict, out: str,
 
 def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
                       card: str, *, with_clip: bool = False) -> None:
-    """Weights + tokenizer + concept bank (+ the CLIP image tower) as
-    tensors, the config (files ``'from_weights'``), the manifest and the
-    model card as metadata, in one file."""
+    """Weights + tokenizer + concept bank (+ the CLIP image tower and the
+    re-ranker's text tower) as tensors, the config (files
+    ``'from_weights'``), the manifest and the model card as metadata, in
+    one file."""
     values = {key: None if path is None else FROM_WEIGHTS
               for key, path in _model_files(cfg).items()}
     values['model.decoder.vocab_size'] = model.decoder.vocab_size
@@ -458,15 +504,23 @@ def _publish_one_file(cfg: Config, model, out: str, manifest: dict,
              for k, v in model.state_dict().items()}
     files = model.files_state()  # tokenizer and concept bank as tensors
     metadata = {MANIFEST_KEY: json.dumps(manifest), MODEL_CARD_KEY: card}
-    tower = {}
+    tower, text_tower = {}, {}
     if with_clip:
         tower, metadata[CLIP_KEY] = _clip_tower(cfg)
         release_cfg.clip_model = dict(
             name=cfg.clip_model['name'], checkpoint=FROM_WEIGHTS,
             pool=cfg.clip_model.get('pool', 'auto'))
+    if model.reranker is not None:  # with_clip (_check_reranker_travels)
+        text_tower = {TEXT_TOWER_PREFIX + k: v for k, v
+                      in model.reranker.text_tower_state().items()}
+        # The architecture as data; the tower comes with the weights.
+        release_cfg.model.reranker.update(
+            clip_checkpoint=FROM_WEIGHTS, pretrained=None,
+            model_config=model.reranker.clip_config)
     metadata[CONFIG_KEY] = config_to_json(release_cfg)
     with atomic_path(out, suffix='.safetensors') as tmp:
-        save_tensors({**state, **files, **tower}, tmp, metadata=metadata)
+        save_tensors({**state, **files, **tower, **text_tower}, tmp,
+                     metadata=metadata)
         _check_release_reproduces(tmp, state, model)
         if tower:
             _check_tower_reproduces(tmp, tower)
@@ -482,29 +536,51 @@ def _clip_of(cfg: Config) -> dict:
 
 
 def _copy_clip(cfg: Config, folder: str) -> None:
-    """Copy the open_clip files and point ``clip_model`` at the copies.
+    """Copy the open_clip files of ``clip_model`` and of the re-ranker,
+    and point both configs at the copies.
 
-    A custom model's JSON keeps its file name: open_clip knows a model
-    config by its file stem, which is the ``clip_model.name`` it answers
-    to.
+    A file the re-ranker shares with ``clip_model`` (the same bytes: the
+    CLIP that extracted the features, as it should be) is copied once. A
+    custom model's JSON keeps its file name: open_clip knows a model
+    config by its file stem, which is the name it answers to.
     """
-    clip = _clip_of(cfg)
-    for key in ('checkpoint', 'model_config'):
+    copies = {}  # sha256 -> the copy's name
+    cfg.clip_model = _copy_clip_files(
+        _clip_of(cfg), 'clip_model', dict(checkpoint='clip_checkpoint'),
+        folder, copies)
+    if cfg.model.get('reranker'):
+        cfg.model.reranker = _copy_clip_files(
+            cfg.model.reranker, 'model.reranker',
+            dict(clip_checkpoint='reranker_clip_checkpoint'), folder, copies)
+
+
+def _copy_clip_files(clip: dict, where: str, checkpoints: Dict[str, str],
+                     folder: str, copies: Dict[str, str]) -> dict:
+    """``clip`` with its open_clip files (the ``checkpoints`` keys, copied
+    as ``checkpoints[key]`` + the file's extension, and ``model_config``,
+    copied under its own name) copied into ``folder``; a file whose bytes
+    were copied already (``copies``) is pointed at that copy."""
+    clip = dict(clip)
+    for key in (*checkpoints, 'model_config'):
         path = clip.get(key)
         if not path:
             continue
         if not osp.isfile(path):
             raise FileNotFoundError(
-                f'--with-clip: clip_model.{key} {path} not found')
-        target = osp.basename(path) if key == 'model_config' else \
-            'clip_checkpoint' + osp.splitext(path)[1]
-        if osp.exists(osp.join(folder, target)):
-            raise ValueError(
-                f'--with-clip: clip_model.{key} {path} has the name of a '
-                'release file; rename it (and clip_model.name with it)')
-        shutil.copyfile(path, osp.join(folder, target))
+                f'--with-clip: {where}.{key} {path} not found')
+        digest = _sha256(path)
+        target = copies.get(digest) or (
+            checkpoints[key] + osp.splitext(path)[1] if key in checkpoints
+            else osp.basename(path))
+        if digest not in copies:
+            if osp.exists(osp.join(folder, target)):
+                raise ValueError(
+                    f'--with-clip: {where}.{key} {path} has the name of a '
+                    'release file; rename it (and the model name with it)')
+            shutil.copyfile(path, osp.join(folder, target))
+            copies[digest] = target
         clip[key] = f'{MARKER}/{target}'
-    cfg.clip_model = clip
+    return clip
 
 
 def _clip_tower(cfg: Config) -> Tuple[Dict[str, torch.Tensor], str]:
@@ -540,8 +616,9 @@ def _check_tower_reproduces(path: str, tower: Dict[str, torch.Tensor]
 
 def _check_release_reproduces(path: str, state: dict, model) -> None:
     """Build the model from the release alone and compare every tensor,
-    the tokenizer (vocabulary, special tokens, its whole definition) and
-    the concept bank's words with ``model``'s."""
+    the tokenizer (vocabulary, special tokens, its whole definition), the
+    concept bank's words and the re-ranker's CLIP text tower (carried,
+    or read from the copied open_clip files) with ``model``'s."""
     config, weights = resolve_release(path)
     again = MODELS.build((config if isinstance(config, Config)
                           else Config.fromfile(config)).model)
@@ -556,6 +633,26 @@ def _check_release_reproduces(path: str, state: dict, model) -> None:
     if differ or set(tensors) != set(state):
         raise RuntimeError(f'the release {path} does not reproduce the '
                            f'checkpoint ({differ[:3]}); nothing written')
+    _check_reranker_reproduces(path, again, model)
+
+
+def _check_reranker_reproduces(path: str, again, model) -> None:
+    """The rebuilt model re-ranks with ``model``'s CLIP text tower."""
+    if getattr(model, 'reranker', None) is None:
+        return
+    expected = model.reranker.text_tower_state()
+    reranker = getattr(again, 'reranker', None)
+    if reranker is None or not reranker.tower_loaded:
+        differ = ['no text tower']
+    else:
+        tower = reranker.text_tower_state()
+        differ = sorted(set(tower) ^ set(expected)) + [
+            k for k in expected
+            if k in tower and not torch.equal(tower[k], expected[k])]
+    if differ:
+        raise RuntimeError(f'the release {path} does not reproduce the '
+                           f"re-ranker's CLIP text tower ({differ[:3]}); "
+                           'nothing written')
 
 
 def _vocabulary(model) -> tuple:

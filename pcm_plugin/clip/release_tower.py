@@ -6,13 +6,16 @@ the image tower's tensors under :data:`CLIP_TOWER_PREFIX` and, under
 model name, its model config and its preprocessing. This module reads it
 back, with open_clip and the file alone, for the model's image encoder
 (``OpenCLIPImageEncoder(release=...)``); the release writer is
-``pcm_plugin.apis.release``.
+``pcm_plugin.apis.release``. A release whose model re-ranks its beams
+with CLIP also carries that CLIP's text tower, rebuilt by
+``CLIPReranker`` with :func:`untrained_clip` from the architecture its
+config records.
 """
 import json
 import logging
 import os.path as osp
 import tempfile
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from safetensors import safe_open
 
@@ -56,9 +59,7 @@ def load_release_clip(path: str):
     with safe_open(path, framework='pt', device='cpu') as f:
         tower = {k[len(CLIP_TOWER_PREFIX):]: f.get_tensor(k)
                  for k in f.keys() if k.startswith(CLIP_TOWER_PREFIX)}
-    with tempfile.TemporaryDirectory() as folder:
-        _register_clip_config(name, config, folder)
-        model = _untrained_clip(name, preprocess)
+    model = untrained_clip(name, config, preprocess)
     model.visual.load_state_dict(tower, strict=True)
     check_vit_layout(model, name)
     return model.eval()
@@ -75,17 +76,54 @@ def _clip_metadata(text: str, source: str) -> Tuple[str, dict, dict]:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f'{source}: its CLIP metadata is damaged '
                          f'({type(err).__name__}: {err})') from None
-    named_towers = {'timm_model_name', 'hf_model_name'}
-    if not (isinstance(name, str) and name and osp.basename(name) == name
-            and isinstance(config, dict) and isinstance(preprocess, dict)
-            and not any(named_towers & set(config.get(part) or {})
-                        for part in ('vision_cfg', 'text_cfg'))):
+    if not isinstance(preprocess, dict):
         raise ValueError(f'{source}: its CLIP metadata does not describe '
                          'an open_clip model built from its own config')
+    check_own_clip_config(name, config, source)
     for key in ('size', 'mean', 'std'):
         if isinstance(preprocess.get(key), list):  # JSON has no tuples
             preprocess[key] = tuple(preprocess[key])
     return name, config, preprocess
+
+
+def check_own_clip_config(name, config, source: str) -> None:
+    """Refuse what is not an open_clip model built from its own config
+    alone: ``name`` must be a plain file stem (open_clip knows a config by
+    its file's stem) and ``config`` a dict naming no timm or Hugging Face
+    tower (which open_clip would fetch by name).
+
+    Args:
+        name: The open_clip model name a release records.
+        config: The model config it records.
+        source (str): The release, for messages.
+
+    Raises:
+        ValueError: naming ``source``.
+    """
+    named_towers = {'timm_model_name', 'hf_model_name'}
+    if not (isinstance(name, str) and name and osp.basename(name) == name
+            and isinstance(config, dict)
+            and not any(named_towers & set(config.get(part) or {})
+                        for part in ('vision_cfg', 'text_cfg'))):
+        raise ValueError(f'{source}: its CLIP metadata does not describe '
+                         'an open_clip model built from its own config')
+
+
+def untrained_clip(name: str, config: dict,
+                   preprocess: Optional[dict] = None):
+    """The open_clip model ``name`` built from ``config`` (a model config
+    checked by :func:`check_own_clip_config`) without weights: a
+    release's tensors are loaded into it next.
+
+    Args:
+        name (str): The open_clip model name.
+        config (dict): Its model config.
+        preprocess (dict, optional): Preprocessing to set on its image
+            tower (``visual.preprocess_cfg``). Defaults to open_clip's.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        _register_clip_config(name, config, folder)
+        return _untrained_clip(name, preprocess)
 
 
 def _register_clip_config(name: str, config: dict, folder: str) -> None:
@@ -101,7 +139,7 @@ def _register_clip_config(name: str, config: dict, folder: str) -> None:
     register_model_config(path)
 
 
-def _untrained_clip(name: str, preprocess: dict):
+def _untrained_clip(name: str, preprocess: Optional[dict]):
     """``open_clip.create_model`` without weights, its warning that the
     model is untrained silenced (the release's tower is loaded next)."""
     import open_clip  # deferred: open_clip loads only where CLIP runs

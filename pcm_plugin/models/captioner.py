@@ -16,7 +16,7 @@ from pcm_plugin.utils.keywords import (
     takes_any_keyword,
 )
 
-from .clip_reranker import scored_lengths
+from .clip_reranker import TEXT_TOWER_PREFIX, scored_lengths
 from .data_preprocessor import INPUT_KEYS
 from .decoder_cache import drop_masked_positions
 from .pcm_mixup import FROM_WEIGHTS
@@ -185,12 +185,18 @@ class PCMCaptioner(BaseModel):
 
     def _take_tokenizer(self, state_dict, prefix, *args) -> None:
         """Consume a tokenizer carried by the weights (single-file
-        releases; used when the config asked for it), and drop the CLIP
+        releases; used when the config asked for it), drop the CLIP
         image tower they may carry (``OpenCLIPImageEncoder(release=...)``
-        reads it; the captioner takes features)."""
+        reads it; the captioner takes features), and hand the re-ranker's
+        CLIP text tower to the re-ranker (dropped without one)."""
         for key in [k for k in state_dict
                     if k.startswith(prefix + CLIP_TOWER_PREFIX)]:
             del state_dict[key]
+        carried = prefix + TEXT_TOWER_PREFIX
+        tower = {key[len(carried):]: state_dict.pop(key)
+                 for key in [k for k in state_dict if k.startswith(carried)]}
+        if tower and self.reranker is not None:
+            self.reranker.load_text_tower(tower)
         files = {}
         text = state_dict.pop(prefix + TOKENIZER_KEY, None)
         if text is not None:

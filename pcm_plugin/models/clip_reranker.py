@@ -22,9 +22,18 @@ best mean log-probability, which may differ.
 The CLIP text tower is frozen and kept out of the state dict (any trained
 checkpoint loads); its image tower is dropped, the image side being the
 stored feature.
+
+A released model re-ranks as its config did (``pcm_plugin.apis.release``,
+``--with-clip``): a folder release points ``clip_checkpoint`` and
+``model_config`` at its copies of the open_clip files; a one-file release
+carries the text tower's tensors under :data:`TEXT_TOWER_PREFIX` and
+records ``clip_checkpoint='from_weights'`` with the open_clip architecture
+as data in ``model_config``; the re-ranker is then built untrained and
+takes the tower when the weights load (:meth:`CLIPReranker.load_text_tower`,
+called by the captioner), as the tokenizer comes with them.
 """
 import math
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -33,9 +42,17 @@ from pcm_plugin.clip.clip_features import (
     caption_cosine,
     load_open_clip_text_model,
 )
+from pcm_plugin.clip.release_tower import (
+    check_own_clip_config,
+    untrained_clip,
+)
 from pcm_plugin.registry import MODELS
 
 from .clip_image_encoder import FrozenCLIPModule
+from .pcm_mixup import FROM_WEIGHTS
+
+# The re-ranker's CLIP text tower in a one-file release's tensors.
+TEXT_TOWER_PREFIX = 'clip_text_tower.'
 
 
 def scored_lengths(ids: Tensor, eos_id: int) -> Tensor:
@@ -104,8 +121,12 @@ class CLIPReranker(FrozenCLIPModule):
             the features (its joint space is the ``global_feat``'s).
         weight (float): Fusion weight ``w`` in [0, 1], chosen on val
             (``tools/choose_rerank_weight.py``); no default on purpose.
-        clip_checkpoint (str, optional): Its local weights.
-        model_config (str, optional): A custom open_clip JSON config.
+        clip_checkpoint (str, optional): Its local weights, or
+            ``'from_weights'`` (a one-file release's): the text tower
+            comes with the model's weights (:meth:`load_text_tower`).
+        model_config (str | dict, optional): A custom open_clip JSON
+            config; with ``clip_checkpoint='from_weights'`` the open_clip
+            model config itself (a dict: the architecture as data).
         pretrained (str, optional): A cached open_clip tag instead of
             ``clip_checkpoint``.
         num_candidates (int): W, the beams kept (the search's width).
@@ -120,7 +141,7 @@ class CLIPReranker(FrozenCLIPModule):
 
     def __init__(self, *, clip_model: str, weight: float,
                  clip_checkpoint: Optional[str] = None,
-                 model_config: Optional[str] = None,
+                 model_config: Optional[Union[str, dict]] = None,
                  pretrained: Optional[str] = None, num_candidates: int = 5,
                  length_penalty: float = 1.0, prompt: str = '') -> None:
         super().__init__()
@@ -128,16 +149,53 @@ class CLIPReranker(FrozenCLIPModule):
         if num_candidates < 1:
             raise ValueError('CLIPReranker: num_candidates='
                              f'{num_candidates} must be >= 1')
-        clip, tokenizer = load_open_clip_text_model(
-            clip_model, clip_checkpoint, model_config, pretrained=pretrained)
+        import open_clip  # deferred: open_clip loads only where CLIP runs
+        self.from_weights = clip_checkpoint == FROM_WEIGHTS
+        if self.from_weights:
+            check_own_clip_config(clip_model, model_config, 'model.reranker')
+            clip = untrained_clip(clip_model, model_config)
+            tokenizer = open_clip.get_tokenizer(clip_model)
+        elif isinstance(model_config, dict):
+            raise ValueError(
+                'CLIPReranker: model_config as a dict (the architecture) '
+                "is a one-file release's, with clip_checkpoint="
+                f"'{FROM_WEIGHTS}'; give the path of the open_clip JSON")
+        else:
+            clip, tokenizer = load_open_clip_text_model(
+                clip_model, clip_checkpoint, model_config,
+                pretrained=pretrained)
+        # What the tower was built from, for a one-file release.
+        self.clip_config = open_clip.get_model_config(clip_model)
         clip.visual = None  # the image side is the stored global feature
         self.hold_tower(clip)  # out of checkpoints, frozen
+        self.tower_loaded = not self.from_weights
         self.tokenizer = tokenizer
         with torch.no_grad():
             self.embed_dim = int(clip.encode_text(tokenizer([''])).size(-1))
         self.clip_name = clip_model
         self.weight, self.length_penalty = weight, length_penalty
         self.num_candidates, self.prompt = num_candidates, prompt
+
+    def text_tower_state(self) -> Dict[str, Tensor]:
+        """The text tower's tensors (copies), as a one-file release
+        carries them (without :data:`TEXT_TOWER_PREFIX`)."""
+        return {k: v.detach().clone().contiguous()
+                for k, v in self.tower.state_dict().items()}
+
+    def load_text_tower(self, tensors: Dict[str, Tensor]) -> None:
+        """Take the text tower a one-file release carries, if this
+        re-ranker was built for it (``clip_checkpoint='from_weights'``);
+        one built from its own CLIP files keeps those.
+
+        Args:
+            tensors (dict): The tower's state dict (every key).
+
+        Raises:
+            RuntimeError: the tensors do not fit the tower's architecture.
+        """
+        if self.from_weights:
+            self.tower.load_state_dict(tensors, strict=True)
+            self.tower_loaded = True
 
     @torch.no_grad()
     def cosines(self, global_feat: Tensor,
@@ -150,7 +208,17 @@ class CLIPReranker(FrozenCLIPModule):
 
         Returns:
             Tensor: ``(B, W)`` float32 on ``global_feat``'s device.
+
+        Raises:
+            RuntimeError: the tower comes with the weights
+                (``'from_weights'``) and none were loaded.
         """
+        if not self.tower_loaded:
+            raise RuntimeError(
+                f"CLIPReranker: clip_checkpoint='{FROM_WEIGHTS}', but the "
+                'weights loaded carried no CLIP text tower: load a one-file '
+                'release published --with-clip, or point model.reranker at '
+                'the CLIP files (clip_checkpoint=...)')
         if global_feat.size(-1) != self.embed_dim:
             raise ValueError(
                 f'CLIPReranker: the features are {global_feat.size(-1)}-d '
