@@ -6,7 +6,10 @@ iteration, re-ranked over plain, per checkpoint).
 
     python docs/results/rerank_mini_world/analyse.py \
         docs/results/rerank_mini_world/rows.jsonl \
-        [--runs work_dirs/design_v3_r2/weak-seed0 ...]
+        [--runs mini_world_weak_n24k=work_dirs/design_v3_r2/weak-seed0 ...]
+
+(``--runs WORLD=FOLDER``: the cells' folder of each world, for the cost;
+a FOLDER alone serves every world.)
 """
 import argparse
 import glob
@@ -35,14 +38,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('rows')
     parser.add_argument('--runs', nargs='+', default=[],
-                        help='the cells\' folders (one per world), for the '
-                        'cost')
+                        help='WORLD=FOLDER: the cells\' folder of a world, '
+                        'for the cost')
     args = parser.parse_args()
     with open(args.rows, encoding='utf-8') as f:
         rows = [json.loads(line) for line in f if line.strip()]
     for world in sorted({r['world'] for r in rows}):
         print(f'\n## {world}\n')
-        report_world([r for r in rows if r['world'] == world], args.runs)
+        folders = [run.partition('=')[2] or run for run in args.runs
+                   if '=' not in run or run.startswith(world + '=')]
+        report_world([r for r in rows if r['world'] == world], folders)
 
 
 def report_world(rows, run_folders) -> None:
