@@ -33,6 +33,8 @@ def keep_results_of_pure_config_helpers() -> None:
     - ``_get_cfg_metainfo`` reads every metafile mmpretrain installs each
       time a config inherits an ``mmpretrain::`` base.
     """
+    # Here, not at the top: after the tools' start-up above, which an
+    # import sorter would otherwise move below mmengine.
     import mmengine.config.config as config_module
     import mmengine.config.utils as config_utils
     config_module.FormatCode = _memoized(config_module.FormatCode)
