@@ -1,4 +1,5 @@
 """Resume is exact and a kill during a save loses nothing."""
+import os
 import re
 import signal
 
@@ -235,13 +236,18 @@ def _layout_run(toy_world, work, *, batch_size, resume=None, stop=None):
     if resume:
         cfg.resume, cfg.load_from = True, str(resume)
     runner = Runner.from_cfg(cfg)
+    # Two runs started in the same second share mmengine's timestamped log
+    # file: this run's training lines are the ones written after here.
+    start = os.path.getsize(runner.logger.log_file)
     if stop:
         runner.register_hook(_StopAfter(stop))
     try:
         runner.train()
     except KeyboardInterrupt:
         pass
-    log = open(runner.logger.log_file).read()
+    with open(runner.logger.log_file) as f:
+        f.seek(start)
+        log = f.read()
     return runner, log
 
 
