@@ -1,5 +1,5 @@
 """The re-ranking plan's table (PLAN.md): paired differences against the
-plain beam-3 arm, per world and variant, mean ± standard error over
+plain beam-3 arm, per world, defect rate and variant, mean ± standard error over
 training seeds;
 and the test-time cost from the tools' logs (the mean seconds of a test
 iteration, re-ranked over plain, per checkpoint).
@@ -43,11 +43,12 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.rows, encoding='utf-8') as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    for world in sorted({r['world'] for r in rows}):
-        print(f'\n## {world}\n')
+    for world, rate in sorted({(r['world'], r['rate']) for r in rows}):
+        print(f'\n## {world}, defect rate {rate}\n')
         folders = [run.partition('=')[2] or run for run in args.runs
                    if '=' not in run or run.startswith(world + '=')]
-        report_world([r for r in rows if r['world'] == world], folders)
+        report_world([r for r in rows
+                      if r['world'] == world and r['rate'] == rate], folders)
 
 
 def report_world(rows, run_folders) -> None:
