@@ -9,9 +9,11 @@ look (``abc`` a string, ``5`` an int), so ``optim_wrapper.optimizer.lr=abc``
 reaches torch's optimizer as a string and fails in a comparison deep in
 the build. Both are checked here, before any work.
 """
+import difflib
 import os.path as osp
 import sys
 import traceback
+import warnings
 from typing import Any, Dict, Optional
 
 import mmengine
@@ -80,7 +82,10 @@ def check_override_types(cfg: Config, options: Dict[str, Any]) -> None:
 
     Only keys the config already holds are checked (a new key has nothing
     to compare with); ``None`` replaces anything, and ints and floats
-    replace each other.
+    replace each other. A new key whose name is close to one the config
+    holds at that place (``beam_sise`` beside ``beam_size``) is warned
+    about, naming the close key: mmengine adds it silently, and an option
+    a module never reads leaves the run as it was.
 
     Args:
         cfg (Config): The loaded config, before the overrides.
@@ -93,10 +98,36 @@ def check_override_types(cfg: Config, options: Dict[str, Any]) -> None:
     """
     for key, value in options.items():
         found, old = _lookup(cfg, key)
-        if not found or _fits(old, value):
-            continue
-        raise ValueError(f'--cfg-options {key}={_shown(value)}: the config '
-                         f'holds {_expected(key, old)}')
+        if not found:
+            _warn_if_misspelt(cfg, key)
+        elif not _fits(old, value):
+            raise ValueError(f'--cfg-options {key}={_shown(value)}: the '
+                             f'config holds {_expected(key, old)}')
+
+
+def _warn_if_misspelt(cfg: Config, key: str) -> None:
+    """Warn when the first part of ``key`` the config lacks is close to a
+    key it holds at that place (a new key is legitimate, e.g.
+    ``model.reranker``; a near miss is more likely a typo)."""
+    node: Any = cfg.to_dict()
+    parts = key.split('.')
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return  # a list index out of range: nothing to compare with
+        if part not in node:
+            close = difflib.get_close_matches(
+                part, [k for k in node if isinstance(k, str)], n=1,
+                cutoff=0.8)
+            if close:
+                place = '.'.join(parts[:depth] + close)
+                warnings.warn(
+                    f'--cfg-options {key}: the config has no '
+                    f'{".".join(parts[:depth + 1])}, but has {place}: a '
+                    'misspelt key is added as a new key and changes '
+                    f'nothing; did you mean {place}?', UserWarning,
+                    stacklevel=3)
+            return
+        node = node[part]
 
 
 def _lookup(cfg: Config, key: str):

@@ -1,5 +1,7 @@
 """A user's config file and --cfg-options: one line naming the file, the
 line or the key, and the fix."""
+import warnings
+
 import pytest
 from mmengine.config import Config
 
@@ -104,6 +106,36 @@ def test_bad_input_cfg_option_of_the_wrong_type(cfg, key, value, expected):
 ])
 def test_cfg_options_that_fit_pass(cfg, key, value):
     check_override_types(cfg, {key: value})
+
+
+@pytest.mark.parametrize('key, close', [
+    ('train_cfg.max_epoch', 'train_cfg.max_epochs'),
+    ('model.mixup.top_kk', 'model.mixup.top_k'),
+    ('modle.mixup.top_k', 'model'),  # the first missing part is named
+    ('optim_wraper.optimizer.lr', 'optim_wrapper'),
+])
+def test_bad_input_misspelt_cfg_option_is_warned_with_the_close_key(
+        cfg, key, close):
+    missing = key.split('.')[:close.count('.') + 1]
+    with pytest.warns(UserWarning) as record:
+        check_override_types(cfg, {key: 5})
+    assert len(record) == 1
+    assert str(record[0].message) == (
+        f'--cfg-options {key}: the config has no {".".join(missing)}, but '
+        f'has {close}: a misspelt key is added as a new key and changes '
+        f'nothing; did you mean {close}?')
+
+
+@pytest.mark.parametrize('key', [
+    'model.reranker',  # a new section, far from every key at its place
+    'model.mixup.selection',
+    'param_scheduler.3.warmup',  # past the list's end
+    'model.tokenizer.x',  # under a value that is not a section
+])
+def test_new_cfg_option_keys_far_from_any_key_pass_silently(cfg, key):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        check_override_types(cfg, {key: 5})
 
 
 def test_bad_input_config_without_the_sections_a_tool_needs(tmp_path):
