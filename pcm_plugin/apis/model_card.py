@@ -43,6 +43,7 @@ def model_card(cfg: Config, manifest: dict, *, out: str, vocab_size: int,
         cfg, manifest, vocab_size, num_concepts)]
     lines += ['', '## Scores', '']
     lines += _score_lines(manifest.get('metrics') or {})
+    lines += ['', '## How it captions', '', _decoding_line(cfg.model)]
     lines += ['', '## How to use it', '', '```bash',
               f'python tools/caption_image.py {name} photo.jpg',
               f'python tools/test.py {name}  # the test set of its config;'
@@ -82,6 +83,25 @@ def _training_lines(cfg: Config, manifest: dict, vocab_size: int,
         f'{key} `{value}`' for key, value in source.items()
         if value is not None and not key.endswith('sha256')))
     return lines
+
+
+def _decoding_line(model: dict) -> str:
+    """Beam search, or beam candidates re-ranked by CLIP (and its cost)."""
+    decoder = model.get('decoder') or {}
+    beams = decoder.get('beam_size') or model.get('beam_size')
+    search = f'beam search with {beams} beams' if beams else 'beam search'
+    reranker = model.get('reranker')
+    if not reranker:
+        return f'{model.get("type", "?")}: {search}, the best beam returned.'
+    return (f'{model.get("type", "?")}: beam search keeps '
+            f'{reranker.get("num_candidates", 5)} finished candidates and '
+            'returns the one with the best fusion of the image-caption '
+            'cosine of its CLIP (text tower) and the length-normalised '
+            f'log-probability (weight {reranker.get("weight")}, length '
+            f'penalty {reranker.get("length_penalty", 1.0)}). Re-ranking '
+            'costs test time (with 5 candidates, 1.8-1.9 times plain '
+            "beam-3's per test iteration in pcm_plugin's mini worlds); "
+            '`--cfg-options model.reranker=None` turns it off.')
 
 
 def _epochs(train_cfg: dict) -> str:

@@ -82,6 +82,8 @@ def test_a_model_card_in_both_forms(checkpoint, tmp_path):
                  f'bank: {words} concepts', 'CLIP: `pcm-tiny-vit-b32`',
                  '| coco-caption/CIDEr | 12.5 |',
                  'caption metrics ×100, as papers report them',
+                 '## How it captions\n\nPCMCaptioner: beam search with '
+                 f'{model.decoder.beam_size} beams, the best beam returned.',
                  'python tools/caption_image.py pcm-toy photo.jpg',
                  "ImageCaptioner('pcm-toy')('photo.jpg')",
                  'config.py` is Python and runs when it is loaded',

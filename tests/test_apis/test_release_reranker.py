@@ -177,6 +177,12 @@ def test_one_file_carries_the_text_tower_as_data(travelled):
                     for k in model.reranker.text_tower_state()}
     reranker = resolve_release(path)[0].model.reranker
     assert reranker.clip_checkpoint == 'from_weights'
+    from pcm_plugin.apis.model_card import read_model_card
+    for form in FORMS:  # the card says the release re-ranks, and the cost
+        card = read_model_card(str(releases / form))
+        assert 'keeps 3 finished candidates and returns the one with the ' \
+            'best fusion' in card and '(weight 0.75, length penalty' in card
+        assert '`--cfg-options model.reranker=None` turns it off' in card
     assert reranker.pretrained is None
     assert reranker.model_config.to_dict() == model.reranker.clip_config
     assert reranker.weight == 0.75 and reranker.num_candidates == 3
