@@ -1,6 +1,7 @@
 """Choose the CLIP re-ranker's fusion weight on the val split.
 
     python tools/choose_rerank_weight.py CONFIG CKPT --out choice.json
+    python tools/choose_rerank_weight.py RELEASE --val-ann ... # a release
     python tools/choose_rerank_weight.py RUN/pcm_shapes.py RUN/epoch_12.pth \\
         --val-ann WORLD/corpus/annotations/val.json \\
         --val-features WORLD/features/val \\
@@ -32,8 +33,10 @@ from tools._cli import (  # noqa: E402  the tools' start-up
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='the trained model\'s config (e.g. '
-                        'the dump in its work dir)')
-    parser.add_argument('checkpoint', help='its checkpoint')
+                        'the dump in its work dir), or a release (folder '
+                        'or .safetensors)')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='its checkpoint (a release brings its own)')
     parser.add_argument('--val-ann', help='val annotation file (where the '
                         'config has no val_dataloader, or to override it)')
     parser.add_argument('--val-features', help='val feature store')
@@ -82,15 +85,15 @@ def main(argv=None) -> None:
         print(f'{row["length_penalty"]:14g}  {row["weight"]:6g}  '
               f'{row["CIDEr"]:9.2f}  {row["mean_cos"]:8.4f}  '
               f'{row["changed"]:7.1%}')
-    options = rerank_weight.cfg_options(choice['reranker'])
-    choice['cfg_options'] = options
+    options = choice['cfg_options']
     print(f'chosen on val ({choice["val_gt"]}): weight={choice["weight"]:g} '
           f'length_penalty={choice["length_penalty"]:g} '
           f'(W={choice["num_candidates"]}, val CIDEr '
           f'{choice["CIDEr"]:.2f})')
     print('test with: python tools/test.py '
           + ' '.join(shlex.quote(a) for a in (
-              args.config, args.checkpoint, '--cfg-options', *options)))
+              args.config, *filter(None, [args.checkpoint]),
+              *(['--cfg-options', *options] if options else []))))
     if args.out:
         atomic_write_json(args.out, choice)
 

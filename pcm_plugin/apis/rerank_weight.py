@@ -39,6 +39,7 @@ from pcm_plugin.models.clip_reranker import check_fusion, fused_scores
 from pcm_plugin.utils.progress import progress_bar
 
 from .inferencer import build_captioner
+from .release import names_a_release, resolve_release
 
 # w from 0 (log-probability only) to 1 (CLIP only) by 0.05.
 DEFAULT_WEIGHTS = tuple(i / 20 for i in range(21))
@@ -216,7 +217,13 @@ def reranker_config(cfg: Config, **settings) -> Dict:
     reranker = copy.deepcopy(cfg.model.get('reranker'))
     if not reranker:
         clip = cfg.get('clip_model') or {}
-        if not clip.get('name') or clip.get('checkpoint') == 'from_weights':
+        if clip.get('checkpoint') == 'from_weights':
+            raise ValueError(
+                'this one-file release carries no CLIP text tower (it was '
+                'published without a re-ranker): choose on the training '
+                'config and checkpoint, or on a release published with '
+                'model.reranker on and --with-clip')
+        if not clip.get('name'):
             raise ValueError('which CLIP extracted the features? Set '
                              '`clip_model = dict(name=..., checkpoint=...)` '
                              'in the config, or model.reranker')
@@ -228,7 +235,7 @@ def reranker_config(cfg: Config, **settings) -> Dict:
 
 
 def choose_rerank_weight(
-        config: Union[str, Config], checkpoint: str, *,
+        config: Union[str, Config], checkpoint: Optional[str] = None, *,
         val_ann: Optional[str] = None, val_features: Optional[str] = None,
         val_gt: Optional[str] = None,
         num_candidates: Optional[int] = None, prompt: Optional[str] = None,
@@ -239,8 +246,10 @@ def choose_rerank_weight(
 
     Args:
         config (str | Config): The trained model's config (e.g. a run's
-            dump).
-        checkpoint (str): Its checkpoint.
+            dump), or a release (a folder or one ``.safetensors`` file,
+            re-ranking already or not).
+        checkpoint (str, optional): Its checkpoint; a release's own
+            weights when omitted.
         val_ann, val_features, val_gt (str, optional): The val split's
             annotation file, feature store and COCO-format gt, where the
             config has no val loader/evaluator (or to override them).
@@ -255,10 +264,16 @@ def choose_rerank_weight(
     Returns:
         dict: ``weight``, ``length_penalty``, ``CIDEr`` (val, ×100) of the
         best point, ``num_candidates``, ``reranker`` (the config to test
-        with), ``grid`` (every row of :func:`fusion_grid`) and
-        ``val_gt``.
+        with), ``cfg_options`` (what ``tools/test.py`` needs to test with
+        it: the whole re-ranker, or only the settings that changed where
+        the model re-ranks already), ``grid`` (every row of
+        :func:`fusion_grid`) and ``val_gt``.
     """
+    if names_a_release(config):
+        config, released = resolve_release(config)
+        checkpoint = checkpoint or released
     cfg = config if isinstance(config, Config) else read_config(config)
+    own = copy.deepcopy(cfg.model.get('reranker'))
     reranker = reranker_config(cfg, weight=0.0, prompt=prompt,
                                num_candidates=num_candidates)
     loader_cfg, gt_file = val_split(cfg, val_ann=val_ann,
@@ -279,12 +294,17 @@ def choose_rerank_weight(
                     length_penalty=best['length_penalty'],
                     num_candidates=model.reranker.num_candidates)
     return dict(best, num_candidates=model.reranker.num_candidates,
-                reranker=reranker, grid=grid, val_gt=gt_file)
+                reranker=reranker, cfg_options=cfg_options(reranker, own),
+                grid=grid, val_gt=gt_file)
 
 
-def cfg_options(reranker: Dict) -> List[str]:
+def cfg_options(reranker: Dict, own: Optional[Dict] = None) -> List[str]:
     """``--cfg-options`` items that switch ``reranker`` on in
-    ``tools/test.py`` (None values left out)."""
+    ``tools/test.py`` (None values left out), or, where the model has a
+    re-ranker of its own (``own``), the items that change it (a one-file
+    release's re-ranker holds its CLIP's architecture as a dict, which
+    is no command-line value)."""
     return [f'model.reranker.{key}={value}'
             for key, value in reranker.items()
-            if value is not None and value != '']
+            if value is not None and value != ''
+            and not (own and own.get(key) == value)]

@@ -126,3 +126,62 @@ def test_tool_chooses_on_val_and_test_py_reproduces_it(
         '--cfg-options', *choice['cfg_options']])
     with open(metrics) as f:
         assert json.load(f)['CIDEr'] == choice['CIDEr']
+
+
+def test_tool_chooses_on_a_reranking_release_of_either_form(
+        checkpoint, toy_world, tmp_path, tool_in_process):
+    """Released re-ranking (weight 0.25, CLIP carried), the same model
+    gets the same grid as from its config and checkpoint; the options
+    printed change only what differs from the release's own re-ranker,
+    and tools/test.py on the release with them measures the chosen CIDEr
+    (a one-file release's re-ranker holds its CLIP as a dict)."""
+    from pcm_plugin.apis import publish_model
+    config, ckpt, _ = checkpoint
+    val = ['--val-ann', str(tmp_path / 'val.json'),
+           '--val-features', str(tmp_path / 'val_features'),
+           '--val-gt', str(tmp_path / 'gt.json')]
+    shutil.copy(toy_world['test_ann'], val[1])  # test's content elsewhere
+    shutil.copytree(toy_world['test_feats'], val[3])
+    shutil.copy(toy_world['test_gt'], val[5])
+    grid = ['--num-candidates', '4', '--weights', '0', '0.5', '1']
+
+    def choose(*model):
+        out = str(tmp_path / 'choice.json')
+        run = tool_in_process('tools/choose_rerank_weight.py',
+                              [*model, *val, *grid, '--out', out])
+        with open(out) as f:
+            return json.load(f), run.stdout
+
+    reference, _ = choose(config, ckpt)
+    cfg = Config.fromfile(config)
+    cfg.model.reranker = dict(reference['reranker'], weight=0.25)
+    reranking = str(tmp_path / 'reranking.py')
+    cfg.dump(reranking)
+    for form in ('pcm-rr', 'pcm-rr.safetensors'):
+        release = str(tmp_path / form)
+        publish_model(reranking, ckpt, release, with_clip=True)
+        choice, stdout = choose(release)
+        assert choice['grid'] == reference['grid']
+        assert choice['cfg_options'] == [
+            f'model.reranker.weight={reference["weight"]}'] + ([
+                f'model.reranker.length_penalty='
+                f'{reference["length_penalty"]}']
+                if reference['length_penalty'] != 1.0 else [])
+        assert f'test with: python tools/test.py {release} --cfg-options ' \
+            f'{choice["cfg_options"][0]}' in stdout
+        metrics = str(tmp_path / f'{form}.json')
+        tool_in_process('tools/test.py', [
+            release, '--out', metrics, '--work-dir', tmp_path / f'work_{form}',
+            '--cfg-options', *choice['cfg_options']])
+        with open(metrics) as f:
+            assert json.load(f)['CIDEr'] == reference['CIDEr']
+
+
+def test_a_one_file_release_without_its_reranker_says_what_to_do(
+        checkpoint, tmp_path):
+    from pcm_plugin.apis import publish_model, resolve_release
+    config, ckpt, _ = checkpoint
+    release = str(tmp_path / 'plain.safetensors')
+    publish_model(config, ckpt, release, with_clip=True)
+    with pytest.raises(ValueError, match='carries no CLIP text tower'):
+        rerank_weight.reranker_config(resolve_release(release)[0])
