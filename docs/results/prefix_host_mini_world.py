@@ -9,7 +9,9 @@ same code. Per host, the gain full - Base is paired by training seed
 is paired by seed too. CIDEr ×100 on the 1,000 real test renders.
 The localized world (localized-seed0, same size, budget and rate) gets the
 same analysis, on its own (rows of one world are paired only with rows of
-that world).
+that world). Rate 0.3 in both worlds (declared 2026-12-07, before its
+rows: the same arms, seeds, budget and code, all twenty cells of a world
+in one session) gets the same analysis, each (world, rate) on its own.
 
     python docs/results/prefix_host_mini_world.py \
         docs/results/prefix_host_mini_world.jsonl
@@ -33,11 +35,12 @@ def main(path: str) -> None:
     with open(path, encoding='utf-8') as f:
         rows = [json.loads(line) for line in f if line.strip()]
     for world in ('weak-seed0', 'localized-seed0'):
-        cider = {(r['variant'], r['seed']): r['CIDEr'] for r in rows
-                 if r['rate'] == 0.6 and r['world'] == world}
-        if cider:
-            print(f'\n## {world}, defect rate 0.6\n')
-            report_world(cider)
+        for rate in (0.3, 0.6):
+            cider = {(r['variant'], r['seed']): r['CIDEr'] for r in rows
+                     if r['rate'] == rate and r['world'] == world}
+            if cider:
+                print(f'\n## {world}, defect rate {rate}\n')
+                report_world(cider)
 
 
 def report_world(cider) -> None:
