@@ -379,7 +379,7 @@ def write_release(cfg: Config, model, out: str, manifest: dict, *,
         _publish_one_file(cfg, model, out_dir, manifest, card,
                           with_clip=with_clip)
         return manifest
-    tokenizer = tokenizer_files(model._require_tokenizer())
+    tokenizer = tokenizer_files(model.require_tokenizer())
     files = {key: None if path is None else target for (key, path), target
              in zip(_model_files(cfg).items(),
                     (TOKENIZER_DIR if HF_TOKENIZER_CONFIG in tokenizer
@@ -659,7 +659,7 @@ def _vocabulary(model) -> tuple:
     """What a release must give back of a model besides its tensors: its
     tokenizer's kind, vocabulary, special tokens and definition (the
     backend's JSON: normaliser, merges, ...), and its concept words."""
-    tokenizer = model._require_tokenizer()
+    tokenizer = model.require_tokenizer()
     backend = getattr(tokenizer, 'backend_tokenizer', None)
     return (type(tokenizer).__name__, tokenizer.get_vocab(),
             tokenizer.special_tokens_map, tokenizer.all_special_ids,

@@ -211,7 +211,9 @@ class PCMCaptioner(BaseModel):
         self._check_vocab('in the weights')
         self._check_agreement()  # the tokenizer's [EOS] is known now
 
-    def _require_tokenizer(self):
+    def require_tokenizer(self):
+        """The caption tokenizer; a clear error where it is still to come
+        from weights (a one-file release's config, before loading)."""
         if self.tokenizer is None:
             raise RuntimeError(
                 f"this model's tokenizer is '{FROM_WEIGHTS}': load a "
@@ -225,7 +227,7 @@ class PCMCaptioner(BaseModel):
         (``tokenizer_files``) as uint8 bytes, a word tokenizer's under
         :data:`TOKENIZER_KEY`, a language model's one per
         ``TOKENIZER_FILES_KEY.NAME``."""
-        tokenizer = self._require_tokenizer()
+        tokenizer = self.require_tokenizer()
         files = {name: torch.tensor(list(data), dtype=torch.uint8)
                  for name, data in tokenizer_files(tokenizer).items()}
         state = {TOKENIZER_KEY: files['tokenizer.json']} \
@@ -356,7 +358,7 @@ class PCMCaptioner(BaseModel):
         captions = [s.gt_caption for s in data_samples]
         input_ids, targets, input_mask = (
             t.to(device) for t in encode_captions(
-                self._require_tokenizer(), captions,
+                self.require_tokenizer(), captions,
                 max_len=self.max_len))  # (B, T)
         logits = self.decoder(input_ids, memory, mask, input_mask)  # (B,T,V)
         clip_cos = self._clip_cos(data_samples, device)
@@ -379,7 +381,7 @@ class PCMCaptioner(BaseModel):
         memory, mask = self.encode(inputs, drop_masked=True)
         ids, _ = self.decoder.generate(memory, mask, beam_size=beam_size,
                                        max_len=self.max_len)
-        return decode_ids(self._require_tokenizer(), ids)
+        return decode_ids(self.require_tokenizer(), ids)
 
     @torch.no_grad()
     def caption_candidates(self, inputs: Dict[str, torch.Tensor],
@@ -408,7 +410,7 @@ class PCMCaptioner(BaseModel):
         ids, log_probs = self.decoder.generate(
             memory, mask, beam_size=width, max_len=self.max_len,
             all_beams=True)  # (B, W, T), (B, W)
-        flat = decode_ids(self._require_tokenizer(),
+        flat = decode_ids(self.require_tokenizer(),
                           ids.flatten(0, 1))  # (B * W, T) -> B * W captions
         captions = [flat[start:start + width]
                     for start in range(0, len(flat), width)]

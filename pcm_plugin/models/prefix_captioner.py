@@ -162,7 +162,7 @@ class PrefixLMCaptioner(PCMCaptioner):
     def prompt_ids(self, concept_idx: Tensor) -> Tuple[Tensor, Tensor]:
         """Token ids ``(B, H)`` of the entity prompts, right-padded, and
         their mask ``(B, H)`` (True = token)."""
-        tokenizer = self._require_tokenizer()
+        tokenizer = self.require_tokenizer()
         ids = tokenizer(self.prompt_texts(concept_idx),
                         add_special_tokens=False)['input_ids']
         length = max(len(seq) for seq in ids)
