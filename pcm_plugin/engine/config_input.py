@@ -113,7 +113,7 @@ def _warn_if_misspelt(cfg: Config, key: str) -> None:
     parts = key.split('.')
     for depth, part in enumerate(parts):
         if not isinstance(node, dict):
-            return  # a list index out of range: nothing to compare with
+            return  # under a list or a value: no names to compare with
         if part not in node:
             close = difflib.get_close_matches(
                 part, [k for k in node if isinstance(k, str)], n=1,
