@@ -65,9 +65,11 @@ def main(argv=None) -> int:
             print(f'| {name} | {value:.1f} |')
     where = mixup_localisation(args.root, selection=args.selection,
                                excluded_words=args.excluded_words)
+    excluded = (f', never writing {" ".join(args.excluded_words)}'
+                if args.excluded_words else '')
     print(f'\n| mix-up pairs (real test renders; selection '
-          f'{args.selection}) | n | share | patch on an object | on a '
-          'matching object (background: off all objects) |'
+          f'{args.selection}{excluded}) | n | share | patch on an object '
+          '| on a matching object (background: off all objects) |'
           '\n| --- | --- | --- | --- | --- |')
     for kind in ('shape', 'colour', 'background'):
         w = where[kind]
