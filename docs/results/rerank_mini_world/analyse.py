@@ -1,8 +1,7 @@
 """The re-ranking plan's table (PLAN.md): paired differences against the
-plain beam-3 arm, per world, defect rate and variant, mean ± standard error over
-training seeds;
-and the test-time cost from the tools' logs (the mean seconds of a test
-iteration, re-ranked over plain, per checkpoint).
+plain beam-3 arm, per world, defect rate and variant, mean ± standard
+error over training seeds; and the test-time cost from the tools' logs (the
+mean seconds of a test iteration, re-ranked over plain, per checkpoint).
 
     python docs/results/rerank_mini_world/analyse.py \
         docs/results/rerank_mini_world/rows.jsonl \
