@@ -12,17 +12,18 @@ Usage::
 """
 import argparse
 import json
+import os.path as osp
 import sys
 from typing import Dict, List, Tuple
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '../../..')))
+from projects.mini_world.pcm_mini_world.ablation import (  # noqa: E402
+    read_results,
+)
 
 REUSED_VARIANTS = ('base', 'full')
 RATES = (0.3, 0.6)
 METRICS = ('Bleu_1', 'Bleu_2', 'Bleu_3', 'Bleu_4', 'ROUGE_L', 'CIDEr')
-
-
-def read_rows(path: str) -> List[Dict]:
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def cell(row: Dict) -> Tuple:
@@ -57,7 +58,11 @@ def main() -> None:
     parser.add_argument('--issue28', default='docs/results/'
                         'prefix_host_mini_world.jsonl')
     args = parser.parse_args()
-    for row in merge(read_rows(args.here), read_rows(args.issue28)):
+    for path in (args.here, args.issue28):
+        if not osp.isfile(path):
+            raise SystemExit(f'{path} not found: give its path with --here '
+                             'or --issue28')
+    for row in merge(read_results(args.here), read_results(args.issue28)):
         sys.stdout.write(json.dumps(row) + '\n')
 
 
