@@ -6,7 +6,8 @@ once the rows exist::
     python docs/results/mixup_rules/analyse.py \
         --rows docs/results/mixup_rules/rows.jsonl \
         --captions docs/results/mixup_rules/seed_noise.jsonl \
-        --where docs/results/mixup_rules/where_*.json
+        --where docs/results/mixup_rules/where_*.json \
+        [--seeds 0 1 2 3 4]
 
 Prints markdown: CIDEr per arm, the paired differences of each rule
 against the official rule (``full``) and of every arm against Base, the
@@ -49,6 +50,11 @@ def by_seed(rows: List[Dict], key: str, scale: float = 1.0
         out.setdefault((row['world'], row['variant'], row['rate']),
                        {})[row['seed']] = value
     return out
+
+
+def only_seeds(rows: List[Dict], seeds) -> List[Dict]:
+    """The rows of these training seeds (all rows when ``seeds`` is None)."""
+    return rows if seeds is None else [r for r in rows if r['seed'] in seeds]
 
 
 def paired(cells, world: str, arm: str, reference: str,
@@ -141,9 +147,12 @@ def main(argv=None) -> int:
                         help='diagnose.py --mixup-only JSON files')
     parser.add_argument('--weak', default='weak-seed0')
     parser.add_argument('--localized', default='localized-seed0')
+    parser.add_argument('--seeds', type=int, nargs='*',
+                        help="only these training seeds (the declared "
+                        "extension's n = 5 report: --seeds 0 1 2 3 4)")
     args = parser.parse_args(argv)
     worlds = [args.weak, args.localized]
-    rows = read_results(args.rows)
+    rows = only_seeds(read_results(args.rows), args.seeds)
     cider = by_seed(rows, 'CIDEr')
     lines = tables(cider, worlds, 'CIDEr')
     seconds = [r['seconds'] for r in rows if 'seconds' in r]
@@ -152,7 +161,7 @@ def main(argv=None) -> int:
                      f'{statistics.median(seconds):.0f} s (range '
                      f'{min(seconds):.0f}–{max(seconds):.0f} s)')
     if args.captions:
-        captions = read_results(args.captions)
+        captions = only_seeds(read_results(args.captions), args.seeds)
         for key in ('shape_errors', 'colour_errors'):
             lines += tables(by_seed(captions, key, 100.0), worlds,
                             f'{key} (points)')
