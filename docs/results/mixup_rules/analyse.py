@@ -147,6 +147,10 @@ def main(argv=None) -> int:
                         help='diagnose.py --mixup-only JSON files')
     parser.add_argument('--weak', default='weak-seed0')
     parser.add_argument('--localized', default='localized-seed0')
+    parser.add_argument('--explore', nargs='*', default=[], metavar='KEY',
+                        help='with --captions: the same tables for other '
+                        "seed_noise.py keys (e.g. background_recall "
+                        "mean_words); added after the rows, not declared")
     parser.add_argument('--seeds', type=int, nargs='*',
                         help="only these training seeds (the declared "
                         "extension's n = 5 report: --seeds 0 1 2 3 4)")
@@ -165,6 +169,12 @@ def main(argv=None) -> int:
         for key in ('shape_errors', 'colour_errors'):
             lines += tables(by_seed(captions, key, 100.0), worlds,
                             f'{key} (points)')
+        for key in args.explore:
+            # Shares (recalls, openings) in points, like the errors above.
+            share = key != 'mean_words'
+            lines += tables(by_seed(captions, key, 100.0 if share else 1.0),
+                            worlds, f'{key}{" (points)" if share else ""}, '
+                            'exploratory (not declared)')
         # The same checkpoints: seed_noise's CIDEr is the cell's own.
         again = by_seed(captions, 'CIDEr')
         off = [abs(again[k][s] - cider[k][s]) for k in again
