@@ -36,6 +36,9 @@ RATES = (0.3, 0.6)
 # weak world with SE <= 1.5, and loses nothing in the localized world
 # (declared: mean + SE >= 0), at both rates.
 GAIN, MAX_SE = 3.0, 1.5
+# seed_noise.py's keys that are not shares (printed as they are; every
+# other key, a recall or share, in points like the errors).
+NOT_SHARES = ('mean_words',)
 
 
 def by_seed(rows: List[Dict], key: str, scale: float = 1.0
@@ -170,8 +173,7 @@ def main(argv=None) -> int:
             lines += tables(by_seed(captions, key, 100.0), worlds,
                             f'{key} (points)')
         for key in args.explore:
-            # Shares (recalls, openings) in points, like the errors above.
-            share = key != 'mean_words'
+            share = key not in NOT_SHARES
             lines += tables(by_seed(captions, key, 100.0 if share else 1.0),
                             worlds, f'{key}{" (points)" if share else ""}, '
                             'exploratory (not declared)')
