@@ -26,6 +26,7 @@ RULE_STD = 2.5  # Base's seed std at both rates, CIDEr
 TARGET_SE = 2.0  # the pooled gain's s.e. at rate 0.6
 STAGE_A_RATES = (0.3, 0.6)
 STAGE_B_RATES = (0.0, 0.3, 0.6)
+SEEDS = 5  # training seeds per cell in both stages
 
 
 def read_rows(path: str) -> List[Dict]:
@@ -61,10 +62,10 @@ def stage_a(candidates: Dict[str, List[Dict]]) -> Optional[str]:
             values = [by_seed[s] for s in sorted(by_seed)]
             std = statistics.stdev(values) if len(values) > 1 else \
                 float('nan')
-            stds.append(std if len(values) == 5 else float('nan'))
+            stds.append(std if len(values) == SEEDS else float('nan'))
             print(f'| {name} | {rate} | '
                   f'{", ".join(f"{v:.1f}" for v in values)} '
-                  f'({len(values)} of 5) | '
+                  f'({len(values)} of {SEEDS}) | '
                   f'{statistics.fmean(values) if values else float("nan"):.1f}'
                   f' ± {std:.1f} |')
         worst[name] = max(stds)  # nan while a rate is incomplete
@@ -88,6 +89,7 @@ def stage_b(rows: List[Dict]) -> None:
     print('\n## Stage B: full − Base across weak worlds\n')
     worlds = sorted({r['world'] for r in rows})
     gains = {rate: {} for rate in STAGE_B_RATES}
+    paired = {rate: {} for rate in STAGE_B_RATES}  # world -> seeds paired
     print('| world | rate | Base mean ± std | full mean ± std | full − Base '
           'per seed | mean ± s.e. |')
     print('|---|---|---|---|---|---|')
@@ -101,6 +103,7 @@ def stage_b(rows: List[Dict]) -> None:
             diff = [full[s] - base[s] for s in seeds]
             mean, se = mean_se(diff)
             gains[rate][world] = mean
+            paired[rate][world] = len(seeds)
             print(f'| {world} | {rate} | {spread(base)} | {spread(full)} | '
                   f'{", ".join(f"{d:+.1f}" for d in diff)} | '
                   f'{mean:+.1f} ± {se:.1f} |')
@@ -119,7 +122,12 @@ def stage_b(rows: List[Dict]) -> None:
             continue
         mean, se = mean_se(list(per_world.values()))
         verdict = ''
-        if rate == 0.6 and len(per_world) >= 3:
+        short = sorted(w for w, n in paired[rate].items() if n < SEEDS)
+        if short:
+            # A world still running must not decide the target.
+            verdict = f' (provisional: {", ".join(short)} short of ' \
+                f'{SEEDS} seeds)'
+        elif rate == 0.6 and len(per_world) >= 3:
             verdict = (' (target s.e. <= 2: met)' if se <= TARGET_SE else
                        ' (target s.e. <= 2: not met)')
         print(f'  rate {rate}: {mean:+.1f} ± {se:.1f} over '
