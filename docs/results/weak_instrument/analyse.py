@@ -15,7 +15,7 @@ s.e. <= 2, whatever its sign.
 
     python docs/results/weak_instrument/analyse.py \\
         --stage-a A1=docs/results/weak_instrument/a1_rows.jsonl ... \\
-        [--stage-b docs/results/weak_instrument/b_rows.jsonl]
+        [--stage-b docs/results/weak_instrument/b_rows.jsonl [--worlds ...]]
 """
 import argparse
 import json
@@ -146,12 +146,19 @@ def main() -> None:
                         help='NAME=ROWS for each candidate, in the plan\'s '
                         'order (A1 A2 A3)')
     parser.add_argument('--stage-b', help='the rows of stage B')
+    parser.add_argument('--worlds', nargs='*',
+                        help='stage B: only these worlds (e.g. weak-seed0 '
+                        'weak-seed1 weak-seed2, the three declared ones); '
+                        'default all')
     args = parser.parse_args()
     if args.stage_a:
         stage_a({item.partition('=')[0]: read_rows(item.partition('=')[2])
                  for item in args.stage_a})
     if args.stage_b:
-        stage_b(read_rows(args.stage_b))
+        rows = read_rows(args.stage_b)
+        if args.worlds:
+            rows = [r for r in rows if r['world'] in args.worlds]
+        stage_b(rows)
 
 
 if __name__ == '__main__':
