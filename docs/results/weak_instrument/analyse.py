@@ -157,6 +157,10 @@ def main() -> None:
     if args.stage_b:
         rows = read_rows(args.stage_b)
         if args.worlds:
+            unknown = set(args.worlds) - {r['world'] for r in rows}
+            if unknown:
+                parser.error(f'--worlds: {sorted(unknown)} not in '
+                             f'{args.stage_b}')
             rows = [r for r in rows if r['world'] in args.worlds]
         stage_b(rows)
 
