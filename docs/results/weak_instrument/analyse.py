@@ -98,12 +98,15 @@ def stage_b(rows: List[Dict]) -> None:
             base = cider_by_seed(rows, variant='base', rate=rate, world=world)
             full = cider_by_seed(rows, variant='full', rate=rate, world=world)
             seeds = sorted(set(base) & set(full))
+            if base or full:
+                # A world with rows at this rate but no pair yet is still
+                # running: it must show as short, not drop out of the pool.
+                paired[rate][world] = len(seeds)
             if not seeds:
                 continue
             diff = [full[s] - base[s] for s in seeds]
             mean, se = mean_se(diff)
             gains[rate][world] = mean
-            paired[rate][world] = len(seeds)
             print(f'| {world} | {rate} | {spread(base)} | {spread(full)} | '
                   f'{", ".join(f"{d:+.1f}" for d in diff)} | '
                   f'{mean:+.1f} ± {se:.1f} |')
